@@ -1,0 +1,1 @@
+"""Orchestration of aef-zonal: the Spark job, the sample data and the command line."""

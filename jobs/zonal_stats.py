@@ -1,0 +1,280 @@
+"""The aef-zonal Spark job: fields -> assign -> reduce -> aggregate -> pca -> write.
+
+Run as `aef-zonal run ...` or `spark-submit jobs/zonal_stats.py ...` (same options).
+Each stage is one SQL file in sql/ (named below); the reduce stage is the Arrow UDF in
+udfs/tasks.py, which calls the numba kernels in udfs/pixels.py and udfs/reduce.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ is None:  # spark-submit runs this file as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobs import config  # noqa: E402
+from udfs import store as zstore  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL = ROOT / "sql"
+STATS = ("count", "mean", "std", "min", "max", "sum")
+REQUIRED = ("feature_id", "geometry")
+OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
+
+
+class JobError(Exception):
+    """A problem with the inputs or options; the message says what and how to fix it."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    d = config.load()
+    p = argparse.ArgumentParser(
+        prog="aef-zonal run",
+        description="Per-field statistics of an AEF embeddings Zarr store, written as "
+                    "Hive-partitioned GeoParquet.",
+        epilog="example: aef-zonal run --store out/sample/store.zarr "
+               "--fields out/sample/fields.parquet --out out/result --years 2024")
+    p.add_argument("--store", required=True, help="Zarr store URL or path")
+    p.add_argument("--fields", required=True, help="GeoParquet of field polygons")
+    p.add_argument("--out", required=True, help="output folder (must not exist unless --mode)")
+    p.add_argument("--years", type=int, nargs="+", help="years to reduce (default: all in store)")
+    p.add_argument("--master", default=d["spark"]["master"], help="Spark master (default %(default)s)")
+    p.add_argument("--stats", default=d["job"]["stats"],
+                   help=f"comma-separated statistics among {','.join(STATS)} (default %(default)s)")
+    p.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
+    p.add_argument("--pca-sample", type=int, default=d["job"]["pca_sample"],
+                   help="field means sampled to fit the PCA (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d["job"]["seed"], help="PCA sampling seed")
+    p.add_argument("--mode", choices=("error", "overwrite"), default="error",
+                   help="what to do when --out exists (default: refuse)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
+    args = p.parse_args(argv)
+    args.stats = [s.strip() for s in args.stats.split(",") if s.strip()]
+    unknown = sorted(set(args.stats) - set(STATS))
+    if unknown:
+        p.error(f"unknown statistic(s) {unknown}; choose among {list(STATS)}")
+    return args
+
+
+def sql(spark, name: str, **params):
+    text = (SQL / name).read_text()
+    return spark.sql(text, args=params)
+
+
+def spark_session(master: str, verbose: bool):
+    from sedona.spark import SedonaContext
+
+    jars = config.sedona_jars()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    d = config.load()["spark"]
+    builder = SedonaContext.builder().master(master).appName("aef-zonal")
+    builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+    for key, value in d.get("conf", {}).items():
+        builder = builder.config(key, str(value))
+    spark = SedonaContext.create(builder.getOrCreate())
+    spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
+    return spark
+
+
+def load_fields(spark, path: str):
+    """Read the GeoParquet, fill optional columns, register `fields_input`."""
+    from pyspark.sql import functions as F
+
+    if not Path(path).exists() and "://" not in path:
+        raise JobError(f"fields file {path} does not exist")
+    try:
+        df = spark.read.format("geoparquet").load(path)
+    except Exception as e:
+        raise JobError(f"cannot read {path} as GeoParquet ({type(e).__name__}: {str(e)[:300]}); "
+                       "write it with geopandas.GeoDataFrame.to_parquet or Sedona") from e
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise JobError(f"{path}: required column(s) {missing} missing (found {df.columns}); "
+                       "the fields need an int64 'feature_id' and a polygon 'geometry'")
+    for name, typ in OPTIONAL.items():
+        if name not in df.columns:
+            df = df.withColumn(name, F.lit(None).cast(typ))
+    df = df.withColumn("layer_year", F.lit(None).cast("int"))
+    df.select("feature_id", "geometry", *OPTIONAL, "layer_year").createOrReplaceTempView("fields_input")
+
+
+def validate_fields(spark, path: str) -> dict:
+    """Refuse fields the job cannot reduce, naming examples; return counts for the report."""
+    row = spark.sql("""
+        SELECT COUNT(*) AS n,
+               COUNT_IF(feature_id IS NULL) AS null_ids,
+               COUNT_IF(geometry IS NOT NULL AND geom_type NOT IN ('ST_Polygon', 'ST_MultiPolygon')) AS bad_types,
+               COUNT_IF(geometry IS NULL OR ST_IsEmpty(geometry)) AS empty
+        FROM fields""").first()
+    if row.null_ids:
+        raise JobError(f"{path}: {row.null_ids} field(s) have a null feature_id; give every field an id")
+    if row.bad_types:
+        ex = spark.sql("""SELECT feature_id, geom_type FROM fields
+                          WHERE geom_type NOT IN ('ST_Polygon', 'ST_MultiPolygon') LIMIT 5""").collect()
+        raise JobError(f"{path}: {row.bad_types} geometr(y/ies) are not polygons, e.g. "
+                       + ", ".join(f"feature_id {r.feature_id}: {r.geom_type}" for r in ex)
+                       + "; zonal statistics need Polygon or MultiPolygon fields")
+    dups = spark.sql("""SELECT feature_id, COUNT(*) AS k FROM fields
+                        GROUP BY feature_id, layer_year HAVING COUNT(*) > 1 LIMIT 5""").collect()
+    if dups:
+        raise JobError(f"{path}: feature_id is not unique, e.g. "
+                       + ", ".join(f"{r.feature_id} ({r.k} rows)" for r in dups)
+                       + "; ids must identify one field each")
+    return {"fields": row.n, "empty_geometries": row.empty}
+
+
+def fit_pca(stats, sample: int, seed: int) -> dict:
+    from udfs import pca
+
+    total = stats.where("count > 0").count()
+    if total == 0:
+        raise JobError("no field has a valid pixel in the store: nothing to fit a PCA on")
+    frac = min(1.0, 1.2 * sample / total)
+    rows = stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean").limit(sample).collect()
+    return pca.fit([r.mean for r in rows], seed)
+
+
+def write_output(df, staging: Path, crs_projjson: str):
+    (df.repartition("time", "label")
+       .sortWithinPartitions("time", "label", "hilbert_key")
+       .write.format("geoparquet")
+       .option("geoparquet.version", "1.1.0")
+       .option("geoparquet.covering.geometry", "bbox")
+       .option("geoparquet.crs", crs_projjson)
+       .partitionBy("time", "label")
+       .save(str(staging)))
+
+
+def run(args) -> dict:
+    from pyproj import CRS
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType
+
+    from udfs import pca, tasks
+    from udfs.grid import hilbert_key
+
+    out = Path(args.out)
+    if out.exists() and args.mode == "error":
+        raise JobError(f"output {out} already exists; choose another --out or pass --mode overwrite")
+    timings, t0 = {}, time.perf_counter()
+
+    def lap(stage):
+        nonlocal t0
+        timings[stage] = round(time.perf_counter() - t0, 2)
+        print(f"[aef-zonal] {stage}: {timings[stage]} s", flush=True)
+        t0 = time.perf_counter()
+
+    try:
+        info = zstore.describe(args.store)
+    except zstore.StoreError as e:
+        raise JobError(str(e)) from e
+    years = args.years or list(info.years)
+    absent = sorted(set(years) - set(info.years))
+    if absent:
+        raise JobError(f"year(s) {absent} not in store {args.store}; it has {list(info.years)}")
+    g, q = info.grid, info.quant
+    spark = spark_session(args.master, args.verbose)
+    lap("start spark")
+
+    load_fields(spark, args.fields)
+    fields = sql(spark, "10_fields.sql").persist()
+    fields.createOrReplaceTempView("fields")
+    report = validate_fields(spark, args.fields)
+    lap("fields")
+
+    chunk_deg = g.chunk * g.res
+    sql(spark, "20_assign.sql", xmin=g.xmin, ymax=g.ymax, chunk_deg=chunk_deg,
+        chunk_rows=g.chunk_rows, chunk_cols=g.chunk_cols).createOrReplaceTempView("field_chunks")
+    chunk_tasks = sql(spark, "30_chunk_tasks.sql", years=F.array(*[F.lit(y) for y in years]))
+    chunk_tasks = chunk_tasks.persist()
+    n_tasks = chunk_tasks.count()
+    report["chunk_tasks"] = n_tasks
+    lap("assign")
+
+    url, store_years, bands = args.store, info.years, info.bands
+    extremes = bool({"min", "max"} & set(args.stats))
+
+    def reduce_udf(batches):
+        def read(t, window):
+            try:
+                return zstore.read_chunk(url, t, window)
+            except Exception as e:
+                raise RuntimeError(f"reading store {url}, time index {t}, pixel window "
+                                   f"{window}: {type(e).__name__}: {e}") from e
+        return tasks.reduce_batches(batches, g, q, store_years, read, extremes, bands)
+
+    parallelism = spark.sparkContext.defaultParallelism
+    partitions = max(1, min(n_tasks, max(4 * parallelism, n_tasks // 32)))
+    partials = (chunk_tasks.repartitionByRange(partitions, "cy", "cx")
+                .mapInArrow(reduce_udf, tasks.PARTIAL_SCHEMA))
+    partials.createOrReplaceTempView("partials")
+    stats = sql(spark, "40_aggregate.sql", a=q.a, b=q.b, bands=bands, big=1 << 40).persist()
+    stats.createOrReplaceTempView("stats")
+    report["field_years_with_pixels"] = stats.where("count > 0").count()
+    lap("reduce + aggregate")
+
+    model = pca.load(args.pca_model) if args.pca_model else fit_pca(stats, args.pca_sample, args.seed)
+    pca.to_spark(spark, model).createOrReplaceTempView("pca_model")
+    lap("pca")
+
+    field_years = spark.createDataFrame([(y, info.time_index(y)) for y in years], "year int, t int")
+    (fields.select("feature_id", "layer_year").crossJoin(field_years)
+        .where("layer_year IS NULL OR layer_year = year")
+        .createOrReplaceTempView("field_years"))
+    spark.udf.register("hilbert_key", F.pandas_udf(lambda x, y: __import__("pandas").Series(
+        hilbert_key(x.to_numpy(), y.to_numpy())), LongType()))
+    result = sql(spark, "50_output.sql", store=args.store, xmin=g.xmin, ymax=g.ymax, res=g.res,
+                 shard=g.shard, width=g.width, height=g.height)
+    # mean is part of the published schema: always written
+    result = result.drop(*[s for s in ("count", "std", "min", "max", "sum") if s not in args.stats])
+
+    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_output(result, staging, CRS.from_user_input("EPSG:4326").to_json())
+        pca.save(model, staging / "_pca_model.json")
+        per_partition = (spark.read.parquet(str(staging)).groupBy("time", "label").count()
+                         .orderBy("time", "label").collect())
+        lap("write")
+        report.update({
+            "rows_per_partition": {f"time={r.time}/label={r.label}": r["count"] for r in per_partition},
+            "rows": sum(r["count"] for r in per_partition),
+            "seconds": timings,
+            "command": " ".join(sys.argv),
+            "store": args.store, "fields_path": args.fields, "years": years, "stats": args.stats,
+        })
+        (staging / "_run.json").write_text(json.dumps(report, indent=2))
+        if out.exists():  # --mode overwrite: swap, then drop the old copy
+            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(trash)
+            staging.rename(out)
+            shutil.rmtree(trash)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except JobError as e:
+        print(f"aef-zonal: error: {e}", file=sys.stderr)
+        return 2
+    print(f"[aef-zonal] wrote {report['rows']} rows to {args.out}")
+    for part, n in report["rows_per_partition"].items():
+        print(f"  {part}: {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Shared fixtures: one small AEF-layout sample and one job run over it, per test session."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory) -> Path:
+    from jobs.sample import make_sample
+
+    out = tmp_path_factory.mktemp("sample")
+    # 1024 px with 512 px shards: 4 shards, 16 inner chunks a year; the first year has one
+    # inner chunk never written
+    make_sample(out, size=1024, shard=512, years=(2024, 2025), log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def job_out(sample, tmp_path_factory) -> Path:
+    from jobs import zonal_stats
+
+    out = tmp_path_factory.mktemp("run") / "result"
+    rc = zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields",
+                           str(sample / "fields.parquet"), "--out", str(out),
+                           "--master", "local[2]", "--stats", "count,mean,std,min,max"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def kinds(sample) -> dict[int, str]:
+    return {int(k): v for k, v in json.loads((sample / "fields_kinds.json").read_text()).items()}
+
+
+@pytest.fixture(scope="session")
+def spark(job_out):
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()

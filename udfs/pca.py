@@ -1,0 +1,53 @@
+"""PCA(3) of field means, scaled to [0, 1] per component so the result draws as RGB."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+
+def fit(means, seed: int) -> dict:
+    x = np.asarray(means, np.float64)
+    if len(x) < 3:
+        raise ValueError(f"need at least 3 fields with valid pixels to fit a PCA, got {len(x)}")
+    p = PCA(n_components=3, random_state=seed).fit(x)
+    scores = p.transform(x)
+    return {
+        "center": p.mean_.tolist(),
+        "components": p.components_.tolist(),
+        "lo": scores.min(axis=0).tolist(),
+        "hi": scores.max(axis=0).tolist(),
+        "explained_variance_ratio": p.explained_variance_ratio_.tolist(),
+        "n_samples": int(len(x)),
+    }
+
+
+def apply(model: dict, means) -> np.ndarray:
+    """float[n, 3] in [0, 1]: the numpy definition of what the output SQL computes."""
+    x = np.asarray(means, np.float64)
+    s = (x - np.asarray(model["center"])) @ np.asarray(model["components"]).T
+    lo, hi = np.asarray(model["lo"]), np.asarray(model["hi"])
+    return np.clip((s - lo) / (hi - lo), 0.0, 1.0)
+
+
+def save(model: dict, path) -> None:
+    Path(path).write_text(json.dumps(model, indent=1))
+
+
+def load(path) -> dict:
+    model = json.loads(Path(path).read_text())
+    missing = {"center", "components", "lo", "hi"} - set(model)
+    if missing:
+        raise ValueError(f"{path} is not an aef-zonal PCA model (missing {sorted(missing)})")
+    return model
+
+
+def to_spark(spark, model: dict):
+    """One-row table the output SQL broadcasts: components, shift = center . component, bounds."""
+    comps = np.asarray(model["components"])
+    shift = (comps @ np.asarray(model["center"])).tolist()
+    return spark.createDataFrame(
+        [(comps.tolist(), shift, model["lo"], model["hi"])],
+        "components array<array<double>>, shift array<double>, lo array<double>, hi array<double>")
