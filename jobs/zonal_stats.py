@@ -77,7 +77,11 @@ def spark_session(master: str, verbose: bool):
     builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     for key, value in d.get("conf", {}).items():
         builder = builder.config(key, str(value))
-    spark = SedonaContext.create(builder.getOrCreate())
+    try:
+        spark = SedonaContext.create(builder.getOrCreate())
+    except TypeError as e:  # py4j's JavaPackage: the Sedona classes are not on the driver
+        raise JobError("Sedona's jars are not on the driver's classpath; with spark-submit pass "
+                       "them with --jars (see README: Running with spark-submit)") from e
     spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
     return spark
 

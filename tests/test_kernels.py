@@ -1,0 +1,178 @@
+"""The numeric kernels with numpy alone: dequantisation, pixel membership, chunk reduction."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from shapely import affinity
+
+from udfs.grid import Grid, hilbert_key
+from udfs.pixels import centre_runs, runs_to_pairs
+from udfs.reduce import reduce_chunk
+from udfs.store import Quantisation
+
+GRID = Grid(8.983111749910169e-05, -93.6, 42.1, 512, 512, 256, 512)
+SIGNED_SQUARE = {"geoemb:quantization": {"method": "signed_square", "nodata": -128}}
+
+
+def window_centres(grid=GRID, size=256):
+    return grid.col_centres(0, size), grid.row_centres(0, size)
+
+
+def membership(geoms, size=256):
+    xs, ys = window_centres(size=size)
+    pix, fld = runs_to_pairs(centre_runs(geoms, xs, ys), size)
+    mask = np.zeros((len(geoms), size * size), bool)
+    mask[fld, pix] = True
+    return mask.reshape(len(geoms), size, size)
+
+
+# --- dequantisation --------------------------------------------------------------------------
+
+def test_signed_square_table_matches_the_formula():
+    table = Quantisation.from_attrs(SIGNED_SQUARE, "s").table()
+    for q in range(-127, 128):
+        assert table[q + 128] == pytest.approx(np.sign(q) * (q / 127.5) ** 2, abs=1e-15)
+    assert np.isnan(table[0])  # -128 is nodata
+    assert table[255] == pytest.approx((127 / 127.5) ** 2)
+
+
+def test_linear_table_and_unknown_method():
+    q = Quantisation.from_attrs({"geoemb:quantization": {"method": "linear", "scale": 0.01,
+                                                         "offset": 0.5, "nodata": -128}}, "s")
+    assert q.table()[10 + 128] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="unknown quantisation method 'log'"):
+        Quantisation.from_attrs({"geoemb:quantization": {"method": "log"}}, "s")
+
+
+# --- pixel membership ------------------------------------------------------------------------
+
+def random_polygon(rng, cx, cy, r, n=9):
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = r * rng.uniform(0.5, 1.0, n)
+    return shapely.Polygon(np.c_[cx + rad * np.cos(ang), cy + rad * np.sin(ang)])
+
+
+def test_membership_equals_point_in_polygon_for_random_polygons():
+    rng = np.random.default_rng(1)
+    xs, ys = window_centres()
+    X, Y = np.meshgrid(xs, ys)
+    res = GRID.res
+    geoms = []
+    for _ in range(40):
+        cx, cy = rng.uniform(xs[0], xs[-1]), rng.uniform(ys[-1], ys[0])
+        g = random_polygon(rng, cx, cy, rng.uniform(0.3, 60) * res)
+        if rng.random() < 0.3:  # a hole
+            g = g.difference(shapely.Point(cx, cy).buffer(g.area ** 0.5 / 5))
+        geoms.append(g)
+    off = res / 3  # keeps the edges off pixel centres; the second part leaves the window
+    geoms.append(shapely.MultiPolygon([shapely.box(xs[10] + off, ys[20] + off, xs[30] + off, ys[10] + off),
+                                       shapely.box(xs[200] + off, ys[250] + off, xs[255] + 9 * res, ys[240] + off)]))
+    mask = membership(geoms)
+    for g, m in zip(geoms, mask):
+        # no centre lies on these boundaries, so GEOS's strict test decides every pixel
+        assert not shapely.touches(g, shapely.points(X[m], Y[m])).any()
+        assert (m == shapely.contains_xy(g, X, Y)).all()
+
+
+def test_centre_on_boundary_counts_on_west_and_south_edges_only():
+    xs, ys = window_centres()
+    # a square whose edges run exactly through pixel centres: columns 10..20, rows 30..40
+    square = shapely.box(xs[10], ys[40], xs[20], ys[30])
+    m = membership([square])[0]
+    rows, cols = np.nonzero(m)
+    assert (cols.min(), cols.max()) == (10, 19)  # west edge in, east edge out
+    assert (rows.min(), rows.max()) == (31, 40)  # south edge (row 40) in, north edge out
+    # two fields sharing an edge through centres: each centre on it counted exactly once
+    left, right = shapely.box(xs[50], ys[60], xs[55], ys[50]), shapely.box(xs[55], ys[60], xs[60], ys[50])
+    a, b = membership([left, right])
+    assert not (a & b).any() and (a | b).sum() == membership([left.union(right)])[0].sum()
+
+
+def test_overlapping_fields_share_pixels_and_subpixel_polygons():
+    xs, ys = window_centres()
+    res = GRID.res
+    a = shapely.box(xs[5] - 0.3 * res, ys[15] - 0.2 * res, xs[15] + 0.1 * res, ys[5] + 0.4 * res)
+    b = affinity.translate(a, 5 * res, 0)
+    tiny_on_centre = shapely.box(xs[100] - 0.2 * res, ys[100] - 0.2 * res, xs[100] + 0.2 * res, ys[100] + 0.2 * res)
+    tiny_off = affinity.translate(tiny_on_centre, 0.5 * res, 0.5 * res)
+    ma, mb, mt, mo = membership([a, b, tiny_on_centre, tiny_off])
+    assert ma.sum() == 11 * 11 and mb.sum() == 11 * 11 and (ma & mb).sum() == 6 * 11
+    assert mt.sum() == 1 and mt[100, 100] and mo.sum() == 0
+
+
+# --- chunk reduction -------------------------------------------------------------------------
+
+def naive_partials(data, mask, table):
+    """Per field: count, sum and sum of squares of dequantised values over valid pixels."""
+    valid = (data != -128).all(axis=0)
+    out = []
+    for m in mask:
+        sel = (m & valid).reshape(-1)
+        v = table[data.reshape(data.shape[0], -1)[:, sel].astype(int) + 128]
+        out.append((sel.sum(), v.sum(axis=1), (v * v).sum(axis=1), v.min(axis=1) if sel.any() else None,
+                    v.max(axis=1) if sel.any() else None))
+    return out
+
+
+@pytest.fixture(scope="module")
+def chunk_case():
+    rng = np.random.default_rng(7)
+    data = rng.integers(-127, 128, (64, 256, 256)).astype(np.int8)
+    data[:, rng.random((256, 256)) < 0.02] = -128        # nodata pixels, all bands
+    data[5, 3, 3] = -128                                 # nodata in a single band masks the pixel
+    xs, ys = window_centres()
+    geoms = [random_polygon(rng, rng.uniform(xs[20], xs[230]), rng.uniform(ys[230], ys[20]),
+                            rng.uniform(2, 80) * GRID.res) for _ in range(25)]
+    geoms.append(shapely.box(xs[0], ys[10], xs[10], ys[0]))  # covers pixel (3, 3)
+    return data, geoms
+
+
+def test_reduce_matches_naive_numpy(chunk_case):
+    data, geoms = chunk_case
+    q = Quantisation.from_attrs(SIGNED_SQUARE, "s")
+    xs, ys = window_centres()
+    p = reduce_chunk(data, centre_runs(geoms, xs, ys), len(geoms), square=True)
+    for f, (n, s1, s2, lo, hi) in enumerate(naive_partials(data, membership(geoms), q.table())):
+        assert p.count[f] == n
+        np.testing.assert_allclose(q.a * p.s1[f], s1, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(q.a ** 2 * p.s2[f], s2, rtol=0, atol=1e-9)
+        if n:
+            np.testing.assert_allclose(q.a * p.umin[f], lo, atol=1e-15)
+            np.testing.assert_allclose(q.a * p.umax[f], hi, atol=1e-15)
+
+
+def test_partials_of_pieces_merge_to_the_whole(chunk_case):
+    """Sums are additive over any split of the pixels: what the aggregate SQL stage relies on."""
+    data, geoms = chunk_case
+    xs, ys = window_centres()
+    runs = centre_runs(geoms, xs, ys)
+    whole = reduce_chunk(data, runs, len(geoms), square=True)
+    top = reduce_chunk(data, runs[runs[:, 0] < 100], len(geoms), square=True)
+    bottom = reduce_chunk(data, runs[runs[:, 0] >= 100], len(geoms), square=True)
+    assert (top.count + bottom.count == whole.count).all()
+    assert (top.s1 + bottom.s1 == whole.s1).all() and (top.s2 + bottom.s2 == whole.s2).all()
+    assert (np.minimum(top.umin, bottom.umin) == whole.umin).all()
+    assert (np.maximum(top.umax, bottom.umax) == whole.umax).all()
+
+
+def test_linear_store_sums_codes():
+    data = np.arange(-3, 5, dtype=np.int8).reshape(1, 2, 4)
+    runs = np.array([[0, 0, 4, 0], [1, 0, 4, 0]])
+    p = reduce_chunk(data, runs, 1, square=False)
+    assert p.count[0] == 8 and p.s1[0, 0] == 4 and p.s2[0, 0] == sum(q * q for q in range(-3, 5))
+
+
+# --- grid ------------------------------------------------------------------------------------
+
+def test_hilbert_key_is_a_bijection_on_a_small_grid():
+    n = 1 << 4
+    i, j = np.meshgrid(np.arange(n), np.arange(n))
+    x = (i.ravel() + 0.5) / n * 360 - 180
+    y = (j.ravel() + 0.5) / n * 180 - 90
+    d = hilbert_key(x, y, order=4)
+    assert sorted(d) == list(range(n * n))
+    # consecutive keys are neighbouring cells: the defining property of the curve
+    order = np.argsort(d)
+    steps = np.abs(np.diff(i.ravel()[order])) + np.abs(np.diff(j.ravel()[order]))
+    assert (steps == 1).all()
