@@ -144,6 +144,19 @@ def fit_pca(stats, sample: int, seed: int) -> dict:
     return pca.fit([r.mean for r in rows], seed)
 
 
+def hilbert_udf():
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    from udfs.grid import hilbert_key
+
+    @pandas_udf("long")
+    def hilbert(x: pd.Series, y: pd.Series) -> pd.Series:
+        return pd.Series(hilbert_key(x.to_numpy(), y.to_numpy()))
+
+    return hilbert
+
+
 def write_output(df, staging: Path, crs_projjson: str):
     (df.repartition("time", "label")
        .sortWithinPartitions("time", "label", "hilbert_key")
@@ -158,10 +171,8 @@ def write_output(df, staging: Path, crs_projjson: str):
 def run(args) -> dict:
     from pyproj import CRS
     from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType
 
     from udfs import pca, tasks
-    from udfs.grid import hilbert_key
 
     out = Path(args.out)
     if out.exists() and args.mode == "error":
@@ -231,8 +242,7 @@ def run(args) -> dict:
     (fields.select("feature_id", "layer_year").crossJoin(field_years)
         .where("layer_year IS NULL OR layer_year = year")
         .createOrReplaceTempView("field_years"))
-    spark.udf.register("hilbert_key", F.pandas_udf(lambda x, y: __import__("pandas").Series(
-        hilbert_key(x.to_numpy(), y.to_numpy())), LongType()))
+    spark.udf.register("hilbert_key", hilbert_udf())
     result = sql(spark, "50_output.sql", store=args.store, xmin=g.xmin, ymax=g.ymax, res=g.res,
                  shard=g.shard, width=g.width, height=g.height)
     # mean is part of the published schema: always written
