@@ -18,6 +18,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 import zarr
 from rasterio import features
@@ -113,6 +114,42 @@ def _fields(rng, xmin, ymax, size, res, shard, missing):
     return gdf, regular
 
 
+def fields_by_year(gdf: gpd.GeoDataFrame, years, seed: int = 0) -> gpd.GeoDataFrame:
+    """Field layers that differ by year, as a field-boundary model would give them.
+
+    Every year's layer is shifted by a few pixels; in the last year every fifth field is split
+    in two (the west half keeps the id, the east half gets a new one); in the first year every
+    seventh field is missing. Same ids in several years carry different geometry.
+    """
+    from shapely import affinity
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for k, year in enumerate(years):
+        layer = gdf.copy()
+        dx, dy = rng.uniform(-3, 3, 2) * GLOBAL_RES
+        layer["geometry"] = layer.geometry.map(lambda g: affinity.translate(g, dx, dy))
+        if k == 0:
+            layer = layer[np.arange(len(layer)) % 7 != 3]
+        if k == len(years) - 1 and len(years) > 1:
+            split = np.arange(len(layer)) % 5 == 2
+            west, east = layer[split].copy(), layer[split].copy()
+            for part, side in ((west, 0), (east, 1)):
+                def half(g, side=side):
+                    x0, y0, x1, y1 = g.bounds
+                    xm = (x0 + x1) / 2 + 0.37 * GLOBAL_RES
+                    return g.intersection(shapely.box(*((x0, y0, xm, y1) if side == 0 else (xm, y0, x1, y1))))
+                part["geometry"] = part.geometry.map(half)
+            east["feature_id"] = east["feature_id"] + 1_000_000
+            keep = (west.geometry.area > 0).to_numpy() & (east.geometry.area > 0).to_numpy()
+            layer = gpd.GeoDataFrame(
+                pd.concat([layer[~split], west[keep], east[keep], layer[split][~keep]]),
+                geometry="geometry", crs=gdf.crs)
+        layer["year"] = np.int32(year)
+        layers.append(layer)
+    return gpd.GeoDataFrame(pd.concat(layers, ignore_index=True), geometry="geometry", crs=gdf.crs)
+
+
 def _class_map(gdf, regular, xmin, ymax, size, res):
     """Class of every pixel: fields' crops, roads on section lines, background elsewhere."""
     transform = Affine(res, 0, xmin, 0, -res, ymax)
@@ -139,8 +176,11 @@ def _quantise(v: np.ndarray) -> np.ndarray:
 
 def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int = 42,
                 shard: int = 1024, chunk: int = 256, lon: float = -93.65, lat: float = 42.10,
-                log=print) -> tuple[Path, Path]:
-    """Write OUT/store.zarr and OUT/fields.parquet; returns their paths."""
+                per_year_fields: bool = False, log=print) -> tuple[Path, Path]:
+    """Write OUT/store.zarr and OUT/fields.parquet; returns their paths.
+
+    per_year_fields: fields.parquet holds one layer per year (a `year` column), see fields_by_year.
+    """
     if size % shard or shard % chunk:
         raise ValueError(f"size {size} must be a multiple of the shard edge {shard}, "
                          f"itself a multiple of the chunk edge {chunk}")
@@ -154,9 +194,10 @@ def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int =
     missing = (0, 1, min(6, size // chunk - 1))
     gdf, regular = _fields(rng, xmin, ymax, size, res, shard, missing)
     fields_path = out / "fields.parquet"
-    gdf.drop(columns="kind").to_parquet(fields_path, index=False)
+    written = fields_by_year(gdf, years, seed) if per_year_fields else gdf
+    written.drop(columns="kind").to_parquet(fields_path, index=False)
     (out / "fields_kinds.json").write_text(json.dumps(dict(zip(map(int, gdf.feature_id), gdf.kind))))
-    log(f"fields: {len(gdf)} polygons -> {fields_path}")
+    log(f"fields: {len(written)} polygons -> {fields_path}")
 
     cmap = _class_map(gdf, regular, xmin, ymax, size, res)
     ncls = ROAD + 1

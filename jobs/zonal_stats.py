@@ -18,6 +18,8 @@ from pathlib import Path
 if __name__ == "__main__" and __package__ is None:  # spark-submit runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pandas as pd  # noqa: E402  (module-level: pandas_udf resolves the type hints here)
+
 from jobs import config  # noqa: E402
 from udfs import store as zstore  # noqa: E402
 
@@ -51,6 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pca-sample", type=int, default=d["job"]["pca_sample"],
                    help="field means sampled to fit the PCA (default %(default)s)")
     p.add_argument("--seed", type=int, default=d["job"]["seed"], help="PCA sampling seed")
+    p.add_argument("--year-column", metavar="NAME",
+                   help="column giving each field's own year (default: 'time' or 'year' if present); "
+                        "'none' reduces every field for every year")
+    p.add_argument("--skip-missing-years", action="store_true",
+                   help="drop (and count) fields whose year the store lacks instead of failing")
     p.add_argument("--mode", choices=("error", "overwrite"), default="error",
                    help="what to do when --out exists (default: refuse)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
@@ -86,8 +93,32 @@ def spark_session(master: str, verbose: bool):
     return spark
 
 
-def load_fields(spark, path: str):
-    """Read the GeoParquet, fill optional columns, register `fields_input`."""
+def year_of(df, column: str, path: str):
+    """Integer year of a `time`/`year` column: date, timestamp, 'YYYY-01-01' string or integer."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    typ = df.schema[column].dataType
+    col = F.col(column)
+    if isinstance(typ, (T.DateType, T.TimestampType, T.TimestampNTZType)):
+        return F.year(col)
+    if isinstance(typ, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
+        return col.cast("int")
+    if isinstance(typ, T.StringType):
+        bad = df.where(col.isNotNull() & ~col.rlike(r"^\d{4}(-\d{2}-\d{2})?$")).select(column).limit(3).collect()
+        if bad:
+            raise JobError(f"{path}: column '{column}' holds values that are not years, e.g. "
+                           f"{[r[0] for r in bad]}; use 'YYYY-01-01' strings, dates or integer years")
+        return F.substring(col, 1, 4).cast("int")
+    raise JobError(f"{path}: column '{column}' has type {typ.simpleString()}; a year column must be "
+                   "a date, timestamp, 'YYYY-01-01' string or integer (or pass --year-column none)")
+
+
+def load_fields(spark, path: str, year_column: str | None) -> str | None:
+    """Read the GeoParquet, fill optional columns, register `fields_input`.
+
+    Returns the column giving each field's own year, or None (every field, every year).
+    """
     from pyspark.sql import functions as F
 
     if not Path(path).exists() and "://" not in path:
@@ -104,8 +135,35 @@ def load_fields(spark, path: str):
     for name, typ in OPTIONAL.items():
         if name not in df.columns:
             df = df.withColumn(name, F.lit(None).cast(typ))
-    df = df.withColumn("layer_year", F.lit(None).cast("int"))
+    if year_column is None:
+        year_column = next((c for c in ("time", "year") if c in df.columns), None)
+    elif year_column == "none":
+        year_column = None
+    elif year_column not in df.columns:
+        raise JobError(f"{path}: no column '{year_column}' (found {df.columns}) for --year-column")
+    year = year_of(df, year_column, path) if year_column else F.lit(None)
+    df = df.withColumn("layer_year", year.cast("int"))
     df.select("feature_id", "geometry", *OPTIONAL, "layer_year").createOrReplaceTempView("fields_input")
+    return year_column
+
+
+def select_years(spark, fields, path: str, year_column: str | None, years: list[int],
+                 store_years: tuple[int, ...], skip_missing: bool, report: dict):
+    """Fields with their own year: refuse (or drop and count) years the store lacks, keep --years."""
+    report["year_column"] = year_column
+    if year_column is None:
+        return fields
+    per_year = {r.layer_year: r["count"] for r in fields.groupBy("layer_year").count().collect()}
+    if None in per_year:
+        raise JobError(f"{path}: {per_year[None]} field(s) have no value in year column '{year_column}'")
+    missing = {y: n for y, n in sorted(per_year.items()) if y not in store_years}
+    if missing and not skip_missing:
+        raise JobError(f"{path}: fields of year(s) absent from the store: "
+                       + ", ".join(f"{y} ({n} fields)" for y, n in missing.items())
+                       + f"; the store has {list(store_years)}. Pass --skip-missing-years to drop them")
+    report["fields_skipped_missing_year"] = sum(missing.values())
+    report["fields_outside_years"] = sum(n for y, n in per_year.items() if y not in years and y not in missing)
+    return fields.where(fields.layer_year.isin(years))
 
 
 def validate_fields(spark, path: str) -> dict:
@@ -129,7 +187,7 @@ def validate_fields(spark, path: str) -> dict:
     if dups:
         raise JobError(f"{path}: feature_id is not unique, e.g. "
                        + ", ".join(f"{r.feature_id} ({r.k} rows)" for r in dups)
-                       + "; ids must identify one field each")
+                       + "; ids must identify one field each (one per year when fields carry a year)")
     return {"fields": row.n, "empty_geometries": row.empty}
 
 
@@ -145,7 +203,6 @@ def fit_pca(stats, sample: int, seed: int) -> dict:
 
 
 def hilbert_udf():
-    import pandas as pd
     from pyspark.sql.functions import pandas_udf
 
     from udfs.grid import hilbert_key
@@ -197,10 +254,12 @@ def run(args) -> dict:
     spark = spark_session(args.master, args.verbose)
     lap("start spark")
 
-    load_fields(spark, args.fields)
-    fields = sql(spark, "10_fields.sql").persist()
-    fields.createOrReplaceTempView("fields")
+    year_column = load_fields(spark, args.fields, args.year_column)
+    sql(spark, "10_fields.sql").createOrReplaceTempView("fields")
     report = validate_fields(spark, args.fields)
+    fields = select_years(spark, spark.table("fields"), args.fields, year_column, years,
+                          info.years, args.skip_missing_years, report).persist()
+    fields.createOrReplaceTempView("fields")
     lap("fields")
 
     chunk_deg = g.chunk * g.res

@@ -1,0 +1,81 @@
+"""Fields that carry their own year: each is reduced against that year's slice only."""
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from jobs import zonal_stats
+from jobs.sample import fields_by_year
+from tests import reference
+
+
+@pytest.fixture(scope="module")
+def yearly(sample, tmp_path_factory, job_out):
+    fields = fields_by_year(gpd.read_parquet(sample / "fields.parquet"), (2024, 2025), seed=3)
+    folder = tmp_path_factory.mktemp("yearly")
+    fields.to_parquet(folder / "fields.parquet")
+    out = folder / "result"
+    rc = zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields", str(folder / "fields.parquet"),
+                           "--out", str(out), "--master", "local[2]",
+                           "--pca-model", str(job_out / "_pca_model.json")])
+    assert rc == 0
+    return fields, out
+
+
+def test_each_field_reduced_for_its_own_year(sample, yearly):
+    fields, out = yearly
+    got = ds.dataset(out, partitioning="hive").to_table().to_pandas()
+    got["year"] = got.time.str.slice(0, 4).astype(int)
+    got = got.set_index(["feature_id", "year"]).sort_index()
+    assert len(got) == len(fields), "one row per field of each year's layer, not fields x years"
+    both = fields.groupby("feature_id").year.nunique()
+    assert (both == 2).sum() > 100, "the same ids appear in both years with different polygons"
+    store = reference.open_store(sample / "store.zarr")
+    worst = 0.0
+    for fid, year, geom in zip(fields.feature_id, fields.year, fields.geometry):
+        ref = reference.field_stats(store, geom, int(year))
+        row = got.loc[(fid, int(year))]
+        assert row["count"] == ref["count"], (fid, year)
+        if ref["count"]:
+            worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
+                        np.abs(np.asarray(row["std"]) - ref["std"]).max())
+    assert worst <= 1e-6
+    assert json.loads((out / "_run.json").read_text())["year_column"] == "year"
+
+
+@pytest.mark.parametrize("column, values", [
+    ("time", pd.to_datetime(["2024-01-01", "2025-01-01", "2024-01-01"]).date),
+    ("time", pd.to_datetime(["2024-01-01", "2025-01-01", "2024-01-01"])),
+    ("time", ["2024-01-01", "2025-01-01", "2024-01-01"]),
+    ("time", np.array([2024, 2025, 2024], np.int64)),
+    ("year", np.array([2024, 2025, 2024], np.int16)),
+])
+def test_year_column_types(spark, sample, tmp_path, column, values):
+    fields = gpd.read_parquet(sample / "fields.parquet").head(3)
+    fields[column] = values
+    path = tmp_path / "f.parquet"
+    fields.to_parquet(path)
+    assert zonal_stats.load_fields(spark, str(path), None) == column
+    got = [r.layer_year for r in spark.sql("SELECT layer_year FROM fields_input ORDER BY feature_id").collect()]
+    assert got == [2024, 2025, 2024]
+
+
+def test_year_absent_from_store_is_refused_or_skipped(sample, tmp_path, capsys, job_out):
+    fields = gpd.read_parquet(sample / "fields.parquet").head(12)
+    fields["year"] = [2019] * 3 + [2024] * 9
+    path = tmp_path / "f.parquet"
+    fields.to_parquet(path)
+    args = ["--store", str(sample / "store.zarr"), "--fields", str(path), "--master", "local[2]",
+            "--pca-model", str(job_out / "_pca_model.json")]
+    assert zonal_stats.main([*args, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "year(s) absent from the store: 2019 (3 fields)" in err and "--skip-missing-years" in err
+    assert not (tmp_path / "a").exists()
+    assert zonal_stats.main([*args, "--out", str(tmp_path / "b"), "--skip-missing-years"]) == 0
+    report = json.loads((tmp_path / "b" / "_run.json").read_text())
+    assert report["fields_skipped_missing_year"] == 3 and report["rows"] == 9
