@@ -141,7 +141,7 @@ def fields_by_year(gdf: gpd.GeoDataFrame, years, seed: int = 0) -> gpd.GeoDataFr
                     return g.intersection(shapely.box(*((x0, y0, xm, y1) if side == 0 else (xm, y0, x1, y1))))
                 part["geometry"] = part.geometry.map(half)
             east["feature_id"] = east["feature_id"] + 1_000_000
-            keep = (west.geometry.area > 0).to_numpy() & (east.geometry.area > 0).to_numpy()
+            keep = ~west.geometry.is_empty.to_numpy() & ~east.geometry.is_empty.to_numpy()
             layer = gpd.GeoDataFrame(
                 pd.concat([layer[~split], west[keep], east[keep], layer[split][~keep]]),
                 geometry="geometry", crs=gdf.crs)
