@@ -141,7 +141,10 @@ def fields_by_year(gdf: gpd.GeoDataFrame, years, seed: int = 0) -> gpd.GeoDataFr
                     return g.intersection(shapely.box(*((x0, y0, xm, y1) if side == 0 else (xm, y0, x1, y1))))
                 part["geometry"] = part.geometry.map(half)
             east["feature_id"] = east["feature_id"] + 1_000_000
-            keep = ~west.geometry.is_empty.to_numpy() & ~east.geometry.is_empty.to_numpy()
+            # a half can degenerate to a line or a collection: keep only splits into two polygons
+            polygonal = lambda part: (part.geometry.geom_type.isin(["Polygon", "MultiPolygon"])  # noqa: E731
+                                      .to_numpy() & (shapely.area(np.asarray(part.geometry)) > 0))
+            keep = polygonal(west) & polygonal(east)
             layer = gpd.GeoDataFrame(
                 pd.concat([layer[~split], west[keep], east[keep], layer[split][~keep]]),
                 geometry="geometry", crs=gdf.crs)
