@@ -21,11 +21,14 @@ if __name__ == "__main__" and __package__ is None:  # spark-submit runs this fil
 import pandas as pd  # noqa: E402  (module-level: pandas_udf resolves the type hints here)
 
 from jobs import config  # noqa: E402
+from udfs import quantiles  # noqa: E402
 from udfs import store as zstore  # noqa: E402
+from udfs.pixels import RULES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "sql"
-STATS = ("count", "mean", "std", "min", "max", "sum")
+STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized")
+OPTIONAL_STATS = ("count", "std", "min", "max", "sum", "valid_fraction", "mean_normalized")
 REQUIRED = ("feature_id", "geometry")
 OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
 
@@ -48,7 +51,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--years", type=int, nargs="+", help="years to reduce (default: all in store)")
     p.add_argument("--master", default=d["spark"]["master"], help="Spark master (default %(default)s)")
     p.add_argument("--stats", default=d["job"]["stats"],
-                   help=f"comma-separated statistics among {','.join(STATS)} (default %(default)s)")
+                   help=f"comma-separated statistics among {','.join(STATS)}, median and "
+                        "quantiles pNN such as p05,p95 (default %(default)s)")
+    p.add_argument("--pixels", choices=RULES, default=d["job"]["pixels"],
+                   help="which pixels count: centre inside (center), every touched pixel "
+                        "(all-touched), or touched pixels weighted by covered area (fraction); "
+                        "default %(default)s")
     p.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
     p.add_argument("--pca-sample", type=int, default=d["job"]["pca_sample"],
                    help="field means sampled to fit the PCA (default %(default)s)")
@@ -63,9 +71,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
     args = p.parse_args(argv)
     args.stats = [s.strip() for s in args.stats.split(",") if s.strip()]
-    unknown = sorted(set(args.stats) - set(STATS))
+    args.quantiles = quantiles.parse(args.stats)
+    unknown = sorted(set(args.stats) - set(STATS) - set(args.quantiles))
     if unknown:
-        p.error(f"unknown statistic(s) {unknown}; choose among {list(STATS)}")
+        p.error(f"unknown statistic(s) {unknown}; choose among {list(STATS)}, median, pNN")
+    if args.quantiles and args.pixels == "fraction":
+        p.error(f"quantiles ({', '.join(args.quantiles)}) are not available with --pixels fraction: "
+                "weighted quantiles are not implemented; use --pixels center or all-touched")
     return args
 
 
@@ -214,6 +226,17 @@ def hilbert_udf():
     return hilbert
 
 
+def quantiles_udf(qs: list[float], table, bands: int):
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("array<array<double>>")
+    def quantiles_of(keys: pd.Series, counts: pd.Series) -> pd.Series:
+        return pd.Series([quantiles.from_histogram(quantiles.dense(k, c, bands), qs, table).tolist()
+                          for k, c in zip(keys, counts)])
+
+    return quantiles_of
+
+
 def write_output(df, staging: Path, crs_projjson: str):
     (df.repartition("time", "label")
        .sortWithinPartitions("time", "label", "hilbert_key")
@@ -271,8 +294,10 @@ def run(args) -> dict:
     report["chunk_tasks"] = n_tasks
     lap("assign")
 
-    url, store_years, bands = args.store, info.years, info.bands
-    extremes = bool({"min", "max"} & set(args.stats))
+    url = args.store
+    red = tasks.Reduction(g, q, info.years, info.bands, rule=args.pixels,
+                          extremes=bool({"min", "max"} & set(args.stats)),
+                          histograms=bool(args.quantiles))
 
     def reduce_udf(batches):
         def read(t, window):
@@ -281,14 +306,16 @@ def run(args) -> dict:
             except Exception as e:
                 raise RuntimeError(f"reading store {url}, time index {t}, pixel window "
                                    f"{window}: {type(e).__name__}: {e}") from e
-        return tasks.reduce_batches(batches, g, q, store_years, read, extremes, bands)
+        return tasks.reduce_batches(batches, red, read)
 
     parallelism = spark.sparkContext.defaultParallelism
     partitions = max(1, min(n_tasks, max(4 * parallelism, n_tasks // 32)))
     partials = (chunk_tasks.repartitionByRange(partitions, "cy", "cx")
-                .mapInArrow(reduce_udf, tasks.PARTIAL_SCHEMA))
+                .mapInArrow(reduce_udf, red.schema()))
     partials.createOrReplaceTempView("partials")
-    stats = sql(spark, "40_aggregate.sql", a=q.a, b=q.b, bands=bands, big=1 << 40).persist()
+    spark.udf.register("quantiles", quantiles_udf(list(args.quantiles.values()), q.table(), info.bands))
+    stats = sql(spark, "40_aggregate.sql", a=q.a, b=q.b, weighted=red.weighted,
+                quantiles=bool(args.quantiles)).persist()
     stats.createOrReplaceTempView("stats")
     report["field_years_with_pixels"] = stats.where("count > 0").count()
     lap("reduce + aggregate")
@@ -304,8 +331,10 @@ def run(args) -> dict:
     spark.udf.register("hilbert_key", hilbert_udf())
     result = sql(spark, "50_output.sql", store=args.store, xmin=g.xmin, ymax=g.ymax, res=g.res,
                  shard=g.shard, width=g.width, height=g.height)
+    for i, name in enumerate(args.quantiles):  # one list<double>(64) column per quantile
+        result = result.withColumn(name, F.col("quantiles")[i])
     # mean is part of the published schema: always written
-    result = result.drop(*[s for s in ("count", "std", "min", "max", "sum") if s not in args.stats])
+    result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in args.stats])
 
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +350,7 @@ def run(args) -> dict:
             "seconds": timings,
             "command": " ".join(sys.argv),
             "store": args.store, "fields_path": args.fields, "years": years, "stats": args.stats,
+            "pixels": args.pixels,
         })
         (staging / "_run.json").write_text(json.dumps(report, indent=2))
         if out.exists():  # --mode overwrite: swap, then drop the old copy

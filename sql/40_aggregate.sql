@@ -1,23 +1,42 @@
--- input:  partials (feature_id, year, count, s1, s2, umin, umax): integer sums per field and chunk
--- output: stats    (feature_id, year, count, sum, mean, std, min, max) per field and year
--- Integer sums merge exactly; value = :a * u + :b turns them into statistics. The variance
--- n*S2 - S1^2 is formed in DECIMAL(38,0), exactly, before the one division.
-WITH merged AS (
+-- input:  partials (feature_id, year, count, inside, s1, s2, umin, umax, hkeys, hcounts):
+--         sums per field and chunk (integers; doubles for coverage-weighted pixels)
+-- output: stats    (feature_id, year, count, inside, sum, mean, std, min, max, mean_normalized,
+--         valid_fraction, quantiles) per field and year
+-- value = :a * u + :b turns the sums into statistics. Integer sums merge exactly and the
+-- variance n*S2 - S1^2 is formed in DECIMAL(38,0) before the one division; histograms merge
+-- by concatenation and quantiles(...) adds their counts.
+WITH lists AS (
   SELECT feature_id, year,
-         SUM(count) AS count,
-         AGGREGATE(COLLECT_LIST(s1), ARRAY_REPEAT(0L, :bands), (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q)) AS s1,
-         AGGREGATE(COLLECT_LIST(s2), ARRAY_REPEAT(0L, :bands), (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q)) AS s2,
-         AGGREGATE(COLLECT_LIST(umin), ARRAY_REPEAT(:big, :bands), (acc, x) -> ZIP_WITH(acc, x, (p, q) -> LEAST(p, q))) AS umin,
-         AGGREGATE(COLLECT_LIST(umax), ARRAY_REPEAT(-:big, :bands), (acc, x) -> ZIP_WITH(acc, x, (p, q) -> GREATEST(p, q))) AS umax
+         SUM(count) AS count, SUM(inside) AS inside,
+         COLLECT_LIST(s1) AS l1, COLLECT_LIST(s2) AS l2,
+         COLLECT_LIST(umin) AS lmin, COLLECT_LIST(umax) AS lmax,
+         FLATTEN(COLLECT_LIST(hkeys)) AS hkeys, FLATTEN(COLLECT_LIST(hcounts)) AS hcounts
   FROM partials
   GROUP BY feature_id, year
+),
+merged AS (
+  SELECT feature_id, year, count, inside, hkeys, hcounts,
+         AGGREGATE(SLICE(l1, 2, SIZE(l1)), l1[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q)) AS s1,
+         AGGREGATE(SLICE(l2, 2, SIZE(l2)), l2[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q)) AS s2,
+         AGGREGATE(SLICE(lmin, 2, SIZE(lmin)), lmin[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> LEAST(p, q))) AS umin,
+         AGGREGATE(SLICE(lmax, 2, SIZE(lmax)), lmax[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> GREATEST(p, q))) AS umax
+  FROM lists
+),
+finished AS (
+  SELECT feature_id, year, count, inside, hkeys, hcounts,
+         IF(count > 0, TRANSFORM(s1, s -> :a * s + :b * count), NULL)                     AS sum,
+         IF(count > 0, TRANSFORM(s1, s -> :a * s / count + :b), NULL)                     AS mean,
+         IF(count > 0, ZIP_WITH(s1, s2, (p, q) -> IF(:weighted,
+             :a * SQRT(GREATEST(q / count - POW(p / count, 2), 0D)),
+             :a * SQRT(CAST(CAST(count AS DECIMAL(38, 0)) * CAST(q AS DECIMAL(38, 0))
+                            - CAST(p AS DECIMAL(38, 0)) * CAST(p AS DECIMAL(38, 0)) AS DOUBLE)) / count)),
+            NULL)                                                                        AS std,
+         IF(count > 0, TRANSFORM(umin, u -> :a * u + :b), NULL)                           AS min,
+         IF(count > 0, TRANSFORM(umax, u -> :a * u + :b), NULL)                           AS max
+  FROM merged
 )
-SELECT feature_id, year, count,
-       IF(count > 0, TRANSFORM(s1, s -> :a * s + :b * count), NULL)                     AS sum,
-       IF(count > 0, TRANSFORM(s1, s -> :a * s / count + :b), NULL)                     AS mean,
-       IF(count > 0, ZIP_WITH(s1, s2, (p, q) ->
-           :a * SQRT(CAST(CAST(count AS DECIMAL(38, 0)) * q - CAST(p AS DECIMAL(38, 0)) * p AS DOUBLE)) / count),
-          NULL)                                                                        AS std,
-       IF(count > 0, TRANSFORM(umin, u -> :a * u + :b), NULL)                           AS min,
-       IF(count > 0, TRANSFORM(umax, u -> :a * u + :b), NULL)                           AS max
-FROM merged
+SELECT feature_id, year, count, inside, sum, mean, std, min, max,
+       TRANSFORM(mean, v -> v / SQRT(AGGREGATE(mean, 0D, (acc, w) -> acc + w * w))) AS mean_normalized,
+       count / inside                                                              AS valid_fraction,
+       IF(:quantiles AND count > 0, quantiles(hkeys, hcounts), NULL)               AS quantiles
+FROM finished

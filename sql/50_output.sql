@@ -21,7 +21,7 @@ SELECT /*+ BROADCAST(m) */
       / (m.hi[k] - m.lo[k]), 0D), 1D) AS FLOAT)))               AS pca_components,
   hilbert_key((f.xmin + f.xmax) / 2, (f.ymin + f.ymax) / 2)      AS hilbert_key,
   COALESCE(s.count, 0L)                                         AS count,
-  s.std, s.min, s.max, s.sum,
+  s.std, s.min, s.max, s.sum, s.mean_normalized, s.valid_fraction, s.quantiles,
   CONCAT(CAST(fy.year AS STRING), '-01-01')                     AS time,
   f.label
 FROM (SELECT *, CAST(FLOOR((xmin - :xmin) / :res) AS BIGINT) AS gx,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+ALL_STATS = "count,mean,std,min,max,sum,valid_fraction,mean_normalized,p05,median,p95"
+
 
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory) -> Path:
@@ -25,7 +27,7 @@ def job_out(sample, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "result"
     rc = zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields",
                            str(sample / "fields.parquet"), "--out", str(out),
-                           "--master", "local[2]", "--stats", "count,mean,std,min,max"])
+                           "--master", "local[2]", "--stats", ALL_STATS])
     assert rc == 0
     return out
 

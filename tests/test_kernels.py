@@ -176,3 +176,27 @@ def test_hilbert_key_is_a_bijection_on_a_small_grid():
     order = np.argsort(d)
     steps = np.abs(np.diff(i.ravel()[order])) + np.abs(np.diff(j.ravel()[order]))
     assert (steps == 1).all()
+
+
+def test_fraction_weights_add_up_to_the_area_and_all_touched_covers_center():
+    from udfs.pixels import members
+
+    rng = np.random.default_rng(5)
+    xs, ys = window_centres()
+    res = GRID.res
+    x_left, y_top = GRID.xmin, GRID.ymax
+    geoms = [random_polygon(rng, rng.uniform(xs[40], xs[200]), rng.uniform(ys[200], ys[40]),
+                            rng.uniform(0.2, 30) * res) for _ in range(15)]
+    pix, fld, w = members(geoms, "fraction", x_left, y_top, res, 256, 256)
+    assert (w > 0).all() and (w <= 1).all()
+    for f, g in enumerate(geoms):
+        assert w[fld == f].sum() == pytest.approx(g.area / res ** 2, rel=1e-9)
+    center = membership(geoms)
+    touched = np.zeros_like(center)
+    for r, c0, c1, f in members(geoms, "all-touched", x_left, y_top, res, 256, 256):
+        touched[f, r, c0:c1] = True
+    assert (touched >= center).all() and (touched.sum(axis=(1, 2)) >= 1).all()
+    # every fraction pixel is a touched pixel and vice versa
+    frac = np.zeros_like(center)
+    frac.reshape(len(geoms), -1)[fld, pix] = True
+    assert (frac == touched).all()

@@ -14,11 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import config
+from tests.conftest import ALL_STATS
 from udfs import pca
 
 COLUMNS = ["geometry", "score_mean", "score_std", "source_store", "global_x_offset",
            "global_y_offset", "local_x_offset", "local_y_offset", "path", "feature_id", "bbox",
-           "mean", "pca_components", "hilbert_key", "count", "std", "min", "max"]
+           "mean", "pca_components", "hilbert_key", "count", "std", "min", "max", "sum",
+           "mean_normalized", "valid_fraction", "p05", "median", "p95"]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,7 @@ def test_spark_submit_runs_the_same_job(sample, job_out, tmp_path):
     proc = subprocess.run(
         [str(spark_submit), "--master", "local[2]", "--jars", jars, str(root / "jobs" / "zonal_stats.py"),
          "--store", str(sample / "store.zarr"), "--fields", str(sample / "fields.parquet"),
-         "--out", str(out), "--stats", "count,mean,std,min,max", "--pca-model",
+         "--out", str(out), "--stats", ALL_STATS, "--pca-model",
          str(job_out / "_pca_model.json")],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable})
@@ -116,6 +118,6 @@ def test_spark_submit_runs_the_same_job(sample, job_out, tmp_path):
     assert len(a) == len(b)
     for col in ("feature_id", "count", "label", "path", "hilbert_key"):
         assert a[col].equals(b[col]), col
-    for col in ("mean", "std", "pca_components"):
+    for col in ("mean", "std", "pca_components", "median"):
         for x, y in zip(a[col], b[col]):
             assert (x is None and y is None) or np.array_equal(x, y)

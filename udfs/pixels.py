@@ -1,10 +1,16 @@
-"""Which pixels of a chunk window belong to which field (pixel-centre rule).
+"""Which pixels of a chunk window belong to which field, by one of three rules.
 
-A pixel belongs to a polygon when its centre is inside by the even-odd crossing test with
+- center (default): a pixel belongs to a polygon when its centre is inside by the even-odd crossing test with
 half-open edges (W. R. Franklin's PNPOLY): a centre exactly on a west or south edge counts,
 on an east or north edge it does not. So two fields sharing an edge split the centres on it
 between them, each counted once. Holes and the parts of a multipolygon follow from the
 even-odd rule (parts are assumed disjoint, as in a valid multipolygon).
+- all-touched: the centre pixels plus every pixel whose square the boundary passes through
+  (GDAL's all_touched=True).
+- fraction: every touched pixel weighted by the share of its area inside the polygon
+  (exactextract's coverage fraction). A pixel the boundary does not cross is wholly inside
+  (weight 1, exactly the centre pixels) or wholly outside; only crossed pixels need an area,
+  which GEOS computes (shapely.intersection with the pixel squares).
 
 Hand-written (numba) rather than shapely/rasterio because membership must be many-to-many
 (overlapping fields each get a shared pixel) and run once per chunk for all its fields in a
@@ -110,3 +116,95 @@ def runs_to_pairs(runs: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]
     starts = np.repeat(runs[:, 0] * width + runs[:, 1], lengths)
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return starts + within, np.repeat(runs[:, 3], lengths)
+
+
+@numba.njit(cache=True, nogil=True)
+def _boundary_cells(edges, offsets, x_left, y_top, res, height, width, out_pix, out_fld):
+    """Cells of the window that each edge passes through (a supercover of the segment)."""
+    n = 0
+    for f in range(offsets.shape[0] - 1):
+        for e in range(offsets[f], offsets[f + 1]):
+            c1, r1 = (edges[e, 0] - x_left) / res, (y_top - edges[e, 1]) / res
+            c2, r2 = (edges[e, 2] - x_left) / res, (y_top - edges[e, 3]) / res
+            lo_c, hi_c = min(c1, c2), max(c1, c2)
+            first = max(int(np.floor(lo_c)), 0)
+            last = min(int(np.floor(hi_c)), width - 1)
+            for c in range(first, last + 1):
+                if c2 == c1:
+                    ra, rb = r1, r2
+                else:
+                    # rows the segment spans inside the column strip [c, c + 1]
+                    xa, xb = max(float(c), lo_c), min(float(c + 1), hi_c)
+                    ra = r1 + (xa - c1) * (r2 - r1) / (c2 - c1)
+                    rb = r1 + (xb - c1) * (r2 - r1) / (c2 - c1)
+                top = max(int(np.floor(min(ra, rb))), 0)
+                bottom = min(int(np.floor(max(ra, rb))), height - 1)
+                for r in range(top, bottom + 1):
+                    out_pix[n] = r * width + c
+                    out_fld[n] = f
+                    n += 1
+    return n
+
+
+def boundary_pairs(geoms, x_left: float, y_top: float, res: float, height: int,
+                   width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (pixel, geometry) pairs of the window's cells crossed by a geometry's boundary."""
+    edges, offsets = ring_edges(geoms)
+    span = (np.minimum(np.abs(edges[:, 2] - edges[:, 0]) / res, width)
+            + np.minimum(np.abs(edges[:, 3] - edges[:, 1]) / res, height) + 3)
+    bound = int(span.sum()) + 1
+    pix = np.empty(bound, np.int64)
+    fld = np.empty(bound, np.int64)
+    n = _boundary_cells(edges, offsets, x_left, y_top, res, height, width, pix, fld)
+    keys = np.unique(fld[:n] * (height * width) + pix[:n])
+    return keys % (height * width), keys // (height * width)
+
+
+def pairs_to_runs(pix: np.ndarray, fld: np.ndarray, width: int) -> np.ndarray:
+    """Runs (row, col_start, col_stop, geometry) of unique pairs, sorted by row then column."""
+    order = np.lexsort((pix, fld))
+    pix, fld = pix[order], fld[order]
+    brk = np.ones(len(pix), bool)
+    brk[1:] = (fld[1:] != fld[:-1]) | (pix[1:] != pix[:-1] + 1) | (pix[1:] % width == 0)
+    starts = np.nonzero(brk)[0]
+    stops = np.r_[starts[1:], len(pix)]
+    first = pix[starts]
+    runs = np.column_stack([first // width, first % width,
+                            first % width + (stops - starts), fld[starts]]).astype(np.int64)
+    return runs[np.lexsort((runs[:, 1], runs[:, 0]))]
+
+
+RULES = ("center", "all-touched", "fraction")
+
+
+def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: int, width: int):
+    """Membership of a window for `rule`.
+
+    center, all-touched: int64[R, 4] runs (weight 1 each pixel).
+    fraction: (pixel, geometry, weight) arrays, weight in (0, 1].
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    xs = x_left + (np.arange(width) + 0.5) * res
+    ys = y_top - (np.arange(height) + 0.5) * res
+    runs = centre_runs(geoms, xs, ys)
+    if rule == "center":
+        return runs
+    if rule not in RULES:
+        raise ValueError(f"unknown pixel rule {rule!r}; choose among {RULES}")
+    bpix, bfld = boundary_pairs(geoms, x_left, y_top, res, height, width)
+    cpix, cfld = runs_to_pairs(runs, width)
+    if rule == "all-touched":
+        keys = np.unique(np.r_[cfld * (height * width) + cpix, bfld * (height * width) + bpix])
+        return pairs_to_runs(keys % (height * width), keys // (height * width), width)
+    # fraction: centre pixels the boundary does not cross are wholly inside
+    bkeys = bfld * (height * width) + bpix
+    interior = ~np.isin(cfld * (height * width) + cpix, bkeys)
+    weights = np.empty(len(bpix))
+    for f in np.unique(bfld):
+        sel = bfld == f
+        r, c = bpix[sel] // width, bpix[sel] % width
+        cells = shapely.box(x_left + c * res, y_top - (r + 1) * res, x_left + (c + 1) * res, y_top - r * res)
+        weights[sel] = shapely.area(shapely.intersection(geoms[f], cells)) / (res * res)
+    keep = weights > 0
+    return (np.r_[cpix[interior], bpix[keep]], np.r_[cfld[interior], bfld[keep]],
+            np.r_[np.ones(interior.sum()), np.minimum(weights[keep], 1.0)])

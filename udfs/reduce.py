@@ -22,11 +22,13 @@ _BIG = np.int64(1) << 40
 
 
 class Partials(NamedTuple):
-    count: np.ndarray   # int64[F]    valid pixels per field
-    s1: np.ndarray      # int64[F, B] sum of u
-    s2: np.ndarray      # int64[F, B] sum of u * u
+    count: np.ndarray   # int64[F]    valid pixels per field (float64: summed weights)
+    inside: np.ndarray  # int64[F]    member pixels, valid or not (float64: summed weights)
+    s1: np.ndarray      # int64[F, B] sum of u (float64: weighted)
+    s2: np.ndarray      # int64[F, B] sum of u * u (float64: weighted)
     umin: np.ndarray    # int64[F, B] smallest u (+2^40 where count == 0)
     umax: np.ndarray    # int64[F, B] largest u (-2^40 where count == 0)
+    hist: np.ndarray | None  # int32[F, B, 256] valid pixels per code (index code + 128)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -42,16 +44,19 @@ def valid_pixels(data, nodata):
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce(data, width, runs, nfields, valid, square, extremes):
+def _reduce(data, width, runs, nfields, valid, square, extremes, histograms):
     bands = data.shape[0]
     count = np.zeros(nfields, np.int64)
+    inside = np.zeros(nfields, np.int64)
     s1 = np.zeros((bands, nfields), np.int64)
     s2 = np.zeros((bands, nfields), np.int64)
     umin = np.full((bands, nfields), _BIG, np.int64)
     umax = np.full((bands, nfields), -_BIG, np.int64)
+    hist = np.zeros((nfields if histograms else 0, bands, 256), np.int32)
     nruns = runs.shape[0]
     for k in range(nruns):
         base = np.uint64(runs[k, 0] * width)
+        inside[runs[k, 3]] += runs[k, 2] - runs[k, 1]
         for c in range(np.uint64(runs[k, 1]), np.uint64(runs[k, 2])):
             count[runs[k, 3]] += valid[base + c]
     for b in range(bands):
@@ -78,19 +83,63 @@ def _reduce(data, width, runs, nfields, valid, square, extremes):
                     mn = min(mn, u if ok else _BIG)
                     mx = max(mx, u if ok else -_BIG)
                 umin[b, f], umax[b, f] = mn, mx
-    return count, s1.T.copy(), s2.T.copy(), umin.T.copy(), umax.T.copy()
+            if histograms:
+                h = hist[f, b]
+                for c in range(np.uint64(runs[k, 1]), np.uint64(runs[k, 2])):
+                    h[np.int64(row[base + c]) + 128] += valid[base + c]
+    return count, inside, s1.T.copy(), s2.T.copy(), umin.T.copy(), umax.T.copy(), hist
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_weighted(data, pix, fld, weight, nfields, valid, square):
+    bands = data.shape[0]
+    count = np.zeros(nfields)
+    inside = np.zeros(nfields)
+    s1 = np.zeros((bands, nfields))
+    s2 = np.zeros((bands, nfields))
+    umin = np.full((bands, nfields), _BIG, np.int64)
+    umax = np.full((bands, nfields), -_BIG, np.int64)
+    for k in range(pix.shape[0]):
+        inside[fld[k]] += weight[k]
+        count[fld[k]] += weight[k] * valid[pix[k]]
+    for b in range(bands):
+        row = data[b]
+        for k in range(pix.shape[0]):
+            p = pix[k]
+            if valid[p] == 0:
+                continue
+            f = fld[k]
+            q = np.int64(row[p])
+            u = q * abs(q) if square else q
+            s1[b, f] += weight[k] * u
+            s2[b, f] += weight[k] * (u * u)
+            umin[b, f] = min(umin[b, f], u)
+            umax[b, f] = max(umax[b, f], u)
+    return count, inside, s1.T.copy(), s2.T.copy(), umin.T.copy(), umax.T.copy()
 
 
 def reduce_chunk(data: np.ndarray, runs: np.ndarray, nfields: int, *, square: bool,
-                 nodata: int = -128, extremes: bool = True) -> Partials:
-    """Partials of `nfields` fields over one chunk.
+                 nodata: int = -128, extremes: bool = True, histograms: bool = False) -> Partials:
+    """Partials of `nfields` fields over one chunk, every member pixel weighing 1.
 
-    data: int8[bands, rows, cols], the chunk; runs: int64[R, 4] from pixels.centre_runs;
-    square: u = sign(q) q^2 (signed-square store) instead of u = q (linear store).
+    data: int8[bands, rows, cols], the chunk; runs: int64[R, 4] from pixels.members;
+    square: u = sign(q) q^2 (signed-square store) instead of u = q (linear store);
+    histograms: also count each code per field and band (for exact quantiles).
     A pixel with the nodata code in any band is skipped in every band.
     """
     bands, _, width = data.shape
     flat = np.ascontiguousarray(data).reshape(bands, -1)
     valid = valid_pixels(flat, np.int8(nodata))
-    return Partials(*_reduce(flat, width, np.ascontiguousarray(runs, np.int64), nfields,
-                             valid, square, extremes))
+    *sums, hist = _reduce(flat, width, np.ascontiguousarray(runs, np.int64), nfields, valid,
+                          square, extremes, histograms)
+    return Partials(*sums, hist if histograms else None)
+
+
+def reduce_chunk_weighted(data: np.ndarray, pix: np.ndarray, fld: np.ndarray, weight: np.ndarray,
+                          nfields: int, *, square: bool, nodata: int = -128) -> Partials:
+    """Partials with each (pixel, field) pair weighted (coverage fractions): float sums."""
+    bands = data.shape[0]
+    flat = np.ascontiguousarray(data).reshape(bands, -1)
+    valid = valid_pixels(flat, np.int8(nodata))
+    return Partials(*_reduce_weighted(flat, np.asarray(pix, np.int64), np.asarray(fld, np.int64),
+                                      np.asarray(weight, np.float64), nfields, valid, square), None)

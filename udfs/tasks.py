@@ -5,6 +5,7 @@ that any of its fields needs, and reduced for all of those fields in one pass.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -12,14 +13,34 @@ import pyarrow as pa
 import shapely
 
 from udfs.grid import Grid
-from udfs.pixels import centre_runs
-from udfs.reduce import reduce_chunk
+from udfs.pixels import members
+from udfs.reduce import Partials, reduce_chunk, reduce_chunk_weighted
 from udfs.store import Quantisation
 
-PARTIAL_SCHEMA = ("feature_id long, year int, count long, s1 array<long>, s2 array<long>, "
-                  "umin array<long>, umax array<long>")
-
 Reader = Callable[[int, tuple[int, int, int, int]], np.ndarray]  # (time index, window) -> chunk
+COLUMNS = ("feature_id", "year", "count", "inside", "s1", "s2", "umin", "umax", "hkeys", "hcounts")
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """What every task of a run computes."""
+    grid: Grid
+    quant: Quantisation
+    store_years: tuple[int, ...]
+    bands: int
+    rule: str = "center"        # pixels.RULES
+    extremes: bool = False      # min / max
+    histograms: bool = False    # per-code counts for exact quantiles
+
+    @property
+    def weighted(self) -> bool:
+        return self.rule == "fraction"
+
+    def schema(self) -> str:
+        num = "double" if self.weighted else "long"
+        return (f"feature_id long, year int, count {num}, inside {num}, s1 array<{num}>, "
+                f"s2 array<{num}>, umin array<long>, umax array<long>, hkeys array<short>, "
+                "hcounts array<int>")
 
 
 def _lists(a: np.ndarray) -> pa.Array:
@@ -28,49 +49,75 @@ def _lists(a: np.ndarray) -> pa.Array:
                                     pa.array(a.reshape(-1)))
 
 
-def reduce_task(cy: int, cx: int, fields: list[dict], grid: Grid, quant: Quantisation,
-                store_years: tuple[int, ...], read: Reader, extremes: bool) -> dict[str, list]:
+def _sparse(hist: np.ndarray | None, rows: np.ndarray):
+    """Per field, only the codes present: keys band * 256 + code index (int16), counts (int32)."""
+    keys, counts = [], []
+    for f in rows:
+        if hist is None:
+            keys.append(np.empty(0, np.int16))
+            counts.append(np.empty(0, np.int32))
+            continue
+        flat = hist[f].reshape(-1)
+        nz = np.flatnonzero(flat)
+        keys.append(nz.astype(np.int16))
+        counts.append(flat[nz])
+    return keys, counts
+
+
+def reduce_task(cy: int, cx: int, fields: list[dict], red: Reduction, read: Reader) -> dict[str, list]:
     """Partials of every field of one chunk task, for each year it asks for."""
-    window = grid.chunk_window(cy, cx)
+    g = red.grid
+    r0, r1, c0, c1 = window = g.chunk_window(cy, cx)
     geoms = shapely.from_wkb([f["wkb"] for f in fields])
-    runs = centre_runs(geoms, grid.col_centres(window[2], window[3]),
-                       grid.row_centres(window[0], window[1]))
+    m = members(geoms, red.rule, g.xmin + c0 * g.res, g.ymax - r0 * g.res, g.res, r1 - r0, c1 - c0)
+    owner = m[1] if red.weighted else m[:, 3]
     ids = np.array([f["feature_id"] for f in fields], np.int64)
-    out = {"feature_id": [], "year": [], "count": [], "s1": [], "s2": [], "umin": [], "umax": []}
-    if len(runs) == 0:
+    out = {k: [] for k in COLUMNS}
+    if len(owner) == 0:
         return out
     for year in sorted({y for f in fields for y in f["years"]}):
-        active = np.array([year in f["years"] for f in fields])
-        year_runs = runs[active[runs[:, 3]]]
-        if len(year_runs) == 0:
+        active = np.array([year in f["years"] for f in fields])[owner]
+        if not active.any():
             continue
-        data = read(store_years.index(year), window)
-        p = reduce_chunk(data, year_runs, len(fields), square=quant.square,
-                         nodata=quant.nodata, extremes=extremes)
-        hit = p.count > 0
-        out["feature_id"].append(ids[hit])
-        out["year"].append(np.full(hit.sum(), year, np.int32))
-        out["count"].append(p.count[hit])
-        for name in ("s1", "s2", "umin", "umax"):
-            out[name].append(getattr(p, name)[hit])
+        data = read(red.store_years.index(year), window)
+        if red.weighted:
+            p: Partials = reduce_chunk_weighted(data, m[0][active], m[1][active], m[2][active],
+                                                len(fields), square=red.quant.square,
+                                                nodata=red.quant.nodata)
+        else:
+            p = reduce_chunk(data, m[active], len(fields), square=red.quant.square,
+                             nodata=red.quant.nodata, extremes=red.extremes,
+                             histograms=red.histograms)
+        rows = np.flatnonzero(p.inside > 0)
+        out["feature_id"].append(ids[rows])
+        out["year"].append(np.full(len(rows), year, np.int32))
+        for name in ("count", "inside", "s1", "s2", "umin", "umax"):
+            out[name].append(getattr(p, name)[rows])
+        keys, counts = _sparse(p.hist, rows)
+        out["hkeys"].extend(keys)
+        out["hcounts"].extend(counts)
     return out
 
 
-def reduce_batches(batches: Iterable[pa.RecordBatch], grid: Grid, quant: Quantisation,
-                   store_years: tuple[int, ...], read: Reader, extremes: bool,
-                   bands: int) -> Iterator[pa.RecordBatch]:
+def _ragged(parts: list[np.ndarray], typ) -> pa.Array:
+    offsets = np.zeros(len(parts) + 1, np.int32)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    values = np.concatenate(parts) if parts else np.empty(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=typ))
+
+
+def reduce_batches(batches: Iterable[pa.RecordBatch], red: Reduction, read: Reader) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: each input row is a chunk task (cy, cx, fields)."""
     for batch in batches:
-        parts = {k: [] for k in ("feature_id", "year", "count", "s1", "s2", "umin", "umax")}
+        parts = {k: [] for k in COLUMNS}
         for task in batch.to_pylist():
-            res = reduce_task(task["cy"], task["cx"], task["fields"], grid, quant,
-                              store_years, read, extremes)
-            for k, v in res.items():
+            for k, v in reduce_task(task["cy"], task["cx"], task["fields"], red, read).items():
                 parts[k].extend(v)
         if not parts["feature_id"]:
             continue
-        cols = {k: np.concatenate(v) for k, v in parts.items()}
+        cols = {k: np.concatenate(parts[k]) for k in COLUMNS[:8]}
         yield pa.RecordBatch.from_arrays(
-            [pa.array(cols["feature_id"]), pa.array(cols["year"]), pa.array(cols["count"])]
-            + [_lists(cols[k].reshape(-1, bands)) for k in ("s1", "s2", "umin", "umax")],
-            names=list(cols))
+            [pa.array(cols[k]) for k in ("feature_id", "year", "count", "inside")]
+            + [_lists(cols[k].reshape(-1, red.bands)) for k in ("s1", "s2", "umin", "umax")]
+            + [_ragged(parts["hkeys"], pa.int16()), _ragged(parts["hcounts"], pa.int32())],
+            names=list(COLUMNS))

@@ -1,0 +1,145 @@
+"""Statistics beyond the mean and the three pixel rules, against independent references."""
+from __future__ import annotations
+
+import math
+
+import geopandas as gpd
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from jobs import zonal_stats
+from tests import reference
+
+QS = {"p05": 0.05, "median": 0.5, "p95": 0.95}
+
+
+def load(out):
+    t = ds.dataset(out, format="parquet", partitioning="hive").to_table().to_pandas()
+    t["year"] = t["time"].str.slice(0, 4).astype(int)
+    return t.set_index(["feature_id", "year"]).sort_index()
+
+
+def run_rule(sample, job_out, tmp_path_factory, rule, stats):
+    out = tmp_path_factory.mktemp(rule) / "result"
+    rc = zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields", str(sample / "fields.parquet"),
+                           "--out", str(out), "--master", "local[2]", "--pixels", rule, "--stats", stats,
+                           "--pca-model", str(job_out / "_pca_model.json")])
+    assert rc == 0
+    return load(out)
+
+
+@pytest.fixture(scope="module")
+def fields(sample):
+    return gpd.read_parquet(sample / "fields.parquet")
+
+
+@pytest.fixture(scope="module")
+def store(sample):
+    return reference.open_store(sample / "store.zarr")
+
+
+@pytest.fixture(scope="module")
+def center(job_out):
+    return load(job_out)
+
+
+@pytest.fixture(scope="module")
+def touched(sample, job_out, tmp_path_factory):
+    return run_rule(sample, job_out, tmp_path_factory, "all-touched", "count,mean,std,median,valid_fraction")
+
+
+@pytest.fixture(scope="module")
+def fraction(sample, job_out, tmp_path_factory):
+    return run_rule(sample, job_out, tmp_path_factory, "fraction", "count,mean,std,valid_fraction")
+
+
+def test_center_quantiles_extremes_and_more_are_exact(center, fields, store):
+    worst = 0.0
+    for fid, geom in zip(fields.feature_id, fields.geometry):
+        for year in (2024, 2025):
+            ref = reference.field_stats(store, geom, year)
+            row = center.loc[(fid, year)]
+            if ref["inside"]:
+                assert row["valid_fraction"] == pytest.approx(ref["count"] / ref["inside"], abs=1e-15)
+            if ref["count"] == 0:
+                assert all(row[c] is None for c in ("min", "max", "p05", "median", "p95", "sum"))
+                continue
+            v = ref["values"]
+            for name, q in QS.items():
+                # exact order statistics: numpy.quantile to float precision (the job's
+                # code -> value table is a * u, the reference's (q / 127.5)^2: 1 ulp apart)
+                np.testing.assert_allclose(row[name], np.quantile(v, q, axis=1, method="linear"),
+                                           rtol=1e-15, atol=1e-17)
+            np.testing.assert_allclose(row["min"], v.min(axis=1), rtol=1e-15, atol=1e-17)
+            np.testing.assert_allclose(row["max"], v.max(axis=1), rtol=1e-15, atol=1e-17)
+            # fsum: the correctly rounded sum (a float loop over 10^5 values drifts by ~1e-8)
+            exact = np.array([math.fsum(band) for band in v])
+            # relative to sum |v|: each reference value carries its own rounding of (q / 127.5)^2
+            worst = max(worst, (np.abs(np.asarray(row["sum"]) - exact) / np.abs(v).sum(axis=1)).max())
+            m = np.asarray(row["mean"])
+            np.testing.assert_allclose(row["mean_normalized"], m / np.linalg.norm(m), atol=1e-12)
+    assert worst <= 2e-15
+
+
+def test_all_touched_matches_gdal(touched, fields, store):
+    worst = 0.0
+    for fid, geom in zip(fields.feature_id, fields.geometry):
+        for year in (2024, 2025):
+            ref = reference.field_stats(store, geom, year, all_touched=True)
+            row = touched.loc[(fid, year)]
+            assert row["count"] == ref["count"], (fid, year)
+            if ref["count"]:
+                worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
+                            np.abs(np.asarray(row["std"]) - ref["std"]).max())
+                np.testing.assert_allclose(row["median"], np.median(ref["values"], axis=1),
+                                           rtol=1e-15, atol=1e-17)
+    assert worst <= 1e-6
+
+
+def test_fraction_matches_exactextract(fraction, fields, store, kinds):
+    special = [fid for fid in fields.feature_id if kinds[fid] != "field"]
+    regular = [fid for fid in fields.feature_id if kinds[fid] == "field"][::12]
+    geoms = dict(zip(fields.feature_id, fields.geometry))
+    worst = 0.0
+    for fid in special + regular:
+        for year in (2024, 2025):
+            ref = reference.fraction_stats(store, geoms[fid], year)
+            row = fraction.loc[(fid, year)]
+            # exactextract keeps coverage fractions in float32
+            assert row["count"] == pytest.approx(ref["count"], rel=1e-6), (fid, kinds[fid])
+            if ref["count"]:
+                worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
+                            np.abs(np.asarray(row["std"]) - ref["std"]).max())
+    assert worst <= 1e-6
+
+
+def by_kind(table, kinds, kind, year):
+    return next(row for (fid, y), row in table.iterrows() if kinds[fid] == kind and y == year)
+
+
+def test_all_nodata_and_single_pixel_fields_in_every_mode(center, touched, fraction, kinds, fields, store):
+    for table in (center, touched, fraction):
+        empty = by_kind(table, kinds, "missing-chunk", 2024)  # its chunk was never written
+        assert empty["count"] == 0 and empty["mean"] is None and empty["std"] is None
+        assert empty["valid_fraction"] == 0
+    geom = fields.geometry[[kinds[f] == "subpixel-centre" for f in fields.feature_id]].iloc[0]
+    ref = reference.field_stats(store, geom, 2025)
+    assert ref["count"] == 1
+    pixel = ref["values"][:, 0]
+    coverage = pytest.approx(geom.area / (8.983111749910169e-05 ** 2))
+    # integer sums give std exactly 0; weighted float sums leave ~sqrt(eps) * |value|
+    for table, count, std_tol in ((center, 1, 0), (touched, 1, 0), (fraction, coverage, 1e-8)):
+        row = by_kind(table, kinds, "subpixel-centre", 2025)
+        assert row["count"] == count
+        np.testing.assert_allclose(row["mean"], pixel, atol=1e-15)
+        np.testing.assert_allclose(row["std"], 0, atol=std_tol)
+    np.testing.assert_allclose(by_kind(center, kinds, "subpixel-centre", 2025)["median"], pixel,
+                               rtol=1e-15, atol=1e-17)
+
+
+def test_quantiles_with_fraction_are_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        zonal_stats.parse_args(["--store", "s", "--fields", "f", "--out", "o", "--pixels", "fraction",
+                                "--stats", "mean,p50"])
+    assert e.value.code == 2 and "weighted quantiles are not implemented" in capsys.readouterr().err
