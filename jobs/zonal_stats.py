@@ -159,7 +159,7 @@ def load_fields(spark, path: str, year_column: str | None) -> str | None:
     return year_column
 
 
-def select_years(spark, fields, path: str, year_column: str | None, years: list[int],
+def select_years(fields, path: str, year_column: str | None, years: list[int],
                  store_years: tuple[int, ...], skip_missing: bool, report: dict):
     """Fields with their own year: refuse (or drop and count) years the store lacks, keep --years."""
     report["year_column"] = year_column
@@ -280,7 +280,7 @@ def run(args) -> dict:
     year_column = load_fields(spark, args.fields, args.year_column)
     sql(spark, "10_fields.sql").createOrReplaceTempView("fields")
     report = validate_fields(spark, args.fields)
-    fields = select_years(spark, spark.table("fields"), args.fields, year_column, years,
+    fields = select_years(spark.table("fields"), args.fields, year_column, years,
                           info.years, args.skip_missing_years, report).persist()
     fields.createOrReplaceTempView("fields")
     lap("fields")
@@ -363,6 +363,9 @@ def run(args) -> dict:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:  # a long-lived session (notebooks, tests) should not keep this run's tables
+        for df in (fields, chunk_tasks, stats):
+            df.unpersist()
     return report
 
 
