@@ -314,7 +314,10 @@ def run(args) -> dict:
                 .mapInArrow(reduce_udf, red.schema()))
     partials.createOrReplaceTempView("partials")
     spark.udf.register("quantiles", quantiles_udf(list(args.quantiles.values()), q.table(), info.bands))
+    # n * S2 and S1^2 are integers below 2^53 (exact as doubles) while n * umax^2 < 2^26.5
+    umax = 127 ** 2 if q.square else 128
     stats = sql(spark, "40_aggregate.sql", a=q.a, b=q.b, weighted=red.weighted,
+                double_exact_count=int(2 ** 26.5 / umax),
                 quantiles=bool(args.quantiles)).persist()
     stats.createOrReplaceTempView("stats")
     report["field_years_with_pixels"] = stats.where("count > 0").count()

@@ -3,8 +3,10 @@
 -- output: stats    (feature_id, year, count, inside, sum, mean, std, min, max, mean_normalized,
 --         valid_fraction, quantiles) per field and year
 -- value = :a * u + :b turns the sums into statistics. Integer sums merge exactly and the
--- variance n*S2 - S1^2 is formed in DECIMAL(38,0) before the one division; histograms merge
--- by concatenation and quantiles(...) adds their counts.
+-- variance n*S2 - S1^2 is formed exactly before the one division: in doubles while every term
+-- stays below 2^53 (count <= :double_exact_count), in DECIMAL(38,0) (slow) beyond; histograms merge
+-- by concatenation and quantiles(...) adds their counts. Most fields lie in one chunk: their
+-- single partial skips the merge.
 WITH lists AS (
   SELECT feature_id, year,
          SUM(count) AS count, SUM(inside) AS inside,
@@ -16,10 +18,10 @@ WITH lists AS (
 ),
 merged AS (
   SELECT feature_id, year, count, inside, hkeys, hcounts,
-         AGGREGATE(SLICE(l1, 2, SIZE(l1)), l1[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q)) AS s1,
-         AGGREGATE(SLICE(l2, 2, SIZE(l2)), l2[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q)) AS s2,
-         AGGREGATE(SLICE(lmin, 2, SIZE(lmin)), lmin[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> LEAST(p, q))) AS umin,
-         AGGREGATE(SLICE(lmax, 2, SIZE(lmax)), lmax[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> GREATEST(p, q))) AS umax
+         IF(SIZE(l1) = 1, l1[0], AGGREGATE(SLICE(l1, 2, SIZE(l1)), l1[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q))) AS s1,
+         IF(SIZE(l2) = 1, l2[0], AGGREGATE(SLICE(l2, 2, SIZE(l2)), l2[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q))) AS s2,
+         IF(SIZE(lmin) = 1, lmin[0], AGGREGATE(SLICE(lmin, 2, SIZE(lmin)), lmin[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> LEAST(p, q)))) AS umin,
+         IF(SIZE(lmax) = 1, lmax[0], AGGREGATE(SLICE(lmax, 2, SIZE(lmax)), lmax[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> GREATEST(p, q)))) AS umax
   FROM lists
 ),
 finished AS (
@@ -28,8 +30,10 @@ finished AS (
          IF(count > 0, TRANSFORM(s1, s -> :a * s / count + :b), NULL)                     AS mean,
          IF(count > 0, ZIP_WITH(s1, s2, (p, q) -> IF(:weighted,
              :a * SQRT(GREATEST(q / count - POW(p / count, 2), 0D)),
-             :a * SQRT(CAST(CAST(count AS DECIMAL(38, 0)) * CAST(q AS DECIMAL(38, 0))
-                            - CAST(p AS DECIMAL(38, 0)) * CAST(p AS DECIMAL(38, 0)) AS DOUBLE)) / count)),
+             :a * SQRT(IF(count <= :double_exact_count,
+                 CAST(count AS DOUBLE) * q - CAST(p AS DOUBLE) * p,
+                 CAST(CAST(count AS DECIMAL(38, 0)) * CAST(q AS DECIMAL(38, 0))
+                      - CAST(p AS DECIMAL(38, 0)) * CAST(p AS DECIMAL(38, 0)) AS DOUBLE))) / count)),
             NULL)                                                                        AS std,
          IF(count > 0, TRANSFORM(umin, u -> :a * u + :b), NULL)                           AS min,
          IF(count > 0, TRANSFORM(umax, u -> :a * u + :b), NULL)                           AS max
