@@ -6,7 +6,8 @@ Generates the sample once (cached in .cache/bench-SIZE), then measures in the sa
   1. the job's wall time, with and without Spark start-up (its own stage timings);
   2. the decode-only limit: zarr reads and decompresses, once, every inner chunk any field
      touches, on the same number of processes, doing nothing else;
-and prints field-years per core-second and the ratio job / decode-only; writes bench.json.
+and prints field-years per core-second and the ratio job / decode-only; writes
+bench/bench-SIZE.json.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def main() -> int:
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--years", type=int, nargs="+", default=[2023, 2024, 2025])
     p.add_argument("--workers", type=int, default=os.cpu_count())
-    p.add_argument("--out", default=str(ROOT / "bench" / "bench.json"))
+    p.add_argument("--out", help="result JSON (default bench/bench-SIZE.json)")
     a = p.parse_args()
 
     from jobs.sample import make_sample
@@ -105,7 +106,7 @@ def main() -> int:
         "ratio_reduce_stage_to_decode": round(reduce_s / decode_s, 2),
         "field_years_per_core_second": round(field_years / (after_start * a.workers), 1),
     }
-    Path(a.out).write_text(json.dumps(result, indent=2))
+    Path(a.out or ROOT / "bench" / f"bench-{a.size}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0
 
