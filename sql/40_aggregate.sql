@@ -40,7 +40,7 @@ finished AS (
   FROM merged
 )
 SELECT feature_id, year, count, inside, sum, mean, std, min, max,
-       TRANSFORM(mean, v -> v / SQRT(AGGREGATE(mean, 0D, (acc, w) -> acc + w * w))) AS mean_normalized,
+       TRANSFORM(mean, v -> v / norm)                                              AS mean_normalized,
        count / inside                                                              AS valid_fraction,
        IF(:quantiles AND count > 0, quantiles(hkeys, hcounts), NULL)               AS quantiles
-FROM finished
+FROM (SELECT *, SQRT(AGGREGATE(mean, 0D, (acc, w) -> acc + w * w)) AS norm FROM finished)
