@@ -1,6 +1,6 @@
 """One chunk + its fields -> per-field partial statistics. The hot loop of the job.
 
-A pixel becomes a statistic here. `pixels.centre_runs` gives, for the chunk's fields, runs of
+A pixel becomes a statistic here. `pixels.members` gives, for the chunk's fields, runs of
 pixels (row, col_start, col_stop, field); every valid pixel of a run adds its 64 codes to the
 field's sums. Codes q map to integers u (u = sign(q) q^2 for signed-square stores, u = q for
 linear ones) with value = a * u + b (see store.Quantisation), so the partials are exact
