@@ -7,7 +7,7 @@ SAMPLE  := out/sample
 RESULT  := out/result
 ARTIFACTS := org.apache.sedona:sedona-spark-shaded-4.0_2.13:1.8.0 org.datasyslab:geotools-wrapper:1.8.0-33.1
 
-.PHONY: setup demo test
+.PHONY: setup demo test pyfiles
 setup: .venv/.installed $(JARS)/.fetched
 
 .venv/.installed: pyproject.toml constraints.txt
@@ -33,3 +33,7 @@ demo: setup $(SAMPLE)/fields.parquet
 
 test: setup
 	.venv/bin/pytest -q
+
+# what executors import on a cluster (spark-submit --py-files dist/aef_zonal.zip), docs/deploy.md
+pyfiles:
+	python3 tools/pyfiles.py dist/aef_zonal.zip
