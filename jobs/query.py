@@ -1,0 +1,129 @@
+"""aef-zonal sql: Spark SQL with Sedona's functions over an aef-zonal output, as a view `fields`.
+
+The view is read with Sedona's GeoParquet source over the whole folder, so `time` and `label`
+are partition columns: `WHERE time = '2024-01-01'` reads only that year's files (EXPLAIN shows
+it under PartitionFilters) and conditions on `bbox.xmin` etc. are pushed to the Parquet reader.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+PARTITION = re.compile(r"time=(\d{4})-01-01")
+
+
+class OutputError(Exception):
+    """The folder is not an aef-zonal output, or lacks what was asked of it."""
+
+
+def output_years(out) -> list[int]:
+    """Years present in an aef-zonal output folder (time=YYYY-01-01/label=…/*.parquet)."""
+    path = Path(out)
+    if not path.is_dir():
+        raise OutputError(f"{out} is not a folder; pass the --out folder of `aef-zonal run`")
+    years = sorted(int(m.group(1)) for p in path.iterdir()
+                   if (m := PARTITION.fullmatch(p.name)) and any(p.glob("label=*/*.parquet")))
+    if not years:
+        raise OutputError(f"{out} is not an aef-zonal output: it has no "
+                          "time=YYYY-01-01/label=…/*.parquet partitions")
+    return years
+
+
+def register(spark, out) -> None:
+    """Register the view `fields` over the output folder."""
+    output_years(out)
+    spark.read.format("geoparquet").load(str(out)).createOrReplaceTempView("fields")
+
+
+def query(spark, out, text: str):
+    """The DataFrame of `text` run against the view `fields` over `out`."""
+    register(spark, out)
+    return spark.sql(text)
+
+
+def has_geometry(df) -> bool:
+    from sedona.spark.sql.types import GeometryType
+
+    return any(isinstance(f.dataType, GeometryType) for f in df.schema.fields)
+
+
+def write_single_file(df, target: Path) -> None:
+    """Write `df` as one Parquet file (GeoParquet 1.1.0 when it has a geometry column)."""
+    from pyproj import CRS
+
+    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = df.coalesce(1).write
+        if has_geometry(df):
+            writer = (writer.format("geoparquet").option("geoparquet.version", "1.1.0")
+                      .option("geoparquet.crs", CRS.from_user_input("EPSG:4326").to_json()))
+        else:
+            writer = writer.format("parquet")
+        writer.save(str(staging))
+        (part,) = staging.glob("part-*.parquet")
+        part.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def parse_args(argv):
+    from jobs import config
+
+    p = argparse.ArgumentParser(
+        prog="aef-zonal sql",
+        description="Run Spark SQL (with Apache Sedona's ST_ functions) over an aef-zonal output, "
+                    "registered as the view `fields` (partition columns time, label).",
+        epilog="example: aef-zonal sql out/result \"SELECT label, COUNT(*) AS n FROM fields "
+               "WHERE time = '2024-01-01' GROUP BY label ORDER BY label\"")
+    p.add_argument("out", help="output folder of `aef-zonal run`")
+    p.add_argument("query", help="a Spark SQL query over the view `fields`")
+    p.add_argument("--to", metavar="FILE.parquet",
+                   help="write the result to one Parquet file (GeoParquet when it has a geometry) "
+                        "instead of printing it")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="rows printed (default 20) or, with --to, rows written (default all)")
+    p.add_argument("--explain", action="store_true",
+                   help="print the physical plan (PartitionFilters, PushedFilters) instead of running")
+    p.add_argument("--master", default=config.load()["spark"]["master"],
+                   help="Spark master (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        output_years(args.out)
+    except OutputError as e:
+        print(f"aef-zonal sql: error: {e}", file=sys.stderr)
+        return 2
+    import pyarrow.parquet as pq
+    from pyspark.errors import PySparkException
+
+    from jobs.zonal_stats import spark_session
+
+    spark = spark_session(args.master, args.verbose)
+    if not args.verbose:  # PySpark logs a failed query's JVM stack as JSON; the message below says it
+        from pyspark.logger import PySparkLogger
+
+        PySparkLogger.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
+    try:
+        df = query(spark, args.out, args.query)
+        if args.explain:
+            df.explain()
+        elif args.to:
+            write_single_file(df if args.limit is None else df.limit(args.limit), Path(args.to))
+            rows = pq.read_metadata(args.to).num_rows
+            print(f"[aef-zonal] wrote {rows} rows to {args.to}")
+        else:
+            df.show(20 if args.limit is None else args.limit, truncate=60)
+    except PySparkException as e:  # a user's SQL: show Spark's message, not a traceback
+        print(f"aef-zonal sql: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
