@@ -1,0 +1,57 @@
+"""aef-zonal plot over the session's output: two PNGs of a sensible size that show the fields'
+colours (not blank), and clear refusals for an absent year or a folder that is no output."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from PIL import Image
+
+from jobs import plot
+
+
+@pytest.fixture(scope="module")
+def pictures(job_out, tmp_path_factory):
+    to = tmp_path_factory.mktemp("plots")
+    assert plot.main([str(job_out), "--year", "2024", "--to", str(to)]) == 0
+    return to
+
+
+@pytest.fixture(scope="module")
+def label_colours(job_out) -> dict[str, np.ndarray]:
+    """Each label's median pca_components colour in 2024, as 0..255 RGB."""
+    t = ds.dataset(job_out, format="parquet", partitioning="hive").to_table(
+        filter=(ds.field("time") == "2024-01-01") & (ds.field("count") > 0),
+        columns=["label", "pca_components"]).to_pandas()
+    return {label: np.median(np.stack(g.pca_components.to_numpy()), axis=0) * 255
+            for label, g in t.groupby("label")}
+
+
+@pytest.mark.parametrize("name,min_share", [("map.png", 0.01), ("pca.png", 0.00002)])
+def test_picture_shows_the_fields_colours(pictures, label_colours, name, min_share):
+    path = pictures / name
+    im = np.asarray(Image.open(path).convert("RGB")).astype(float)
+    h, w, _ = im.shape
+    assert 1000 <= w <= 1600 and 500 <= h <= 2000, (w, h)
+    assert path.stat().st_size < 300_000
+    pixels = im.reshape(-1, 3)
+    assert pixels.std(axis=0).mean() > 20  # a blank or one-colour picture fails here
+    assert len(np.unique(pixels @ [65536, 256, 1])) > 40
+    # every label's typical colour is drawn somewhere: the fields on the map, the points in PCA
+    # space (there under a density shading that darkens by at most a third)
+    for label, rgb in label_colours.items():
+        dark = np.clip(1 - pixels @ rgb / (rgb @ rgb), 0, 0.35)
+        share = (np.abs(pixels - np.outer(1 - dark, rgb)).max(axis=1) < 12).mean()
+        assert share > min_share, (label, rgb, share)
+
+
+def test_absent_year_is_refused_with_the_years_present(job_out, tmp_path, capsys):
+    assert plot.main([str(job_out), "--year", "2019", "--to", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "year 2019 is not in" in err and "it has 2024, 2025" in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_folder_that_is_not_an_output_is_refused(tmp_path, capsys):
+    assert plot.main([str(tmp_path), "--to", str(tmp_path / "p")]) == 2
+    assert "is not an aef-zonal output" in capsys.readouterr().err
