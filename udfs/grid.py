@@ -52,6 +52,12 @@ class Grid:
         """Storage key of the shard holding global pixel (row, col) of time index t."""
         return f"{array}/c/{t}/0/{row // self.shard}/{col // self.shard}"
 
+    def chunk_name(self, array: str, t: int, cy: int, cx: int) -> str:
+        """Where inner chunk (cy, cx) of time index t is stored: its shard's key, place within."""
+        per = self.shard // self.chunk
+        return (f"{self.shard_key(array, t, cy * self.chunk, cx * self.chunk)} "
+                f"inner chunk ({cy % per}, {cx % per})")
+
 
 def hilbert_key(x: np.ndarray, y: np.ndarray, order: int = 31) -> np.ndarray:
     """Hilbert-curve index of lon/lat points on a 2^order grid over the whole world.

@@ -1,11 +1,26 @@
-"""Open an AEF-layout Zarr store, describe its grid and quantisation, read one inner chunk."""
+"""Open an AEF-layout Zarr store (local, s3://, https://), describe it, read inner chunks.
+
+Object storage goes through obstore, which retries 5xx errors, throttling and dropped
+connections with exponential backoff and jitter. Reads of one worker overlap (a thread pool over
+zarr's own event loop) so that request latency, not bandwidth, stops being the limit.
+"""
 from __future__ import annotations
 
+import asyncio
+import collections
 import functools
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
 
 import numpy as np
 import zarr
+from obstore.exceptions import BaseError as ObstoreError
+from zarr.abc.store import SuffixByteRequest
+from zarr.storage import WrapperStore
 
 from udfs.grid import Grid
 
@@ -59,16 +74,113 @@ class StoreInfo:
         return self.years.index(year)
 
 
-def open_group(url: str) -> zarr.Group:
+@dataclass(frozen=True)
+class Access:
+    """Where a store is and how to talk to it; small and picklable, so every worker gets it."""
+    url: str
+    region: str | None = None      # S3 region (default: AWS_REGION or us-east-1)
+    endpoint: str | None = None    # S3-compatible endpoint, e.g. http://127.0.0.1:9000
+    retries: int = 10              # per request, on 5xx, throttling, dropped connections
+    retry_timeout: float = 180.0   # seconds from a request's first try after which it fails
+    backoff: float = 0.1           # seconds before the first retry; doubles, with jitter
+    concurrency: int = 32          # chunk reads in flight per worker
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.lower()
+
+
+class IndexCachingStore(WrapperStore):
+    """Keeps the shard indexes a worker has read, so each shard's index costs one request.
+
+    zarr's sharding codec fetches the index (a suffix range of the shard object) again for
+    every inner chunk read; on S3 that doubles the requests and the latency per chunk.
+    Also counts requests, for the run report.
+    """
+
+    def __init__(self, store, size: int = 1024):
+        super().__init__(store)
+        self._indexes: collections.OrderedDict = collections.OrderedDict()
+        self._size = size
+        self.requests = 0
+        self.bytes = 0
+
+    def _with_store(self, store):
+        return type(self)(store, self._size)
+
+    async def get(self, key, prototype, byte_range=None):
+        if not isinstance(byte_range, SuffixByteRequest):
+            return await self._fetch(key, prototype, byte_range)
+        cache_key = (key, byte_range.suffix)
+        # the task, not its result, is kept: concurrent reads of one shard share one request
+        task = self._indexes.get(cache_key)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(key, prototype, byte_range))
+            self._indexes[cache_key] = task
+            if len(self._indexes) > self._size:
+                self._indexes.popitem(last=False)
+        else:
+            self._indexes.move_to_end(cache_key)
+        try:
+            return await asyncio.shield(task)  # None too: an absent shard stays absent
+        except Exception:
+            self._indexes.pop(cache_key, None)  # a failed fetch is tried again next time
+            raise
+
+    async def _fetch(self, key, prototype, byte_range):
+        self.requests += 1
+        value = await self._store.get(key, prototype, byte_range)
+        self.bytes += 0 if value is None else len(value)
+        return value
+
+
+def _object_store(a: Access):
+    """The zarr store for a URL: local paths through zarr, object storage through obstore."""
+    from obstore.store import HTTPStore, S3Store
+    from zarr.storage import LocalStore, ObjectStore
+
+    if a.scheme in ("", "file"):
+        path = urlsplit(a.url).path if a.scheme else a.url
+        if not os.path.isdir(path):
+            raise StoreError(f"cannot open Zarr store {a.url}: no such folder")
+        return IndexCachingStore(LocalStore(path, read_only=True))
+
+    retry = {"max_retries": a.retries, "retry_timeout": timedelta(seconds=a.retry_timeout),
+             "backoff": {"init_backoff": timedelta(seconds=a.backoff),
+                         "max_backoff": timedelta(seconds=30), "base": 2.0}}
+    client = {"allow_http": True} if (a.endpoint or a.url).startswith("http://") else {}
+    if a.scheme in ("s3", "s3a"):
+        parts = urlsplit(a.url)
+        # the AEF mosaic is public: sign requests only when the user gave credentials
+        signed = bool(os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"))
+        opts = {"skip_signature": not signed,
+                "region": a.region or os.environ.get("AWS_REGION") or "us-east-1"}
+        if a.endpoint:
+            opts["endpoint"] = a.endpoint
+        store = S3Store(parts.netloc, prefix=parts.path.strip("/") or None, retry_config=retry,
+                        client_options=client, **opts)
+    elif a.scheme in ("http", "https"):
+        store = HTTPStore.from_url(a.url, retry_config=retry, client_options=client)
+    else:
+        raise StoreError(f"{a.url}: unsupported URL scheme {a.scheme!r}; use a local path, "
+                         "s3://bucket/prefix or https://host/path")
+    return IndexCachingStore(ObjectStore(store, read_only=True))
+
+
+def open_group(a: Access) -> zarr.Group:
     try:
-        return zarr.open_group(url, mode="r")
-    except Exception as e:  # zarr raises several types for "nothing there"
-        raise StoreError(f"cannot open Zarr store {url}: {type(e).__name__}: {e}") from e
+        return zarr.open_group(_object_store(a), mode="r")
+    except StoreError:
+        raise
+    except Exception as e:  # zarr and obstore raise several types for "nothing there"
+        raise StoreError(f"cannot open Zarr store {a.url}: {type(e).__name__}: {e}") from e
 
 
-def describe(url: str) -> StoreInfo:
+def describe(a: Access | str) -> StoreInfo:
     """Read the group metadata once (on the driver) and check it is a store we can reduce."""
-    group = open_group(url)
+    a = a if isinstance(a, Access) else Access(a)
+    url = a.url
+    group = open_group(a)
     if ARRAY not in group:
         raise StoreError(f"{url}: no '{ARRAY}' array in the group")
     arr = group[ARRAY]
@@ -84,18 +196,78 @@ def describe(url: str) -> StoreInfo:
     shard = arr.shards or chunk
     if chunk[2] != chunk[3] or chunk[1] != arr.shape[1] or chunk[0] != 1:
         raise StoreError(f"{url}: inner chunks {chunk} are not (1, bands, n, n)")
-    grid = Grid.from_transform(attrs["spatial:transform"], arr.shape[2:], chunk[2], shard[2])
+    try:
+        grid = Grid.from_transform(attrs["spatial:transform"], arr.shape[2:], chunk[2], shard[2])
+    except ValueError as e:
+        raise StoreError(f"{url}: {e}") from e
     years = tuple(int(y) for y in group["time"][:])
     return StoreInfo(url, grid, Quantisation.from_attrs(attrs, url), years, int(arr.shape[1]))
 
 
+class ChunkError(RuntimeError):
+    """A chunk that cannot be read (after retries) or decoded; names the store and key."""
+
+
+class ChunkReader:
+    """Reads inner chunks of one store on a worker, many at a time.
+
+    submit() returns a Future at once, so a task can ask for the chunks it will need next while
+    it reduces the current one. A chunk whose bytes do not decode raises ChunkError, or, with
+    skip_bad=True, resolves to None and is listed in `skipped`.
+    """
+
+    def __init__(self, a: Access, grid: Grid, skip_bad: bool = False):
+        self.access, self.grid, self.skip_bad = a, grid, skip_bad
+        self.array = _array(a)
+        self._pool = ThreadPoolExecutor(a.concurrency, thread_name_prefix="aef-read")
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def _read(self, t: int, window: tuple[int, int, int, int]) -> np.ndarray | None:
+        r0, r1, c0, c1 = window
+        with self._lock:
+            self.reads += 1
+        try:
+            return self.array[t, :, r0:r1, c0:c1]
+        except Exception as e:
+            g = self.grid
+            where = f"store {self.access.url}, chunk {g.chunk_name(ARRAY, t, r0 // g.chunk, c0 // g.chunk)}"
+            if _is_io_error(e):
+                raise ChunkError(f"reading {where} failed after {self.access.retries} retries: "
+                                 f"{type(e).__name__}: {e}") from e
+            if self.skip_bad:
+                return None
+            raise ChunkError(f"{where} does not decode ({type(e).__name__}: {e}); the object is "
+                             "corrupt. Pass --on-bad-chunk skip to skip such chunks (the fields "
+                             "they touch are marked complete = false)") from e
+
+    def submit(self, t: int, window: tuple[int, int, int, int]) -> Future:
+        return self._pool.submit(self._read, t, window)
+
+    @property
+    def requests(self) -> int:
+        return self.array.store.requests
+
+    @property
+    def bytes(self) -> int:
+        return self.array.store.bytes
+
+
 @functools.lru_cache(maxsize=4)
-def _array(url: str) -> zarr.Array:
+def reader(a: Access, grid: Grid, skip_bad: bool = False) -> ChunkReader:
+    """The worker's reader of a store: one open array and one pool of reads per store."""
+    return ChunkReader(a, grid, skip_bad)
+
+
+def _is_io_error(e: BaseException) -> bool:
+    return isinstance(e, (OSError, TimeoutError, ObstoreError))
+
+
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _array(a: Access) -> zarr.Array:
     # one open array per Python worker and store: metadata is read once, not per chunk
-    return open_group(url)[ARRAY]
-
-
-def read_chunk(url: str, t: int, window: tuple[int, int, int, int]) -> np.ndarray:
-    """int8[bands, rows, cols] of one inner chunk; never-written chunks read as nodata."""
-    r0, r1, c0, c1 = window
-    return _array(url)[t, :, r0:r1, c0:c1]
+    with _lock:
+        return open_group(a)[ARRAY]

@@ -1,10 +1,13 @@
 """Executor side of the reduce stage: chunk tasks in, per-field partial rows out (Arrow).
 
 A task is one inner chunk with every field that touches it. The chunk is read once per year
-that any of its fields needs, and reduced for all of those fields in one pass.
+that any of its fields needs, and reduced for all of those fields in one pass. The `skipped`
+column names a chunk that could not be decoded and was skipped on request (--on-bad-chunk skip).
 """
 from __future__ import annotations
 
+import collections
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -15,10 +18,12 @@ import shapely
 from udfs.grid import Grid
 from udfs.pixels import members
 from udfs.reduce import Partials, reduce_chunk, reduce_chunk_weighted
-from udfs.store import Quantisation
+from udfs.store import ARRAY, Quantisation
 
-Reader = Callable[[int, tuple[int, int, int, int]], np.ndarray]  # (time index, window) -> chunk
-COLUMNS = ("feature_id", "year", "count", "inside", "s1", "s2", "umin", "umax", "hkeys", "hcounts")
+# (time index, pixel window) -> Future of the int8 chunk (None: undecodable, skipped)
+Submit = Callable[[int, tuple[int, int, int, int]], Future]
+COLUMNS = ("feature_id", "year", "count", "inside", "s1", "s2", "umin", "umax", "hkeys", "hcounts",
+           "skipped")
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Reduction:
         num = "double" if self.weighted else "long"
         return (f"feature_id long, year int, count {num}, inside {num}, s1 array<{num}>, "
                 f"s2 array<{num}>, umin array<long>, umax array<long>, hkeys array<short>, "
-                "hcounts array<int>")
+                "hcounts array<int>, skipped string")
 
 
 def _lists(a: np.ndarray) -> pa.Array:
@@ -64,39 +69,52 @@ def _sparse(hist: np.ndarray | None, rows: np.ndarray):
     return keys, counts
 
 
-def reduce_task(cy: int, cx: int, fields: list[dict], red: Reduction, read: Reader) -> dict[str, list]:
-    """Partials of every field of one chunk task, for each year it asks for."""
-    g = red.grid
-    r0, r1, c0, c1 = window = g.chunk_window(cy, cx)
-    geoms = shapely.from_wkb([f["wkb"] for f in fields])
-    m = members(geoms, red.rule, g.xmin + c0 * g.res, g.ymax - r0 * g.res, g.res, r1 - r0, c1 - c0)
-    owner = m[1] if red.weighted else m[:, 3]
-    ids = np.array([f["feature_id"] for f in fields], np.int64)
-    out = {k: [] for k in COLUMNS}
-    if len(owner) == 0:
+class Planned:
+    """One chunk task with its pixel membership computed and its chunk reads in flight."""
+
+    def __init__(self, task: dict, red: Reduction, submit: Submit):
+        g = red.grid
+        fields = task["fields"]
+        self.key = (task["cy"], task["cx"])
+        r0, r1, c0, c1 = window = g.chunk_window(*self.key)
+        self.shape = (red.bands, r1 - r0, c1 - c0)
+        geoms = shapely.from_wkb([f["wkb"] for f in fields])
+        self.m = members(geoms, red.rule, g.xmin + c0 * g.res, g.ymax - r0 * g.res, g.res,
+                         r1 - r0, c1 - c0)
+        self.ids = np.array([f["feature_id"] for f in fields], np.int64)
+        owner = self.m[1] if red.weighted else self.m[:, 3]
+        self.reads = {}  # year -> (rows of m to reduce, Future of the chunk)
+        for year in sorted({y for f in fields for y in f["years"]}):
+            active = np.array([year in f["years"] for f in fields], bool)[owner]
+            if active.any():
+                self.reads[year] = (active, submit(red.store_years.index(year), window))
+
+    def reduce(self, red: Reduction) -> dict[str, list]:
+        """Partials of every field of the task, for each year it asks for."""
+        out = {k: [] for k in COLUMNS}
+        for year, (active, future) in self.reads.items():
+            data, skipped = future.result(), None
+            if data is None:  # undecodable and skipped on request: its fields say so
+                data = np.full(self.shape, red.quant.nodata, np.int8)
+                skipped = red.grid.chunk_name(ARRAY, red.store_years.index(year), *self.key)
+            if red.weighted:
+                p: Partials = reduce_chunk_weighted(data, self.m[0][active], self.m[1][active],
+                                                    self.m[2][active], len(self.ids),
+                                                    square=red.quant.square, nodata=red.quant.nodata)
+            else:
+                p = reduce_chunk(data, self.m[active], len(self.ids), square=red.quant.square,
+                                 nodata=red.quant.nodata, extremes=red.extremes,
+                                 histograms=red.histograms)
+            rows = np.flatnonzero(p.inside > 0)
+            out["feature_id"].append(self.ids[rows])
+            out["year"].append(np.full(len(rows), year, np.int32))
+            for name in ("count", "inside", "s1", "s2", "umin", "umax"):
+                out[name].append(getattr(p, name)[rows])
+            keys, counts = _sparse(p.hist, rows)
+            out["hkeys"].extend(keys)
+            out["hcounts"].extend(counts)
+            out["skipped"].extend([skipped] * len(rows))
         return out
-    for year in sorted({y for f in fields for y in f["years"]}):
-        active = np.array([year in f["years"] for f in fields])[owner]
-        if not active.any():
-            continue
-        data = read(red.store_years.index(year), window)
-        if red.weighted:
-            p: Partials = reduce_chunk_weighted(data, m[0][active], m[1][active], m[2][active],
-                                                len(fields), square=red.quant.square,
-                                                nodata=red.quant.nodata)
-        else:
-            p = reduce_chunk(data, m[active], len(fields), square=red.quant.square,
-                             nodata=red.quant.nodata, extremes=red.extremes,
-                             histograms=red.histograms)
-        rows = np.flatnonzero(p.inside > 0)
-        out["feature_id"].append(ids[rows])
-        out["year"].append(np.full(len(rows), year, np.int32))
-        for name in ("count", "inside", "s1", "s2", "umin", "umax"):
-            out[name].append(getattr(p, name)[rows])
-        keys, counts = _sparse(p.hist, rows)
-        out["hkeys"].extend(keys)
-        out["hcounts"].extend(counts)
-    return out
 
 
 def _ragged(parts: list[np.ndarray], typ) -> pa.Array:
@@ -106,18 +124,37 @@ def _ragged(parts: list[np.ndarray], typ) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=typ))
 
 
-def reduce_batches(batches: Iterable[pa.RecordBatch], red: Reduction, read: Reader) -> Iterator[pa.RecordBatch]:
+def reduce_batches(batches: Iterable[pa.RecordBatch], red: Reduction, submit: Submit,
+                   lookahead: int = 8, tasks_per_batch: int = 16) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: each input row is a chunk task (cy, cx, fields)."""
-    for batch in batches:
-        parts = {k: [] for k in COLUMNS}
-        for task in batch.to_pylist():
-            for k, v in reduce_task(task["cy"], task["cx"], task["fields"], red, read).items():
-                parts[k].extend(v)
-        if not parts["feature_id"]:
-            continue
-        cols = {k: np.concatenate(parts[k]) for k in COLUMNS[:8]}
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(cols[k]) for k in ("feature_id", "year", "count", "inside")]
-            + [_lists(cols[k].reshape(-1, red.bands)) for k in ("s1", "s2", "umin", "umax")]
-            + [_ragged(parts["hkeys"], pa.int16()), _ragged(parts["hcounts"], pa.int32())],
-            names=list(COLUMNS))
+    tasks = (t for batch in batches for t in batch.to_pylist())
+    parts = {k: [] for k in COLUMNS}
+    for n, result in enumerate(_prefetched(tasks, red, submit, lookahead), 1):
+        for k, v in result.items():
+            parts[k].extend(v)
+        if n % tasks_per_batch == 0 and parts["feature_id"]:
+            yield _batch(parts, red.bands)
+            parts = {k: [] for k in COLUMNS}
+    if parts["feature_id"]:
+        yield _batch(parts, red.bands)
+
+
+def _prefetched(tasks: Iterable[dict], red: Reduction, submit: Submit, lookahead: int):
+    """Reduce tasks in order while the reads of the next `lookahead` ones are in flight."""
+    window: collections.deque[Planned] = collections.deque()
+    for task in tasks:
+        window.append(Planned(task, red, submit))
+        if len(window) > lookahead:
+            yield window.popleft().reduce(red)
+    while window:
+        yield window.popleft().reduce(red)
+
+
+def _batch(parts: dict[str, list], bands: int) -> pa.RecordBatch:
+    cols = {k: np.concatenate(parts[k]) for k in COLUMNS[:8]}
+    return pa.RecordBatch.from_arrays(
+        [pa.array(cols[k]) for k in ("feature_id", "year", "count", "inside")]
+        + [_lists(cols[k].reshape(-1, bands)) for k in ("s1", "s2", "umin", "umax")]
+        + [_ragged(parts["hkeys"], pa.int16()), _ragged(parts["hcounts"], pa.int32()),
+           pa.array(parts["skipped"], pa.string())],
+        names=list(COLUMNS))
