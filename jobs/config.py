@@ -1,26 +1,53 @@
-"""Defaults from conf/defaults.toml, and where the Sedona jars are."""
+"""Settings: conf/defaults.toml, then a user's --conf file over it, then command-line options."""
 from __future__ import annotations
 
-import functools
+import copy
 import os
 import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = ROOT / "conf" / "defaults.toml"
 JAR_DIR = ROOT / ".cache" / "jars"
 
 
-@functools.lru_cache(maxsize=1)
-def load() -> dict:
-    with open(ROOT / "conf" / "defaults.toml", "rb") as f:
-        return tomllib.load(f)
+def _merge(base: dict, over: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key not in base and where != "spark.conf":  # any Spark setting may be added
+            raise ValueError(f"unknown setting '{where + '.' if where else ''}{key}'; "
+                             f"known: {sorted(base)} (see {DEFAULTS.relative_to(ROOT)})")
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _merge(base[key], value, f"{where}.{key}" if where else key)
+        else:
+            out[key] = value
+    return out
 
 
-def sedona_jars() -> list[Path]:
+def load(user_file: str | os.PathLike | None = None) -> dict:
+    """The defaults, with the settings of `user_file` (same layout, any subset) on top."""
+    with open(DEFAULTS, "rb") as f:
+        conf = tomllib.load(f)
+    if user_file is None:
+        return conf
+    try:
+        with open(user_file, "rb") as f:
+            user = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--conf {user_file}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"--conf {user_file}: not valid TOML ({e})") from None
+    try:
+        return _merge(conf, user, "")
+    except ValueError as e:
+        raise ValueError(f"--conf {user_file}: {e}") from None
+
+
+def sedona_jars(conf: dict | None = None) -> list[Path]:
     """The jar files named in conf, from AEF_ZONAL_JARS (a folder) or .cache/jars."""
     folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR))
     jars = []
-    for coord in load()["spark"]["sedona_jars"]:
+    for coord in (conf or load())["spark"]["sedona_jars"]:
         _, artifact, version = coord.split(":")
         jar = folder / f"{artifact}-{version}.jar"
         if not jar.exists():
