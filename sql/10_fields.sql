@@ -1,15 +1,29 @@
 -- input:  fields_input  (the GeoParquet as read; optional columns added as NULL by the job)
--- output: fields        (one row per input field, typed, with its bbox and geometry type)
-SELECT
-  CAST(feature_id AS BIGINT)                 AS feature_id,
-  geometry,
-  COALESCE(CAST(label AS STRING), 'field')   AS label,
-  CAST(score_mean AS FLOAT)                  AS score_mean,
-  CAST(score_std AS FLOAT)                   AS score_std,
-  CAST(layer_year AS INT)                    AS layer_year,
-  ST_GeometryType(geometry)                  AS geom_type,
-  ST_XMin(geometry)                          AS xmin,
-  ST_YMin(geometry)                          AS ymin,
-  ST_XMax(geometry)                          AS xmax,
-  ST_YMax(geometry)                          AS ymax
-FROM fields_input
+-- output: fields        (one row per input field, typed, in the store's CRS, with its bbox and
+--                        geometry type; invalid polygons repaired and flagged `repaired`)
+-- :source_crs is the file's CRS (ST_Transform's form); geom_type is the type as given, so that
+-- points and lines are refused rather than repaired into something else.
+WITH typed AS (
+  SELECT CAST(feature_id AS BIGINT)                 AS feature_id,
+         IF(:source_crs = 'EPSG:4326', geometry,
+            ST_Transform(geometry, :source_crs, 'EPSG:4326')) AS geometry,
+         ST_GeometryType(geometry)                  AS geom_type,
+         COALESCE(CAST(label AS STRING), 'field')   AS label,
+         CAST(score_mean AS FLOAT)                  AS score_mean,
+         CAST(score_std AS FLOAT)                   AS score_std,
+         CAST(layer_year AS INT)                    AS layer_year
+  FROM fields_input
+),
+checked AS (
+  SELECT *, COALESCE(NOT ST_IsValid(geometry), FALSE) AS repaired FROM typed
+),
+fixed AS (
+  -- ST_MakeValid may return a collection with slivers of lower dimension: keep the polygons
+  SELECT feature_id, geom_type, label, score_mean, score_std, layer_year, repaired,
+         IF(repaired, ST_CollectionExtract(ST_MakeValid(geometry), 3), geometry) AS geometry
+  FROM checked
+)
+SELECT feature_id, geometry, label, score_mean, score_std, layer_year, geom_type, repaired,
+       ST_XMin(geometry) AS xmin, ST_YMin(geometry) AS ymin,
+       ST_XMax(geometry) AS xmax, ST_YMax(geometry) AS ymax
+FROM fixed

@@ -1,7 +1,7 @@
--- input:  partials (feature_id, year, count, inside, s1, s2, umin, umax, hkeys, hcounts):
+-- input:  partials (feature_id, year, count, inside, s1, s2, umin, umax, hkeys, hcounts, skipped):
 --         sums per field and chunk (integers; doubles for coverage-weighted pixels)
 -- output: stats    (feature_id, year, count, inside, sum, mean, std, min, max, mean_normalized,
---         valid_fraction, quantiles) per field and year
+--         valid_fraction, quantiles, skipped_chunks) per field and year
 -- value = :a * u + :b turns the sums into statistics. Integer sums merge exactly and the
 -- variance n*S2 - S1^2 is formed exactly before the one division: in doubles while every term
 -- stays below 2^53 (count <= :double_exact_count), in DECIMAL(38,0) (slow) beyond; histograms merge
@@ -12,12 +12,13 @@ WITH lists AS (
          SUM(count) AS count, SUM(inside) AS inside,
          COLLECT_LIST(s1) AS l1, COLLECT_LIST(s2) AS l2,
          COLLECT_LIST(umin) AS lmin, COLLECT_LIST(umax) AS lmax,
-         FLATTEN(COLLECT_LIST(hkeys)) AS hkeys, FLATTEN(COLLECT_LIST(hcounts)) AS hcounts
+         FLATTEN(COLLECT_LIST(hkeys)) AS hkeys, FLATTEN(COLLECT_LIST(hcounts)) AS hcounts,
+         COLLECT_SET(skipped) AS skipped_chunks
   FROM partials
   GROUP BY feature_id, year
 ),
 merged AS (
-  SELECT feature_id, year, count, inside, hkeys, hcounts,
+  SELECT feature_id, year, count, inside, hkeys, hcounts, skipped_chunks,
          IF(SIZE(l1) = 1, l1[0], AGGREGATE(SLICE(l1, 2, SIZE(l1)), l1[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q))) AS s1,
          IF(SIZE(l2) = 1, l2[0], AGGREGATE(SLICE(l2, 2, SIZE(l2)), l2[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q))) AS s2,
          IF(SIZE(lmin) = 1, lmin[0], AGGREGATE(SLICE(lmin, 2, SIZE(lmin)), lmin[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> LEAST(p, q)))) AS umin,
@@ -25,7 +26,7 @@ merged AS (
   FROM lists
 ),
 finished AS (
-  SELECT feature_id, year, count, inside, hkeys, hcounts,
+  SELECT feature_id, year, count, inside, hkeys, hcounts, skipped_chunks,
          IF(count > 0, TRANSFORM(s1, s -> :a * s + :b * count), NULL)                     AS sum,
          IF(count > 0, TRANSFORM(s1, s -> :a * s / count + :b), NULL)                     AS mean,
          IF(count > 0, ZIP_WITH(s1, s2, (p, q) -> IF(:weighted,
@@ -42,5 +43,6 @@ finished AS (
 SELECT feature_id, year, count, inside, sum, mean, std, min, max,
        TRANSFORM(mean, v -> v / norm)                                              AS mean_normalized,
        count / inside                                                              AS valid_fraction,
-       IF(:quantiles AND count > 0, quantiles(hkeys, hcounts), NULL)               AS quantiles
+       IF(:quantiles AND count > 0, quantiles(hkeys, hcounts), NULL)               AS quantiles,
+       skipped_chunks
 FROM (SELECT *, SQRT(AGGREGATE(mean, 0D, (acc, w) -> acc + w * w)) AS norm FROM finished)

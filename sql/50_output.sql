@@ -1,7 +1,8 @@
 -- input:  fields (feature_id, layer_year, geometry, label, scores, bbox),
 --         field_years (feature_id, layer_year, year, t): the years each field is reduced for,
 --         stats (feature_id, year, count, statistics), pca_model (one broadcast row)
--- output: output rows in the published schema, one per field and year (count = 0 when no pixel)
+-- output: output rows in the published schema, one per field and year; a row with count = 0
+--         says why in `reason`, and `complete` is false when a skipped chunk held some of its pixels
 SELECT /*+ BROADCAST(m) */
   f.geometry,
   f.score_mean,
@@ -19,9 +20,18 @@ SELECT /*+ BROADCAST(m) */
   IF(s.mean IS NULL, NULL, TRANSFORM(m.components, (w, k) -> CAST(LEAST(GREATEST(
       (AGGREGATE(ZIP_WITH(s.mean, w, (v, c) -> v * c), 0D, (acc, x) -> acc + x) - m.shift[k] - m.lo[k])
       / (m.hi[k] - m.lo[k]), 0D), 1D) AS FLOAT)))               AS pca_components,
-  hilbert_key((f.xmin + f.xmax) / 2, (f.ymin + f.ymax) / 2)      AS hilbert_key,
+  IF(f.xmin IS NULL, NULL, hilbert_key((f.xmin + f.xmax) / 2, (f.ymin + f.ymax) / 2)) AS hilbert_key,
   COALESCE(s.count, 0L)                                         AS count,
   s.std, s.min, s.max, s.sum, s.mean_normalized, s.valid_fraction, s.quantiles,
+  COALESCE(SIZE(s.skipped_chunks) = 0, TRUE)                    AS complete,
+  CASE WHEN s.count > 0 THEN NULL
+       WHEN f.geometry IS NULL THEN 'null geometry'
+       WHEN ST_IsEmpty(f.geometry) THEN 'empty geometry'
+       WHEN f.xmax <= :xmin OR f.xmin >= :xmin + :width * :res
+         OR f.ymin >= :ymax OR f.ymax <= :ymax - :height * :res THEN 'outside the store'
+       WHEN SIZE(s.skipped_chunks) > 0 THEN 'chunk skipped (undecodable)'
+       WHEN s.inside > 0 THEN 'no valid pixel (all nodata)'
+       ELSE 'no pixel inside (smaller than the pixel rule)' END  AS reason,
   CONCAT(CAST(fy.year AS STRING), '-01-01')                     AS time,
   f.label
 FROM (SELECT *, CAST(FLOOR((xmin - :xmin) / :res) AS BIGINT) AS gx,

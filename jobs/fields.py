@@ -1,0 +1,158 @@
+"""The fields stage: read the user's GeoParquet, check it, bring it to the store's CRS.
+
+Everything here runs on the driver as Spark SQL over the input; bad input stops the run with a
+message that names the file, the column or example ids, and the fix.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from sedona.spark.sql.types import GeometryType
+
+REQUIRED = ("feature_id", "geometry")
+OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
+STORE_CRS = "EPSG:4326"
+
+
+class FieldsError(ValueError):
+    """The fields cannot be used as given; the message says why and what to do."""
+
+
+def year_of(df, column: str, path: str):
+    """Integer year of a `time`/`year` column: date, timestamp, 'YYYY-01-01' string or integer."""
+    typ = df.schema[column].dataType
+    col = F.col(column)
+    if isinstance(typ, (T.DateType, T.TimestampType, T.TimestampNTZType)):
+        return F.year(col)
+    if isinstance(typ, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
+        return col.cast("int")
+    if isinstance(typ, T.StringType):
+        bad = df.where(col.isNotNull() & ~col.rlike(r"^\d{4}(-\d{2}-\d{2})?$")).select(column).limit(3).collect()
+        if bad:
+            raise FieldsError(f"{path}: column '{column}' holds values that are not years, e.g. "
+                              f"{[r[0] for r in bad]}; use 'YYYY-01-01' strings, dates or integer years")
+        return F.substring(col, 1, 4).cast("int")
+    raise FieldsError(f"{path}: column '{column}' has type {typ.simpleString()}; a year column must "
+                      "be a date, timestamp, 'YYYY-01-01' string or integer (or pass --year-column none)")
+
+
+def source_crs(spark, path: str, report: dict) -> str:
+    """The fields' CRS as Sedona's ST_Transform takes it, from the GeoParquet `geo` metadata.
+
+    A file without a `crs` is OGC:CRS84 (longitude, latitude) by the GeoParquet specification.
+    """
+    from pyproj import CRS
+
+    meta = (spark.read.format("geoparquet.metadata").load(path)
+            .select("path", F.col("columns")["geometry"]["crs"].alias("crs")).collect())
+    found = {r.crs for r in meta}
+    if len(found) > 1:
+        raise FieldsError(f"{path}: its files have different CRSs ({len(found)}); write the fields "
+                          "in one CRS")
+    crs_json = found.pop() if found else None
+    if crs_json in (None, "", "null"):
+        report["fields_crs"] = "OGC:CRS84 (assumed: the file names no CRS)"
+        return STORE_CRS
+    projjson = json.loads(crs_json)
+    ident = projjson.get("id") or {}
+    try:
+        # Sedona hands back PROJJSON with camelCase keys that PROJ refuses: use its id when it has one
+        crs = (CRS.from_authority(ident["authority"], ident["code"]) if ident
+               else CRS.from_json_dict(projjson))
+    except Exception as e:
+        raise FieldsError(f"{path}: cannot interpret its CRS ({e}); write the fields in a CRS with "
+                          "an EPSG code, e.g. geopandas' to_crs(4326)") from e
+    report["fields_crs"] = crs.to_string()
+    if crs.equals(CRS("OGC:CRS84")) or crs.equals(CRS(STORE_CRS), ignore_axis_order=True):
+        return STORE_CRS
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL")
+
+
+def load(spark, path: str, year_column: str | None) -> str | None:
+    """Read the GeoParquet, fill optional columns, register `fields_input`.
+
+    Returns the column giving each field's own year, or None (every field, every year).
+    """
+    if not Path(path).exists() and "://" not in path:
+        raise FieldsError(f"fields file {path} does not exist")
+    try:
+        df = spark.read.format("geoparquet").load(path)
+    except Exception as e:
+        raise FieldsError(f"cannot read {path} as GeoParquet ({type(e).__name__}: {str(e)[:300]}); "
+                          "write it with geopandas.GeoDataFrame.to_parquet or Sedona") from e
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise FieldsError(f"{path}: required column(s) {missing} missing (found {df.columns}); "
+                          "the fields need an int64 'feature_id' and a polygon 'geometry'")
+    if not isinstance(df.schema["geometry"].dataType, GeometryType):
+        raise FieldsError(f"{path}: column 'geometry' is {df.schema['geometry'].dataType.simpleString()}, "
+                          "not a geometry: the file is plain Parquet without GeoParquet 'geo' metadata; "
+                          "write it with geopandas.GeoDataFrame.to_parquet or Sedona")
+    for name, typ in OPTIONAL.items():
+        if name not in df.columns:
+            df = df.withColumn(name, F.lit(None).cast(typ))
+    if year_column is None:
+        year_column = next((c for c in ("time", "year") if c in df.columns), None)
+    elif year_column == "none":
+        year_column = None
+    elif year_column not in df.columns:
+        raise FieldsError(f"{path}: no column '{year_column}' (found {df.columns}) for --year-column")
+    year = year_of(df, year_column, path) if year_column else F.lit(None)
+    df = df.withColumn("layer_year", year.cast("int"))
+    df.select("feature_id", "geometry", *OPTIONAL, "layer_year").createOrReplaceTempView("fields_input")
+    return year_column
+
+
+def validate(spark, path: str) -> dict:
+    """Refuse fields the job cannot reduce, naming examples; return counts for the report."""
+    row = spark.sql("""
+        SELECT COUNT(*) AS n,
+               COUNT_IF(feature_id IS NULL) AS null_ids,
+               COUNT_IF(geometry IS NOT NULL AND geom_type NOT IN ('ST_Polygon', 'ST_MultiPolygon')) AS bad_types,
+               COUNT_IF(geometry IS NULL) AS null_geometries,
+               COUNT_IF(geometry IS NOT NULL AND ST_IsEmpty(geometry)) AS empty_geometries,
+               COUNT_IF(repaired) AS repaired
+        FROM fields""").first()
+    if row.null_ids:
+        raise FieldsError(f"{path}: {row.null_ids} field(s) have a null feature_id; give every field an id")
+    if row.bad_types:
+        ex = spark.sql("""SELECT feature_id, geom_type FROM fields
+                          WHERE geom_type NOT IN ('ST_Polygon', 'ST_MultiPolygon') LIMIT 5""").collect()
+        raise FieldsError(f"{path}: {row.bad_types} geometr(y/ies) are not polygons, e.g. "
+                          + ", ".join(f"feature_id {r.feature_id}: {r.geom_type}" for r in ex)
+                          + "; zonal statistics need Polygon or MultiPolygon fields")
+    dups = spark.sql("""SELECT feature_id, COUNT(*) AS k FROM fields
+                        GROUP BY feature_id, layer_year HAVING COUNT(*) > 1 LIMIT 5""").collect()
+    if dups:
+        raise FieldsError(f"{path}: feature_id is not unique, e.g. "
+                          + ", ".join(f"{r.feature_id} ({r.k} rows)" for r in dups)
+                          + "; ids must identify one field each (one per year when fields carry a year)")
+    report = {"fields": row.n, "null_geometries": row.null_geometries,
+              "empty_geometries": row.empty_geometries, "repaired_geometries": row.repaired}
+    if row.repaired:
+        report["repaired_examples"] = [r.feature_id for r in spark.sql(
+            "SELECT feature_id FROM fields WHERE repaired ORDER BY feature_id LIMIT 10").collect()]
+    return report
+
+
+def select_years(fields, path: str, year_column: str | None, years: list[int],
+                 store_years: tuple[int, ...], skip_missing: bool, report: dict):
+    """Fields with their own year: refuse (or drop and count) years the store lacks, keep --years."""
+    report["year_column"] = year_column
+    if year_column is None:
+        return fields
+    per_year = {r.layer_year: r["count"] for r in fields.groupBy("layer_year").count().collect()}
+    if None in per_year:
+        raise FieldsError(f"{path}: {per_year[None]} field(s) have no value in year column '{year_column}'")
+    missing = {y: n for y, n in sorted(per_year.items()) if y not in store_years}
+    if missing and not skip_missing:
+        raise FieldsError(f"{path}: fields of year(s) absent from the store: "
+                          + ", ".join(f"{y} ({n} fields)" for y, n in missing.items())
+                          + f"; the store has {list(store_years)}. Pass --skip-missing-years to drop them")
+    report["fields_skipped_missing_year"] = sum(missing.values())
+    report["fields_outside_years"] = sum(n for y, n in per_year.items() if y not in years and y not in missing)
+    return fields.where(fields.layer_year.isin(years))
