@@ -27,7 +27,7 @@ def job_out(sample, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "result"
     rc = zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields",
                            str(sample / "fields.parquet"), "--out", str(out),
-                           "--master", "local[2]", "--stats", ALL_STATS])
+                           "--master", "local[2,3]", "--stats", ALL_STATS])
     assert rc == 0
     return out
 

@@ -1,0 +1,31 @@
+"""Reading an output folder into one table and comparing two of them value for value."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+
+
+def read(out) -> pd.DataFrame:
+    t = ds.dataset(out, format="parquet", partitioning="hive").to_table().to_pandas()
+    return t.sort_values(["time", "feature_id"]).reset_index(drop=True)
+
+
+def same(u, v) -> bool:
+    if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
+        u, v = (np.stack(w) if w.dtype == object else w for w in (u, v))
+        return np.array_equal(u, v, equal_nan=u.dtype.kind == "f")
+    if u is None or v is None or (isinstance(u, float) and np.isnan(u)):
+        return pd.isna(u) and pd.isna(v)
+    return u == v
+
+
+def assert_same(a, b, ignore=("source_store",)):
+    """Same rows and the same values, exactly (arrays, structs, geometry bytes)."""
+    x, y = read(a), read(b)
+    assert list(x.columns) == list(y.columns)
+    assert len(x) == len(y) and (x.feature_id.to_numpy() == y.feature_id.to_numpy()).all()
+    for col in x.columns:
+        if col not in ignore:
+            bad = [i for i, (u, v) in enumerate(zip(x[col], y[col])) if not same(u, v)]
+            assert not bad, f"{col} differs in {len(bad)} rows, e.g. {x[col][bad[0]]!r} != {y[col][bad[0]]!r}"
