@@ -134,8 +134,6 @@ def plot_pca(gdf, model: dict, year: int, path: Path, sample: int, seed: int) ->
     from matplotlib.colors import LinearSegmentedColormap
 
     valid = gdf[gdf["count"] > 0]
-    if valid.empty:
-        raise OutputError(f"no field of {year} has a valid pixel: nothing to plot")
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(valid), size=min(sample, len(valid)), replace=False))
     rows = valid.iloc[pick]
@@ -191,6 +189,8 @@ def main(argv=None) -> int:
     try:
         year = args.year or output_years(args.out)[-1]
         gdf, model = load_year(args.out, year)
+        if not (gdf["count"] > 0).any():
+            raise OutputError(f"no field of {year} in {args.out} has a valid pixel: nothing to plot")
         to = Path(args.to or Path(args.out) / "_plots" / str(year))
         to.mkdir(parents=True, exist_ok=True)
         plot_map(gdf, year, to / "map.png")
