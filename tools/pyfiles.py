@@ -1,7 +1,11 @@
 """Write the zip that executors import the job from (spark-submit --py-files).
 
-It holds the `jobs` and `udfs` packages and the `sql/` and `conf/` files the job reads, in the
-repository's layout. Usage: python tools/pyfiles.py [OUT.zip]   (default dist/aef_zonal.zip)
+It holds the `jobs` and `udfs` packages (all that executors import) and, in the repository's
+layout, the `sql/` and `conf/` files the driver reads. Today the driver reads those from the
+checkout that holds the main file jobs/zonal_stats.py; a driver without a checkout (cluster
+deploy mode) needs them read from the zip instead (docs/deploy.md, "Status").
+
+Usage: python tools/pyfiles.py [OUT.zip]   (default dist/aef_zonal.zip)
 """
 from __future__ import annotations
 
