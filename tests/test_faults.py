@@ -1,0 +1,127 @@
+"""Faults during a run: corrupt chunks, a worker that dies, an interrupted run, adding partitions."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from jobs import zonal_stats
+from tests.compare import assert_same, read, same
+from tests.conftest import ALL_STATS
+from udfs.store import describe
+
+BAD_CHUNK = "embeddings/c/0/0/0/0 inner chunk (0, 1)"  # 2024, rows 0-255, columns 256-511
+
+
+def args(store, fields, out, *extra):
+    return ["--store", str(store), "--fields", str(fields), "--out", str(out),
+            "--master", "local[2]", *extra]
+
+
+@pytest.fixture(scope="module")
+def corrupt_store(sample, tmp_path_factory) -> Path:
+    """A copy of the sample whose inner chunk (0, 1) of the first 2024 shard does not decode."""
+    store = tmp_path_factory.mktemp("corrupt") / "store.zarr"
+    shutil.copytree(sample / "store.zarr", store)
+    shard = store / "embeddings" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    # shard index at the end: (offset, nbytes) uint64 pairs per inner chunk in C order, then crc32c
+    offset, _ = struct.unpack_from("<QQ", data, len(data) - 4 - 4 * 16 + 1 * 16)
+    data[offset:offset + 16] = b"\x07" * 16  # the zstd frame header
+    shard.write_bytes(bytes(data))
+    return store
+
+
+def test_corrupt_chunk_fails_naming_it(corrupt_store, sample, tmp_path, capsys, job_out):
+    out = tmp_path / "out"
+    rc = zonal_stats.main(args(corrupt_store, sample / "fields.parquet", out))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"chunk {BAD_CHUNK} does not decode" in err and "--on-bad-chunk skip" in err, err
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_corrupt_chunk_skipped_on_request_marks_fields(corrupt_store, sample, tmp_path, job_out):
+    out = tmp_path / "out"
+    rc = zonal_stats.main(args(corrupt_store, sample / "fields.parquet", out, "--stats", ALL_STATS,
+                               "--on-bad-chunk", "skip", "--pca-model", str(job_out / "_pca_model.json")))
+    assert rc == 0
+    report = json.loads((out / "_run.json").read_text())
+    assert report["skipped_chunks"] == [BAD_CHUNK] and report["complete"] is False
+    got, ref = read(out), read(job_out)
+    g = describe(str(sample / "store.zarr")).grid
+    box = shapely.box(g.xmin + 256 * g.res, g.ymax - 256 * g.res, g.xmin + 512 * g.res, g.ymax)
+    geoms = shapely.from_wkb(got.geometry)
+    in_2024 = got.time == "2024-01-01"
+    changed = (got["count"] != ref["count"]).to_numpy()
+    incomplete = ~got.complete.to_numpy()
+    assert incomplete.sum() >= 5 and (incomplete <= in_2024).all()
+    assert (changed <= incomplete).all(), "a field changed without being marked"
+    assert shapely.intersects(geoms[incomplete], box).all()
+    inside = incomplete & shapely.within(geoms, box)
+    assert inside.any() and (got["count"][inside] == 0).all()
+    assert (got.reason[inside] == "chunk skipped (undecodable)").all()
+    untouched = ~incomplete  # every other row is exactly the fault-free result
+    for col in ("count", "mean", "std", "p05"):
+        for u, v in zip(got[col][untouched], ref[col][untouched]):
+            assert same(u, v)
+
+
+def test_worker_killed_once_is_retried(sample, tmp_path, monkeypatch, job_out):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("AEF_ZONAL_TEST_KILL_ONCE", str(marker))
+    out = tmp_path / "out"
+    rc = zonal_stats.main(args(sample / "store.zarr", sample / "fields.parquet", out, "--stats",
+                               ALL_STATS, "--pca-model", str(job_out / "_pca_model.json")))
+    assert rc == 0 and marker.exists(), "the hook killed a Python worker"
+    assert_same(out, job_out)
+
+
+def test_interrupted_run_then_same_command(sample, tmp_path, job_out):
+    out = tmp_path / "out"
+    cmd = args(sample / "store.zarr", sample / "fields.parquet", out, "--stats", ALL_STATS,
+               "--pca-model", str(job_out / "_pca_model.json"))
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", *cmd], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.time() + 600
+    while not list(tmp_path.glob(".out.staging-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers
+    proc.wait()
+    assert not out.exists(), "a reader must never see a half-written output"
+    assert zonal_stats.main(cmd) == 0
+    assert_same(out, job_out)
+    assert not list(tmp_path.glob(".out.*")), "the interrupted run's staging folder is gone"
+
+
+def test_mode_add_replaces_only_its_partitions(sample, tmp_path, job_out, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(job_out, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")}
+    fields = gpd.read_parquet(sample / "fields.parquet")
+    corn = tmp_path / "corn.parquet"
+    fields[fields.label == "corn"].to_parquet(corn)
+    assert zonal_stats.main(args(sample / "store.zarr", corn, out, "--stats", ALL_STATS,
+                                 "--years", "2025", "--mode", "add")) == 0
+    after = {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")}
+    replaced = {p.parent.as_posix() for p in set(before) ^ set(after)}
+    assert replaced == {"time=2025-01-01/label=corn"}
+    assert all(after[p] == b for p, b in before.items() if p in after)
+    assert_same(out, job_out)  # same values: the dataset's PCA model was reused
+    assert len(list((out / "_runs").glob("*.json"))) == 2
+    # different statistics would give partitions different columns: refused, nothing touched
+    rc = zonal_stats.main(args(sample / "store.zarr", corn, out, "--mode", "add"))
+    assert rc == 2 and "--mode add" in capsys.readouterr().err
+    assert {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")} == after
