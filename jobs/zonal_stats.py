@@ -122,9 +122,6 @@ def sql(spark, name: str, **params):
     return spark.sql(text, args=params)
 
 
-QUIET_LOG4J = ROOT / "conf" / "log4j2-quiet.properties"
-
-
 def spark_session(master: str, verbose: bool, settings: dict | None = None):
     from sedona.spark import SedonaContext
 
@@ -133,9 +130,6 @@ def spark_session(master: str, verbose: bool, settings: dict | None = None):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SedonaContext.builder().master(master).appName("aef-zonal")
     builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
-    if not verbose:  # Spark's start-up chatter goes before setLogLevel can act
-        builder = builder.config("spark.driver.extraJavaOptions",
-                                 f"-Dlog4j2.configurationFile=file:{QUIET_LOG4J}")
     for key, value in d["spark"].get("conf", {}).items():
         builder = builder.config(key, str(value))
     try:

@@ -180,8 +180,6 @@ def test_geoparquet_validator_core(job_out):
         assert gpv.conformant(report, "core"), (f, gpv.failed(report))
 
 
-@pytest.mark.xfail(strict=True, reason="the bbox covering column is written REQUIRED while geometry is "
-                   "OPTIONAL (NAMED_STRUCT in sql/50_output.sql); GeoParquet 1.1 wants the same repetition")
 def test_geoparquet_validator_covering(job_out):
     import geoparquet_validator as gpv
 
