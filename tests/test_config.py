@@ -1,0 +1,94 @@
+"""Settings layering (defaults < --conf file < command line) and the progress line."""
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from jobs import config
+from jobs.progress import Progress
+from jobs.zonal_stats import parse_args
+
+
+def write(tmp_path, text):
+    path = tmp_path / "my.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_conf_file_over_defaults_and_options_over_both(tmp_path):
+    conf = write(tmp_path, """
+[job]
+store = "s3://bucket/aef.zarr"
+fields = "f.parquet"
+out = "o"
+stats = "count,mean,p50"
+years = [2024]
+[store]
+retries = 3
+[spark.conf]
+"spark.sql.shuffle.partitions" = "64"
+""")
+    a = parse_args(["--conf", conf])
+    assert (a.store, a.fields, a.out, a.years, a.stats) == ("s3://bucket/aef.zarr", "f.parquet", "o",
+                                                           [2024], ["count", "mean", "p50"])
+    assert a.retries == 3 and a.pixels == "center"  # untouched keys keep their defaults
+    assert a.settings["spark"]["conf"]["spark.sql.shuffle.partitions"] == "64"
+    assert a.settings["spark"]["conf"]["spark.driver.memory"] == "4g"
+    b = parse_args(["--conf", conf, "--stats", "mean", "--retries", "7", "--years", "2025"])
+    assert (b.stats, b.retries, b.years) == (["mean"], 7, [2025])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[job]\nstatz = 'mean'\n", ["unknown setting 'job.statz'"]),
+    ("[job\n", ["not valid TOML"]),
+])
+def test_bad_conf_file_is_named(tmp_path, capsys, text, words):
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--conf", write(tmp_path, text), "--store", "s", "--fields", "f", "--out", "o"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "my.toml" in err and all(w in err for w in words), err
+
+
+def test_store_is_required_somewhere(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--fields", "f", "--out", "o"])
+    assert "--store is required (or set job.store in a --conf file)" in capsys.readouterr().err
+
+
+class _Acc:
+    def __init__(self, value):
+        self.value = value
+
+
+class _Tracker:
+    def getActiveStageIds(self):
+        return [3]
+
+    def getStageInfo(self, sid):
+        return type("Info", (), {"numCompletedTasks": 5, "numTasks": 8})()
+
+
+class _SC:
+    def statusTracker(self):
+        return _Tracker()
+
+
+def test_progress_line_counts_rate_and_time_left():
+    counters = {"chunk_reads": _Acc(50), "bytes": _Acc(200e6), "field_years": _Acc(1234.4)}
+    p = Progress(_SC(), reads_total=200, field_years_total=5000, counters=counters, stream=io.StringIO())
+    p.t0 -= 10  # ten seconds in
+    line = p.line()
+    assert "50/200 chunk reads" in line and "1,234/5,000 field-years" in line
+    assert "200 MB (20.0 MB/s)" in line and "~30 s left" in line and "[Spark tasks 5/8]" in line
+
+
+def test_progress_logs_lines_when_not_on_a_terminal():
+    counters = {"chunk_reads": _Acc(200), "bytes": _Acc(1e6), "field_years": _Acc(10.0)}
+    out = io.StringIO()
+    with Progress(_SC(), 200, 10, counters, stream=out, log_every=0.05):
+        time.sleep(0.2)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 3 and "\r" not in out.getvalue()
+    assert lines[-1].startswith("[aef-zonal] reduce: 200/200 chunk reads, 10/10 field-years")
