@@ -179,38 +179,11 @@ def _quantise(v: np.ndarray) -> np.ndarray:
     return np.clip(q, -127, 127).astype(np.int8)
 
 
-def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int = 42,
-                shard: int = 1024, chunk: int = 256, lon: float = -93.65, lat: float = 42.10,
-                per_year_fields: bool = False, log=print) -> tuple[Path, Path]:
-    """Write OUT/store.zarr and OUT/fields.parquet; returns their paths.
-
-    per_year_fields: fields.parquet holds one layer per year (a `year` column), see fields_by_year.
-    """
-    if size % shard or shard % chunk:
-        raise ValueError(f"size {size} must be a multiple of the shard edge {shard}, "
-                         f"itself a multiple of the chunk edge {chunk}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    row0, col0 = _grid_origin(lon, lat, 4096)
-    res = GLOBAL_RES
-    xmin, ymax = GLOBAL_XMIN + col0 * res, GLOBAL_YMAX - row0 * res
-    # one inner chunk of the first year is left unwritten: (time index, chunk row, chunk col)
-    missing = (0, 1, min(6, size // chunk - 1))
-    gdf, regular = _fields(rng, xmin, ymax, size, res, shard, missing)
-    fields_path = out / "fields.parquet"
-    written = fields_by_year(gdf, years, seed) if per_year_fields else gdf
-    written.drop(columns="kind").to_parquet(fields_path, index=False)
-    (out / "fields_kinds.json").write_text(json.dumps(dict(zip(map(int, gdf.feature_id), gdf.kind))))
-    log(f"fields: {len(written)} polygons -> {fields_path}")
-
-    cmap = _class_map(gdf, regular, xmin, ymax, size, res)
-    ncls = ROAD + 1
-    base = rng.normal(size=(ncls, BANDS))
-    base /= np.linalg.norm(base, axis=1, keepdims=True)
-
-    store_path = out / "store.zarr"
-    group = zarr.open_group(store_path, mode="w", zarr_format=3)
+def create_store(path, years, size: int, xmin: float, ymax: float, res: float, shard: int,
+                 chunk: int = 256) -> zarr.Array:
+    """An empty store with the AEF layout (group attributes, coordinates, sharded int8 array):
+    every chunk reads as nodata until written."""
+    group = zarr.open_group(path, mode="w", zarr_format=3)
     quant = {"method": "signed_square", "original_dtype": "float32", "quantized_dtype": "int8",
              "formula": "(x / 127.5) ** 2 * sign(x)", "valid_range": [-127, 127], "nodata": -128}
     group.attrs.update({
@@ -243,6 +216,41 @@ def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int =
         a = group.create_array(name, shape=values.shape, dtype=dtype,
                                chunks=values.shape, dimension_names=(name,))
         a[:] = values
+    return arr
+
+
+def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int = 42,
+                shard: int = 1024, chunk: int = 256, lon: float = -93.65, lat: float = 42.10,
+                per_year_fields: bool = False, log=print) -> tuple[Path, Path]:
+    """Write OUT/store.zarr and OUT/fields.parquet; returns their paths.
+
+    per_year_fields: fields.parquet holds one layer per year (a `year` column), see fields_by_year.
+    """
+    if size % shard or shard % chunk:
+        raise ValueError(f"size {size} must be a multiple of the shard edge {shard}, "
+                         f"itself a multiple of the chunk edge {chunk}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    row0, col0 = _grid_origin(lon, lat, 4096)
+    res = GLOBAL_RES
+    xmin, ymax = GLOBAL_XMIN + col0 * res, GLOBAL_YMAX - row0 * res
+    # one inner chunk of the first year is left unwritten: (time index, chunk row, chunk col)
+    missing = (0, 1, min(6, size // chunk - 1))
+    gdf, regular = _fields(rng, xmin, ymax, size, res, shard, missing)
+    fields_path = out / "fields.parquet"
+    written = fields_by_year(gdf, years, seed) if per_year_fields else gdf
+    written.drop(columns="kind").to_parquet(fields_path, index=False)
+    (out / "fields_kinds.json").write_text(json.dumps(dict(zip(map(int, gdf.feature_id), gdf.kind))))
+    log(f"fields: {len(written)} polygons -> {fields_path}")
+
+    cmap = _class_map(gdf, regular, xmin, ymax, size, res)
+    ncls = ROAD + 1
+    base = rng.normal(size=(ncls, BANDS))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+
+    store_path = out / "store.zarr"
+    arr = create_store(store_path, years, size, xmin, ymax, res, shard, chunk)
     for t, year in enumerate(years):
         drift = rng.normal(scale=0.15 / math.sqrt(BANDS), size=(ncls, BANDS))
         centres = base + drift

@@ -23,7 +23,10 @@ fixed AS (
          IF(repaired, ST_CollectionExtract(ST_MakeValid(geometry), 3), geometry) AS geometry
   FROM checked
 )
+-- an empty geometry has no bbox (Sedona gives it infinite bounds): NULL, like a null geometry
 SELECT feature_id, geometry, label, score_mean, score_std, layer_year, geom_type, repaired,
-       ST_XMin(geometry) AS xmin, ST_YMin(geometry) AS ymin,
-       ST_XMax(geometry) AS xmax, ST_YMax(geometry) AS ymax
+       IF(ST_IsEmpty(geometry), NULL, ST_XMin(geometry)) AS xmin,
+       IF(ST_IsEmpty(geometry), NULL, ST_YMin(geometry)) AS ymin,
+       IF(ST_IsEmpty(geometry), NULL, ST_XMax(geometry)) AS xmax,
+       IF(ST_IsEmpty(geometry), NULL, ST_YMax(geometry)) AS ymax
 FROM fixed

@@ -15,7 +15,7 @@ SELECT /*+ BROADCAST(m) */
   IF(gx >= 0 AND gy >= 0 AND gx < :width AND gy < :height,
      CONCAT('embeddings/c/', fy.t, '/0/', FLOOR(gy / :shard), '/', FLOOR(gx / :shard)), NULL) AS path,
   f.feature_id,
-  IF(f.geometry IS NULL, NULL,
+  IF(f.xmin IS NULL, NULL,
      NAMED_STRUCT('xmin', f.xmin, 'ymin', f.ymin, 'xmax', f.xmax, 'ymax', f.ymax)) AS bbox,
   s.mean,
   IF(s.mean IS NULL, NULL, TRANSFORM(m.components, (w, k) -> CAST(LEAST(GREATEST(
