@@ -4,11 +4,14 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
+from importlib.resources import files
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# sql/ and conf/ sit beside the jobs package both in the checkout and in the zip that
+# `make pyfiles` builds, so a driver without a checkout (cluster deploy mode) reads them too
+ROOT = files("jobs").parent
 DEFAULTS = ROOT / "conf" / "defaults.toml"
-JAR_DIR = ROOT / ".cache" / "jars"
+JAR_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:
@@ -16,7 +19,7 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     for key, value in over.items():
         if key not in base and where != "spark.conf":  # any Spark setting may be added
             raise ValueError(f"unknown setting '{where + '.' if where else ''}{key}'; "
-                             f"known: {sorted(base)} (see {DEFAULTS.relative_to(ROOT)})")
+                             f"known: {sorted(base)} (see conf/defaults.toml)")
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = _merge(base[key], value, f"{where}.{key}" if where else key)
         else:
@@ -26,8 +29,7 @@ def _merge(base: dict, over: dict, where: str) -> dict:
 
 def load(user_file: str | os.PathLike | None = None) -> dict:
     """The defaults, with the settings of `user_file` (same layout, any subset) on top."""
-    with open(DEFAULTS, "rb") as f:
-        conf = tomllib.load(f)
+    conf = tomllib.loads(DEFAULTS.read_text())
     if user_file is None:
         return conf
     try:

@@ -24,8 +24,7 @@ from udfs import quantiles  # noqa: E402
 from udfs import store as zstore  # noqa: E402
 from udfs.pixels import RULES  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-SQL = ROOT / "sql"
+SQL = config.ROOT / "sql"
 STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized")
 OPTIONAL_STATS = ("count", "std", "min", "max", "sum", "valid_fraction", "mean_normalized")
 
@@ -64,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="output folder (must not exist unless --mode)")
     p.add_argument("--years", type=int, nargs="+", default=job["years"] or None,
                    help="years to reduce (default: all in store)")
-    p.add_argument("--master", default=d["spark"]["master"], help="Spark master (default %(default)s)")
+    p.add_argument("--master", help="Spark master (default: spark-submit's --master, else "
+                                     f"{d['spark']['master']} from the settings)")
     p.add_argument("--stats", default=job["stats"],
                    help=f"comma-separated statistics among {','.join(STATS)}, median and "
                         "quantiles pNN such as p05,p95 (default %(default)s)")
@@ -122,16 +122,32 @@ def sql(spark, name: str, **params):
     return spark.sql(text, args=params)
 
 
-def spark_session(master: str, verbose: bool, settings: dict | None = None):
+def spark_session(master: str | None, verbose: bool, settings: dict | None = None):
+    """A Sedona-enabled session. Under spark-submit (or in a running session), what it was given
+    (--master, --conf, --jars, --packages) wins; the settings here only fill what is unset."""
+    from pyspark import SparkConf, SparkContext
     from sedona.spark import SedonaContext
 
     d = settings or config.load()
-    jars = config.sedona_jars(d)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SedonaContext.builder().master(master).appName("aef-zonal")
-    builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+    preset = {}
+    active = SparkContext._active_spark_context  # notebooks, Databricks, a test session
+    if active is not None:
+        preset = dict(active.getConf().getAll())
+    elif "PYSPARK_GATEWAY_PORT" in os.environ:  # started by spark-submit: its JVM is already up
+        SparkContext._ensure_initialized()
+        preset = dict(SparkConf().getAll())
+    builder = SedonaContext.builder().appName("aef-zonal")
+    if master or "spark.master" not in preset:
+        builder = builder.master(master or d["spark"]["master"])
+    if not {"spark.jars", "spark.jars.packages"} & set(preset):
+        try:
+            builder = builder.config("spark.jars", ",".join(str(j) for j in config.sedona_jars(d)))
+        except FileNotFoundError as e:
+            raise JobError(str(e)) from e
     for key, value in d["spark"].get("conf", {}).items():
-        builder = builder.config(key, str(value))
+        if key not in preset:
+            builder = builder.config(key, str(value))
     try:
         spark = SedonaContext.create(builder.getOrCreate())
     except TypeError as e:  # py4j's JavaPackage: the Sedona classes are not on the driver
@@ -145,8 +161,9 @@ def fit_pca(stats, sample: int, seed: int) -> dict:
     from udfs import pca
 
     total = stats.where("count > 0").count()
-    if total == 0:
-        raise JobError("no field has a valid pixel in the store: nothing to fit a PCA on")
+    if total < 3:  # three components need three points
+        raise JobError(f"only {total} field-year(s) have a valid pixel: too few to fit the PCA "
+                       "(3 needed); pass --pca-model with the _pca_model.json of a larger run")
     frac = min(1.0, 1.2 * sample / total)
     rows = stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean").limit(sample).collect()
     return pca.fit([r.mean for r in rows], seed)
