@@ -151,11 +151,7 @@ def test_standalone_cluster_gives_the_local_output(sample, job_out, cluster, tmp
     cmd = [str(BIN / "spark-submit"), "--master", cluster["url"], "--py-files", str(pyfiles),
            "--jars", jars, str(ROOT / "jobs" / "zonal_stats.py"),
            "--store", str(sample / "store.zarr"), "--fields", str(sample / "fields.parquet"),
-           "--out", str(out), "--stats", ALL_STATS,
-           # the job sets its own --master (default local[*], conf/defaults.toml) on the session
-           # builder, which overrides spark-submit's --master: without repeating it the job runs in
-           # local mode on the driver (the check of the master's applications below fails)
-           "--master", cluster["url"]]
+           "--out", str(out), "--stats", ALL_STATS]
     env = {**base_env(), "PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": sys.executable}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=driver_cwd, env=env, capture_output=True, text=True, timeout=600)

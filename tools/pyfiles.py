@@ -1,9 +1,8 @@
 """Write the zip that executors import the job from (spark-submit --py-files).
 
 It holds the `jobs` and `udfs` packages (all that executors import) and, in the repository's
-layout, the `sql/` and `conf/` files the driver reads. Today the driver reads those from the
-checkout that holds the main file jobs/zonal_stats.py; a driver without a checkout (cluster
-deploy mode) needs them read from the zip instead (docs/deploy.md, "Status").
+layout, the `sql/` and `conf/` files the driver reads beside the `jobs` package it imported, so a
+driver without a checkout (cluster deploy mode) reads them from the zip.
 
 Usage: python tools/pyfiles.py [OUT.zip]   (default dist/aef_zonal.zip)
 """
