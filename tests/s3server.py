@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import logging
 import socket
 import threading
 import time
@@ -120,6 +121,7 @@ class S3Server:
     def __init__(self, latency: float = 0.0):
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self.port = free_port()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.latency = latency
