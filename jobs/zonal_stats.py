@@ -314,19 +314,12 @@ def run(args) -> dict:
         partitions = max(1, min(n_tasks, max(4 * sc.defaultParallelism, n_tasks // 32)))
         partials = (chunk_tasks.repartitionByRange(partitions, "cy", "cx")
                     .mapInArrow(reduce_function(acc, red, args.on_bad_chunk == "skip", counters),
-                                red.schema()))
+                                red.schema())).persist()
+        persisted.append(partials)
         partials.createOrReplaceTempView("partials")
-        spark.udf.register("quantiles", quantiles_udf(list(args.quantiles.values()), q.table(), info.bands))
-        # n * S2 and S1^2 are integers below 2^53 (exact as doubles) while n * umax^2 < 2^26.5
-        umax = 127 ** 2 if q.square else 128
-        stats = sql(spark, "40_aggregate.sql", a=q.a, b=q.b, weighted=red.weighted,
-                    double_exact_count=int(2 ** 26.5 / umax),
-                    quantiles=bool(args.quantiles)).persist()
-        persisted.append(stats)
-        stats.createOrReplaceTempView("stats")
         with Progress(sc, totals.reads or 0, n_field_years, counters):
             try:
-                report["field_years_with_pixels"] = stats.where("count > 0").count()
+                report["partials"] = partials.count()
             except Exception as e:
                 message = chunk_error(e)
                 if message:
@@ -337,10 +330,21 @@ def run(args) -> dict:
             "chunk_reads": reads, "requests": counters["requests"].value,
             "requests_per_chunk": round(counters["requests"].value / max(reads, 1), 3),
             "bytes_read": counters["bytes"].value,
-            "skipped_chunks": sorted(r.chunk for r in spark.sql(
-                "SELECT DISTINCT EXPLODE(skipped_chunks) AS chunk FROM stats").collect()),
         })
-        lap("reduce + aggregate")
+        lap("reduce")
+
+        spark.udf.register("quantiles", quantiles_udf(list(args.quantiles.values()), q.table(), info.bands))
+        # n * S2 and S1^2 are integers below 2^53 (exact as doubles) while n * umax^2 < 2^26.5
+        umax = 127 ** 2 if q.square else 128
+        stats = sql(spark, "40_aggregate.sql", a=q.a, b=q.b, weighted=red.weighted,
+                    double_exact_count=int(2 ** 26.5 / umax),
+                    quantiles=bool(args.quantiles)).persist()
+        persisted.append(stats)
+        stats.createOrReplaceTempView("stats")
+        report["field_years_with_pixels"] = stats.where("count > 0").count()
+        report["skipped_chunks"] = sorted(r.chunk for r in spark.sql(
+            "SELECT DISTINCT EXPLODE(skipped_chunks) AS chunk FROM stats").collect())
+        lap("aggregate")
 
         if args.pca_model:
             model = pca.load(args.pca_model)
@@ -363,9 +367,8 @@ def run(args) -> dict:
         try:
             output.write(result, staging, CRS.from_user_input("EPSG:4326").to_json())
             pca.save(model, staging / "_pca_model.json")
-            summary = spark.read.parquet(str(staging)).groupBy("time", "label").agg(
-                F.count("*").alias("rows"),
-                F.count_if(F.col("count") == 0).alias("zero")).orderBy("time", "label").collect()
+            summary = (spark.read.parquet(str(staging)).groupBy("time", "label")
+                       .agg(F.count("*").alias("rows")).orderBy("time", "label").collect())
             reasons = spark.read.parquet(str(staging)).where("reason IS NOT NULL").groupBy(
                 "reason").count().collect()
             lap("write")
