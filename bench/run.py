@@ -3,20 +3,25 @@
     .venv/bin/python bench/run.py [--size 8192] [--years 2023 2024 2025] [--workers 2]
 
 Generates the sample once (cached in .cache/bench-SIZE), then measures in the same run:
-  1. the job's wall time, with and without Spark start-up (its own stage timings);
+  1. the job's wall time, with and without Spark start-up (its own stage timings), and the peak
+     resident memory of the driver, the JVM and each Python worker;
   2. the decode-only limit: zarr reads and decompresses, once, every inner chunk any field
      touches, on the same number of processes, doing nothing else;
-and prints field-years per core-second and the ratio job / decode-only; writes
-bench/bench-SIZE.json.
+  3. the exactextract peer on the last year (bench/peer.py), against the job on that year with
+     the same pixel rule (fraction) and with the default (center);
+  4. scaling: the same area with each field cut into ~10 pieces, and the western half only;
+and prints field-years per core-second and the ratios; writes bench/bench-SIZE.json.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,12 +51,21 @@ def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
     return [cells[i][0] for i in hit]
 
 
-def _decode(args):
-    store, t, cy, cx = args
-    from udfs.store import describe, read_chunk
+@functools.lru_cache(maxsize=1)
+def _open(store: str):
+    import zarr
 
-    g = describe(store).grid
-    read_chunk(store, t, g.chunk_window(cy, cx))
+    from udfs.store import describe
+
+    return zarr.open_group(store, mode="r")["embeddings"], describe(store).grid
+
+
+def _decode(args):
+    """Plain zarr: what reading the chunk costs with nothing else done."""
+    store, t, cy, cx = args
+    arr, g = _open(store)
+    r0, r1, c0, c1 = g.chunk_window(cy, cx)
+    arr[t, :, r0:r1, c0:c1]
 
 
 def decode_only(store: str, chunks, years_idx, workers: int) -> float:
@@ -63,49 +77,184 @@ def decode_only(store: str, chunks, years_idx, workers: int) -> float:
         return time.perf_counter() - t0
 
 
+class PeakMemory:
+    """Peak resident memory (VmHWM) of a process tree, sampled from /proc while it runs:
+    the driver's Python, the JVM (driver and, in local mode, executor) and each Python worker."""
+
+    def __init__(self, root_pid: int, every: float = 0.25):
+        self.root, self.every, self.peaks, self.kinds = root_pid, every, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        children = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, rest = stat.read_text().split(" (", 1)
+                ppid = int(rest.rsplit(") ", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(pid))
+        out, todo = [], [self.root]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo.extend(children.get(pid, []))
+        return out
+
+    def _loop(self):
+        while not self._stop.wait(self.every):
+            for pid in self._tree():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                hwm = next((int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM")), 0)
+                self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
+                self.kinds[pid] = ("jvm" if "java" in cmd.split(" ")[0] else
+                                   "python_worker" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else
+                                   "driver_python" if pid == self.root else "other")
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        mb = {}
+        for pid, kb in self.peaks.items():
+            mb.setdefault(self.kinds[pid], []).append(round(kb / 1024))
+        return {"driver_python_mb": max(mb.get("driver_python", [0])), "jvm_mb": max(mb.get("jvm", [0])),
+                "python_worker_max_mb": max(mb.get("python_worker", [0])),
+                "python_workers": len(mb.get("python_worker", []))}
+
+
+def run_job(store: str, fields: Path, out: Path, workers: int, *extra: str) -> dict:
+    """One job run in a fresh process (Spark start-up included), its report and memory peaks."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "aef-zonal"), "run", "--store", store,
+                             "--fields", str(fields), "--out", str(out), "--mode", "overwrite",
+                             "--master", f"local[{workers}]", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    memory = PeakMemory(proc.pid)
+    if proc.wait() != 0:
+        raise SystemExit(f"job failed: {out}")
+    wall = time.perf_counter() - t0
+    report = json.loads((out / "_run.json").read_text())
+    stages = report["seconds"]
+    after_start = sum(v for k, v in stages.items() if k != "start spark")
+    return {"wall_s": round(wall, 2), "after_start_s": round(after_start, 2), "stages_s": stages,
+            "fields": report["fields"], "field_years": report["field_years"],
+            "chunk_reads": report["chunk_reads"], "chunk_tasks": report["chunk_tasks"],
+            "field_years_per_core_second": round(report["field_years"] / (after_start * workers), 1),
+            "peak_memory": memory.stop()}
+
+
+def split_fields(fields: Path, out: Path, pieces=(5, 2)) -> Path:
+    """Each field cut into up to 5 x 2 pieces along its bbox: ~10x the fields, the same area."""
+    if out.exists():
+        return out
+    import geopandas as gpd
+    import shapely
+
+    f = gpd.read_parquet(fields)
+    rows = []
+    nx, ny = pieces
+    for fid, label, geom in zip(f.feature_id, f.label, f.geometry):
+        x0, y0, x1, y1 = geom.bounds
+        k = 0
+        for i in range(nx):
+            for j in range(ny):
+                cell = shapely.box(x0 + (x1 - x0) * i / nx, y0 + (y1 - y0) * j / ny,
+                                   x0 + (x1 - x0) * (i + 1) / nx, y0 + (y1 - y0) * (j + 1) / ny)
+                part = geom.intersection(cell)
+                if part.geom_type in ("Polygon", "MultiPolygon") and not part.is_empty:
+                    rows.append((int(fid) * 10 + k, label, part))
+                    k += 1
+    gpd.GeoDataFrame(rows, columns=["feature_id", "label", "geometry"], crs=f.crs).to_parquet(out)
+    return out
+
+
+def half_area(fields: Path, store: str, out: Path) -> Path:
+    """The fields whose centroid lies in the western half of the store."""
+    if out.exists():
+        return out
+    import geopandas as gpd
+
+    from udfs.store import describe
+
+    g = describe(store).grid
+    f = gpd.read_parquet(fields)
+    f[f.geometry.centroid.x < g.xmin + g.width * g.res / 2].to_parquet(out)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--years", type=int, nargs="+", default=[2023, 2024, 2025])
     p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--skip", nargs="*", default=[], choices=("peer", "scaling"),
+                   help="leave out the exactextract peer or the scaling runs")
     p.add_argument("--out", help="result JSON (default bench/bench-SIZE.json)")
     a = p.parse_args()
 
     from jobs.sample import make_sample
 
     data = ROOT / ".cache" / f"bench-{a.size}"
-    if not (data / "fields.parquet").exists():
+    if not (data / "store.zarr" / "zarr.json").exists() or not (data / "fields.parquet").exists():
         t0 = time.perf_counter()
         make_sample(data, size=a.size, years=tuple(a.years))
         print(f"sample generated in {time.perf_counter() - t0:.0f} s")
     store, fields = str(data / "store.zarr"), data / "fields.parquet"
+    results = ROOT / "out" / f"bench-{a.size}"
 
     chunks = touched_chunks(fields, store)
     decode_s = decode_only(store, chunks, range(len(a.years)), a.workers)
-    print(f"decode-only: {len(chunks) * len(a.years)} chunks in {decode_s:.2f} s on {a.workers} processes")
+    print(f"decode-only: {len(chunks) * len(a.years)} chunks in {decode_s:.2f} s on {a.workers} processes",
+          flush=True)
 
-    out = ROOT / "out" / f"bench-{a.size}"
-    t0 = time.perf_counter()
-    subprocess.run([str(ROOT / ".venv" / "bin" / "aef-zonal"), "run", "--store", store, "--fields",
-                    str(fields), "--out", str(out), "--mode", "overwrite",
-                    "--master", f"local[{a.workers}]"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    report = json.loads((out / "_run.json").read_text())
-    stages = report["seconds"]
-    after_start = sum(v for k, v in stages.items() if k != "start spark")
-    reduce_s = stages["reduce + aggregate"]
-    field_years = report["rows"]
+    job = run_job(store, fields, results / "job", a.workers)
+    print(f"job: {json.dumps(job)}", flush=True)
     result = {
         "machine_cores": os.cpu_count(), "workers": a.workers, "size_px": a.size, "years": a.years,
-        "fields": report["fields"], "field_years": field_years,
-        "chunks_read": len(chunks) * len(a.years),
-        "job_wall_s": round(wall, 2), "job_after_start_s": round(after_start, 2),
-        "job_stages_s": stages, "decode_only_s": round(decode_s, 2),
-        "ratio_job_after_start_to_decode": round(after_start / decode_s, 2),
-        "ratio_reduce_stage_to_decode": round(reduce_s / decode_s, 2),
-        "field_years_per_core_second": round(field_years / (after_start * a.workers), 1),
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "chunks_read": len(chunks) * len(a.years), "decode_only_s": round(decode_s, 2),
+        "job": job,
+        "ratio_job_after_start_to_decode": round(job["after_start_s"] / decode_s, 2),
+        "ratio_reduce_stage_to_decode": round(job["stages_s"]["reduce"] / decode_s, 2),
+        "field_years_per_core_second": job["field_years_per_core_second"],
     }
+
+    if "peer" not in a.skip:
+        import geopandas as gpd
+
+        from bench import peer
+
+        year = a.years[-1]
+        tif = peer.geotiff(store, len(a.years) - 1, data / f"u-{year}.tif")
+        peer_s, _ = peer.run(tif, gpd.read_parquet(fields), a.workers)
+        print(f"exactextract: {peer_s:.1f} s for the fields' 64-band means of {year}", flush=True)
+        same = run_job(store, fields, results / "fraction", a.workers, "--years", str(year),
+                       "--pixels", "fraction", "--stats", "mean")
+        centre = run_job(store, fields, results / "centre-1y", a.workers, "--years", str(year),
+                         "--stats", "mean")
+        result["peer"] = {
+            "tool": "exactextract (mean: coverage-weighted, 64 bands)", "year": year,
+            "exactextract_s": round(peer_s, 2),
+            "job_fraction_after_start_s": same["after_start_s"],
+            "job_center_after_start_s": centre["after_start_s"],
+            "ratio_job_fraction_to_exactextract": round(same["after_start_s"] / peer_s, 2),
+            "ratio_job_center_to_exactextract": round(centre["after_start_s"] / peer_s, 2),
+        }
+        print(f"peer: {json.dumps(result['peer'])}", flush=True)
+
+    if "scaling" not in a.skip:
+        many = run_job(store, split_fields(fields, data / "fields-x10.parquet"), results / "x10", a.workers)
+        half = run_job(store, half_area(fields, store, data / "fields-half.parquet"), results / "half",
+                       a.workers)
+        result["scaling"] = {"base": job, "ten_times_smaller_fields": many, "half_area": half}
+        print(f"scaling: x10 {json.dumps(many)}\n  half {json.dumps(half)}")
+
     Path(a.out or ROOT / "bench" / f"bench-{a.size}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0
