@@ -337,8 +337,9 @@ def run(args) -> dict:
         # n * S2 and S1^2 are integers below 2^53 (exact as doubles) while n * umax^2 < 2^26.5
         umax = 127 ** 2 if q.square else 128
         stats = sql(spark, "40_aggregate.sql", a=q.a, b=q.b, weighted=red.weighted,
-                    double_exact_count=int(2 ** 26.5 / umax),
-                    quantiles=bool(args.quantiles)).persist()
+                    double_exact_count=int(2 ** 26.5 / umax), quantiles=bool(args.quantiles),
+                    extremes=red.extremes, sums="sum" in args.stats,
+                    normalized="mean_normalized" in args.stats).persist()
         persisted.append(stats)
         stats.createOrReplaceTempView("stats")
         report["field_years_with_pixels"] = stats.where("count > 0").count()

@@ -6,12 +6,13 @@
 -- variance n*S2 - S1^2 is formed exactly before the one division: in doubles while every term
 -- stays below 2^53 (count <= :double_exact_count), in DECIMAL(38,0) (slow) beyond; histograms merge
 -- by concatenation and quantiles(...) adds their counts. Most fields lie in one chunk: their
--- single partial skips the merge.
+-- single partial skips the merge. Statistics not asked for (:extremes, :sums, :normalized false)
+-- are NULL constants, so Spark never evaluates their per-band lambdas.
 WITH lists AS (
   SELECT feature_id, year,
          SUM(count) AS count, SUM(inside) AS inside,
          COLLECT_LIST(s1) AS l1, COLLECT_LIST(s2) AS l2,
-         COLLECT_LIST(umin) AS lmin, COLLECT_LIST(umax) AS lmax,
+         IF(:extremes, COLLECT_LIST(umin), NULL) AS lmin, IF(:extremes, COLLECT_LIST(umax), NULL) AS lmax,
          FLATTEN(COLLECT_LIST(hkeys)) AS hkeys, FLATTEN(COLLECT_LIST(hcounts)) AS hcounts,
          COLLECT_SET(skipped) AS skipped_chunks
   FROM partials
@@ -27,7 +28,7 @@ merged AS (
 ),
 finished AS (
   SELECT feature_id, year, count, inside, hkeys, hcounts, skipped_chunks,
-         IF(count > 0, TRANSFORM(s1, s -> :a * s + :b * count), NULL)                     AS sum,
+         IF(:sums AND count > 0, TRANSFORM(s1, s -> :a * s + :b * count), NULL)           AS sum,
          IF(count > 0, TRANSFORM(s1, s -> :a * s / count + :b), NULL)                     AS mean,
          IF(count > 0, ZIP_WITH(s1, s2, (p, q) -> IF(:weighted,
              :a * SQRT(GREATEST(q / count - POW(p / count, 2), 0D)),
@@ -36,13 +37,14 @@ finished AS (
                  CAST(CAST(count AS DECIMAL(38, 0)) * CAST(q AS DECIMAL(38, 0))
                       - CAST(p AS DECIMAL(38, 0)) * CAST(p AS DECIMAL(38, 0)) AS DOUBLE))) / count)),
             NULL)                                                                        AS std,
-         IF(count > 0, TRANSFORM(umin, u -> :a * u + :b), NULL)                           AS min,
-         IF(count > 0, TRANSFORM(umax, u -> :a * u + :b), NULL)                           AS max
+         IF(:extremes AND count > 0, TRANSFORM(umin, u -> :a * u + :b), NULL)             AS min,
+         IF(:extremes AND count > 0, TRANSFORM(umax, u -> :a * u + :b), NULL)             AS max
   FROM merged
 )
 SELECT feature_id, year, count, inside, sum, mean, std, min, max,
-       TRANSFORM(mean, v -> v / norm)                                              AS mean_normalized,
+       IF(:normalized, TRANSFORM(mean, v -> v / norm), NULL)                       AS mean_normalized,
        count / inside                                                              AS valid_fraction,
        IF(:quantiles AND count > 0, quantiles(hkeys, hcounts), NULL)               AS quantiles,
        skipped_chunks
-FROM (SELECT *, SQRT(AGGREGATE(mean, 0D, (acc, w) -> acc + w * w)) AS norm FROM finished)
+FROM (SELECT *, IF(:normalized, SQRT(AGGREGATE(mean, 0D, (acc, w) -> acc + w * w)), NULL) AS norm
+      FROM finished)
