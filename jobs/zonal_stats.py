@@ -402,7 +402,13 @@ def main(argv=None) -> int:
     except JobError as e:
         print(f"aef-zonal: error: {e}", file=sys.stderr)
         return 2
-    print(f"[aef-zonal] wrote {report['rows']} rows to {args.out}")
+    print(f"[aef-zonal] wrote {report['rows']} rows to {args.out} in "
+          f"{sum(report['seconds'].values()):.0f} s (report: {args.out}/_run.json)")
+    print(f"  fields: {report['fields']} ({report['null_geometries']} null, "
+          f"{report['empty_geometries']} empty, {report['repaired_geometries']} repaired geometries; "
+          f"CRS {report['fields_crs']})")
+    print(f"  read: {report['chunk_reads']} chunks, {report['bytes_read'] / 1e6:,.0f} MB, "
+          f"{report['requests']} requests")
     for part, n in report["rows_per_partition"].items():
         print(f"  {part}: {n}")
     if report["rows_count_zero"]:

@@ -115,6 +115,10 @@ def test_mode_add_replaces_only_its_partitions(sample, tmp_path, job_out, capsys
     fields[fields.label == "corn"].to_parquet(corn)
     assert zonal_stats.main(args(sample / "store.zarr", corn, out, "--stats", ALL_STATS,
                                  "--years", "2025", "--mode", "add")) == 0
+    summary = capsys.readouterr().out  # the console summary of the run
+    n = int((fields.label == "corn").sum())
+    assert f"fields: {n} (0 null, 0 empty, 0 repaired geometries; CRS EPSG:4326)" in summary, summary
+    assert f"time=2025-01-01/label=corn: {n}" in summary and " chunks, " in summary
     after = {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")}
     replaced = {p.parent.as_posix() for p in set(before) ^ set(after)}
     assert replaced == {"time=2025-01-01/label=corn"}
