@@ -74,3 +74,13 @@ def test_unreachable_store_shows_url_and_error(sample, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "cannot open Zarr store s3://aef/v1/store.zarr" in err, err
     assert "127.0.0.1" in err and "onnect" in err, err  # the endpoint and "connection refused"
+
+
+def test_https_style_store_url(s3, sample, job_out, tmp_path):
+    """The same bucket read as a plain HTTP(S) URL (path-style), no S3 API involved."""
+    out = tmp_path / "http"
+    url = f"{s3.endpoint}/aef/v1/store.zarr"
+    assert zonal_stats.main(["--store", url, "--fields", str(sample / "fields.parquet"),
+                             "--out", str(out), "--master", "local[2]", "--stats", ALL_STATS,
+                             "--pca-model", str(job_out / "_pca_model.json")]) == 0
+    assert_same(out, job_out)
