@@ -202,6 +202,9 @@ def versions() -> dict:
 
 def reduce_function(acc: zstore.Access, red, skip_bad: bool, counters: dict):
     """The mapInArrow body, closed over what every worker needs (all small and picklable)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from udfs import tasks
 
     kill_marker = os.environ.get("AEF_ZONAL_TEST_KILL_ONCE")  # test hook: a worker dies once
@@ -213,9 +216,10 @@ def reduce_function(acc: zstore.Access, red, skip_bad: bool, counters: dict):
 
         def counted(batch_iter):
             nonlocal fy
-            for batch in batch_iter:
-                for fields in batch.column("fields").to_pylist():
-                    fy += sum(len(f["years"]) / f["chunks"] for f in fields)
+            for batch in batch_iter:  # Arrow compute: the reduce loop converts the rows itself
+                f = batch.column("fields").flatten()
+                years = pc.cast(pc.list_value_length(f.field("years")), pa.float64())
+                fy += pc.sum(pc.divide(years, pc.cast(f.field("chunks"), pa.float64()))).as_py() or 0.0
                 yield batch
 
         if kill_marker and not os.path.exists(kill_marker):
