@@ -196,6 +196,7 @@ def describe(a: Access | str) -> StoreInfo:
     shard = arr.shards or chunk
     if chunk[2] != chunk[3] or chunk[1] != arr.shape[1] or chunk[0] != 1:
         raise StoreError(f"{url}: inner chunks {chunk} are not (1, bands, n, n)")
+    ShardLayout.check(arr, url)
     try:
         grid = Grid.from_transform(attrs["spatial:transform"], arr.shape[2:], chunk[2], shard[2])
     except ValueError as e:
@@ -208,30 +209,117 @@ class ChunkError(RuntimeError):
     """A chunk that cannot be read (after retries) or decoded; names the store and key."""
 
 
+class ShardLayout:
+    """Where an inner chunk's bytes sit in its shard object, and how they decode.
+
+    The AEF codec chain only: sharding_indexed with the index at the end (bytes little-endian +
+    crc32c) around bytes + zstd. zarr's own read path costs 10.2 ms per 4 MiB inner chunk here,
+    6.2 ms of which is zstd (bench/run.py measures both paths); the rest is its event-loop hops
+    and a copy into the output array. Reading the index entry and the byte range through the
+    same zarr store and decompressing with numcodecs' zstd (the codec zarr itself calls) saves
+    that 40 %. describe() refuses any other codec chain, so nothing else reaches this.
+    """
+
+    def __init__(self, arr: zarr.Array, grid: Grid):
+        self.grid, self.metadata = grid, arr.metadata
+        self.per = grid.shard // grid.chunk                   # inner chunks per shard edge
+        self.index_bytes = 16 * self.per * self.per + 4       # (offset, length) uint64 pairs + crc32c
+        self.shape = (int(arr.shape[1]), grid.chunk, grid.chunk)
+        self.fill = int(arr.metadata.fill_value)
+
+    @staticmethod
+    def check(arr: zarr.Array, url: str) -> None:
+        from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+        from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+        codecs = arr.metadata.codecs
+        ok = (len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)
+              and codecs[0].index_location == ShardingCodecIndexLocation.end
+              and [type(c) for c in codecs[0].index_codecs] == [BytesCodec, Crc32cCodec]
+              and [type(c) for c in codecs[0].codecs] == [BytesCodec, ZstdCodec])
+        if not ok:
+            raise StoreError(f"{url}: {ARRAY} codecs are {codecs}; expected the AEF layout "
+                             "(sharding_indexed, index at the end with crc32c, bytes + zstd inside)")
+
+    def key(self, t: int, cy: int, cx: int) -> str:
+        return ARRAY + "/" + self.metadata.encode_chunk_key((t, 0, cy // self.per, cx // self.per))
+
+    def slot(self, cy: int, cx: int) -> int:
+        return (cy % self.per) * self.per + cx % self.per
+
+    def entry(self, index: bytes, cy: int, cx: int) -> tuple[int, int] | None:
+        """(offset, length) of the inner chunk in its shard, None when it was never written."""
+        import google_crc32c  # zarr's crc32c codec uses the same library
+
+        body, crc = index[:-4], index[-4:]
+        if len(index) != self.index_bytes or google_crc32c.value(body).to_bytes(4, "little") != crc:
+            raise ValueError("shard index checksum mismatch")
+        offset, length = np.frombuffer(body, "<u8").reshape(-1, 2)[self.slot(cy, cx)]
+        return None if offset == EMPTY and length == EMPTY else (int(offset), int(length))
+
+    def decode(self, raw) -> np.ndarray:
+        out = _zstd().decode(raw)
+        if len(out) != np.prod(self.shape):
+            raise ValueError(f"inner chunk decodes to {len(out)} bytes, expected {np.prod(self.shape)}")
+        return np.frombuffer(out, np.int8).reshape(self.shape)
+
+
+EMPTY = np.uint64(2**64 - 1)
+
+
+@functools.cache
+def _zstd():
+    from numcodecs import Zstd
+
+    return Zstd()
+
+
 class ChunkReader:
     """Reads inner chunks of one store on a worker, many at a time.
 
     submit() returns a Future at once, so a task can ask for the chunks it will need next while
     it reduces the current one. A chunk whose bytes do not decode raises ChunkError, or, with
-    skip_bad=True, resolves to None and is listed in `skipped`.
+    skip_bad=True, resolves to None and is listed in `skipped`. Decoding runs on the pool's
+    threads (zstd releases the GIL), the requests on zarr's event loop.
     """
 
     def __init__(self, a: Access, grid: Grid, skip_bad: bool = False):
         self.access, self.grid, self.skip_bad = a, grid, skip_bad
-        self.array = _array(a)
+        arr = _array(a)
+        self.store, self.layout = arr.store, ShardLayout(arr, grid)
         self._pool = ThreadPoolExecutor(a.concurrency, thread_name_prefix="aef-read")
         self._lock = threading.Lock()
         self.reads = 0
 
+    async def _fetch(self, key: str, cy: int, cx: int):
+        from zarr.abc.store import RangeByteRequest
+        from zarr.core.buffer import default_buffer_prototype
+
+        proto = default_buffer_prototype()
+        index = await self.store.get(key, proto, SuffixByteRequest(self.layout.index_bytes))
+        if index is None:  # shard never written
+            return None
+        where = self.layout.entry(index.to_bytes(), cy, cx)
+        if where is None:
+            return None
+        offset, length = where
+        return await self.store.get(key, proto, RangeByteRequest(offset, offset + length))
+
     def _read(self, t: int, window: tuple[int, int, int, int]) -> np.ndarray | None:
+        from zarr.core.sync import sync
+
         r0, r1, c0, c1 = window
+        g = self.grid
+        cy, cx = r0 // g.chunk, c0 // g.chunk
         with self._lock:
             self.reads += 1
         try:
-            return self.array[t, :, r0:r1, c0:c1]
+            raw = sync(self._fetch(self.layout.key(t, cy, cx), cy, cx))
+            if raw is None:  # a missing chunk reads as the fill value: all nodata
+                return np.full((self.layout.shape[0], r1 - r0, c1 - c0), self.layout.fill, np.int8)
+            return self.layout.decode(raw.as_numpy_array())[:, :r1 - r0, :c1 - c0]
         except Exception as e:
-            g = self.grid
-            where = f"store {self.access.url}, chunk {g.chunk_name(ARRAY, t, r0 // g.chunk, c0 // g.chunk)}"
+            where = f"store {self.access.url}, chunk {g.chunk_name(ARRAY, t, cy, cx)}"
             if _is_io_error(e):
                 raise ChunkError(f"reading {where} failed after {self.access.retries} retries: "
                                  f"{type(e).__name__}: {e}") from e
@@ -246,11 +334,11 @@ class ChunkReader:
 
     @property
     def requests(self) -> int:
-        return self.array.store.requests
+        return self.store.requests
 
     @property
     def bytes(self) -> int:
-        return self.array.store.bytes
+        return self.store.bytes
 
 
 @functools.lru_cache(maxsize=4)
