@@ -1,13 +1,14 @@
--- input:  partials (feature_id, year, count, inside, s1, s2, umin, umax, hkeys, hcounts, skipped):
---         sums per field and chunk (integers; doubles for coverage-weighted pixels)
+-- input:  partials (feature_id, year, count, inside, s1, s2, umin, umax, hkeys, hcounts, skipped,
+--         chunks): sums per field and chunk (integers; doubles for coverage-weighted pixels)
 -- output: stats    (feature_id, year, count, inside, sum, mean, std, min, max, mean_normalized,
 --         valid_fraction, quantiles, skipped_chunks) per field and year
 -- value = :a * u + :b turns the sums into statistics. Integer sums merge exactly and the
 -- variance n*S2 - S1^2 is formed exactly before the one division: in doubles while every term
 -- stays below 2^53 (count <= :double_exact_count), in DECIMAL(38,0) (slow) beyond; histograms merge
--- by concatenation and quantiles(...) adds their counts. Most fields lie in one chunk: their
--- single partial skips the merge. Statistics not asked for (:extremes, :sums, :normalized false)
--- are NULL constants, so Spark never evaluates their per-band lambdas.
+-- by concatenation and quantiles(...) adds their counts. A field inside one chunk (`chunks` = 1,
+-- most of them) has a single partial per year: it skips the grouping (no shuffle). Statistics
+-- not asked for (:extremes, :sums, :normalized false) are NULL constants, so Spark never
+-- evaluates their per-band lambdas.
 WITH lists AS (
   SELECT feature_id, year,
          SUM(count) AS count, SUM(inside) AS inside,
@@ -16,15 +17,21 @@ WITH lists AS (
          FLATTEN(COLLECT_LIST(hkeys)) AS hkeys, FLATTEN(COLLECT_LIST(hcounts)) AS hcounts,
          COLLECT_SET(skipped) AS skipped_chunks
   FROM partials
+  WHERE chunks > 1
   GROUP BY feature_id, year
 ),
 merged AS (
   SELECT feature_id, year, count, inside, hkeys, hcounts, skipped_chunks,
-         IF(SIZE(l1) = 1, l1[0], AGGREGATE(SLICE(l1, 2, SIZE(l1)), l1[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q))) AS s1,
-         IF(SIZE(l2) = 1, l2[0], AGGREGATE(SLICE(l2, 2, SIZE(l2)), l2[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q))) AS s2,
-         IF(SIZE(lmin) = 1, lmin[0], AGGREGATE(SLICE(lmin, 2, SIZE(lmin)), lmin[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> LEAST(p, q)))) AS umin,
-         IF(SIZE(lmax) = 1, lmax[0], AGGREGATE(SLICE(lmax, 2, SIZE(lmax)), lmax[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> GREATEST(p, q)))) AS umax
+         AGGREGATE(SLICE(l1, 2, SIZE(l1)), l1[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q)) AS s1,
+         AGGREGATE(SLICE(l2, 2, SIZE(l2)), l2[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> p + q)) AS s2,
+         AGGREGATE(SLICE(lmin, 2, SIZE(lmin)), lmin[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> LEAST(p, q))) AS umin,
+         AGGREGATE(SLICE(lmax, 2, SIZE(lmax)), lmax[0], (acc, x) -> ZIP_WITH(acc, x, (p, q) -> GREATEST(p, q))) AS umax
   FROM lists
+  UNION ALL
+  SELECT feature_id, year, count, inside, hkeys, hcounts,
+         IF(skipped IS NULL, ARRAY(), ARRAY(skipped)) AS skipped_chunks, s1, s2, umin, umax
+  FROM partials
+  WHERE chunks = 1
 ),
 finished AS (
   SELECT feature_id, year, count, inside, hkeys, hcounts, skipped_chunks,

@@ -23,7 +23,7 @@ from udfs.store import ARRAY, Quantisation
 # (time index, pixel window) -> Future of the int8 chunk (None: undecodable, skipped)
 Submit = Callable[[int, tuple[int, int, int, int]], Future]
 COLUMNS = ("feature_id", "year", "count", "inside", "s1", "s2", "umin", "umax", "hkeys", "hcounts",
-           "skipped")
+           "skipped", "chunks")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Reduction:
         num = "double" if self.weighted else "long"
         return (f"feature_id long, year int, count {num}, inside {num}, s1 array<{num}>, "
                 f"s2 array<{num}>, umin array<long>, umax array<long>, hkeys array<short>, "
-                "hcounts array<int>, skipped string")
+                "hcounts array<int>, skipped string, chunks int")
 
 
 def _lists(a: np.ndarray) -> pa.Array:
@@ -82,6 +82,7 @@ class Planned:
         self.m = members(geoms, red.rule, g.xmin + c0 * g.res, g.ymax - r0 * g.res, g.res,
                          r1 - r0, c1 - c0)
         self.ids = np.array([f["feature_id"] for f in fields], np.int64)
+        self.chunks = np.array([f["chunks"] for f in fields], np.int32)
         owner = self.m[1] if red.weighted else self.m[:, 3]
         self.reads = {}  # year -> (rows of m to reduce, Future of the chunk)
         for year in sorted({y for f in fields for y in f["years"]}):
@@ -108,12 +109,13 @@ class Planned:
             rows = np.flatnonzero(p.inside > 0)
             out["feature_id"].append(self.ids[rows])
             out["year"].append(np.full(len(rows), year, np.int32))
-            for name in ("count", "inside", "s1", "s2", "umin", "umax"):
+            for name in ("count", "inside", "s1", "s2") + (("umin", "umax") if red.extremes else ()):
                 out[name].append(getattr(p, name)[rows])
             keys, counts = _sparse(p.hist, rows)
             out["hkeys"].extend(keys)
             out["hcounts"].extend(counts)
             out["skipped"].extend([skipped] * len(rows))
+            out["chunks"].append(self.chunks[rows])
         return out
 
 
@@ -133,10 +135,10 @@ def reduce_batches(batches: Iterable[pa.RecordBatch], red: Reduction, submit: Su
         for k, v in result.items():
             parts[k].extend(v)
         if n % tasks_per_batch == 0 and parts["feature_id"]:
-            yield _batch(parts, red.bands)
+            yield _batch(parts, red)
             parts = {k: [] for k in COLUMNS}
     if parts["feature_id"]:
-        yield _batch(parts, red.bands)
+        yield _batch(parts, red)
 
 
 def _prefetched(tasks: Iterable[dict], red: Reduction, submit: Submit, lookahead: int):
@@ -150,11 +152,14 @@ def _prefetched(tasks: Iterable[dict], red: Reduction, submit: Submit, lookahead
         yield window.popleft().reduce(red)
 
 
-def _batch(parts: dict[str, list], bands: int) -> pa.RecordBatch:
-    cols = {k: np.concatenate(parts[k]) for k in COLUMNS[:8]}
+def _batch(parts: dict[str, list], red: Reduction) -> pa.RecordBatch:
+    cols = {k: np.concatenate(parts[k]) for k in COLUMNS[:8] if parts[k]}
+    n = len(cols["feature_id"])
+    # min/max not asked for: null columns, so no 2 x 64 int64 per row crosses to the JVM
     return pa.RecordBatch.from_arrays(
         [pa.array(cols[k]) for k in ("feature_id", "year", "count", "inside")]
-        + [_lists(cols[k].reshape(-1, bands)) for k in ("s1", "s2", "umin", "umax")]
+        + [_lists(cols[k].reshape(-1, red.bands)) if k in cols else pa.nulls(n, pa.list_(pa.int64()))
+           for k in ("s1", "s2", "umin", "umax")]
         + [_ragged(parts["hkeys"], pa.int16()), _ragged(parts["hcounts"], pa.int32()),
-           pa.array(parts["skipped"], pa.string())],
+           pa.array(parts["skipped"], pa.string()), pa.array(np.concatenate(parts["chunks"]))],
         names=list(COLUMNS))
