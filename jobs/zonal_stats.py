@@ -157,16 +157,36 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
     return spark
 
 
-def fit_pca(stats, sample: int, seed: int) -> dict:
+def fit_pca(stats, total: int, sample: int, seed: int) -> dict:
+    """Fit on a random sample of the field-year means with a valid pixel (`total` of them)."""
     from udfs import pca
 
-    total = stats.where("count > 0").count()
     if total < 3:  # three components need three points
         raise JobError(f"only {total} field-year(s) have a valid pixel: too few to fit the PCA "
                        "(3 needed); pass --pca-model with the _pca_model.json of a larger run")
     frac = min(1.0, 1.2 * sample / total)
-    rows = stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean").limit(sample).collect()
-    return pca.fit([r.mean for r in rows], seed)
+    # Arrow, not Rows: 100,000 means of 64 doubles as Python objects cost seconds
+    means = (stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean")
+             .limit(sample).toArrow().column("mean").combine_chunks())
+    return pca.fit(means.flatten().to_numpy().reshape(len(means), -1), seed)
+
+
+TASKS_PER_BATCH = 16
+
+
+def forget_zip_importers():
+    """Drop the zip importers (pyspark.zip, py4j) from the import cache of a Python worker.
+
+    PySpark calls importlib.invalidate_caches() before every task, and on Python < 3.12 each
+    cached zipimporter re-reads its whole archive directory there (CPython gh-103200): 14 of
+    them cost 0.15-0.33 s per task on this machine, a quarter of a small task's time. Forgotten
+    importers are rebuilt on the next import that needs one.
+    """
+    import zipimport
+
+    for path, importer in list(sys.path_importer_cache.items()):
+        if isinstance(importer, zipimport.zipimporter):
+            del sys.path_importer_cache[path]
 
 
 def hilbert_udf():
@@ -176,6 +196,7 @@ def hilbert_udf():
 
     @pandas_udf("long")
     def hilbert(x: pd.Series, y: pd.Series) -> pd.Series:
+        forget_zip_importers()
         return pd.Series(hilbert_key(x.to_numpy(), y.to_numpy()))
 
     return hilbert
@@ -186,6 +207,7 @@ def quantiles_udf(qs: list[float], table, bands: int):
 
     @pandas_udf("array<array<double>>")
     def quantiles_of(keys: pd.Series, counts: pd.Series) -> pd.Series:
+        forget_zip_importers()
         return pd.Series([quantiles.from_histogram(quantiles.dense(k, c, bands), qs, table).tolist()
                           for k, c in zip(keys, counts)])
 
@@ -230,6 +252,7 @@ def reduce_function(acc: zstore.Access, red, skip_bad: bool, counters: dict):
         counters["requests"].add(reader.requests - requests0)
         counters["bytes"].add(reader.bytes - bytes0)
         counters["field_years"].add(fy)
+        forget_zip_importers()
 
     return reduce_partition
 
@@ -321,6 +344,12 @@ def run(args) -> dict:
                                 red.schema())).persist()
         persisted.append(partials)
         partials.createOrReplaceTempView("partials")
+        # a few chunk tasks per Arrow batch (each reads 4 MiB per year), so reads spread over
+        # the workers and the progress counter moves; later Arrow UDFs keep Spark's 10,000 rows
+        # (16 there made the Hilbert key UDF alone take 18 s of the benchmark's write stage)
+        batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+        batch_default = spark.conf.get(batch_key)
+        spark.conf.set(batch_key, str(TASKS_PER_BATCH))
         with Progress(sc, totals.reads or 0, n_field_years, counters):
             try:
                 report["partials"] = partials.count()
@@ -329,6 +358,8 @@ def run(args) -> dict:
                 if message:
                     raise JobError(message) from e
                 raise
+            finally:
+                spark.conf.set(batch_key, batch_default)
         reads = counters["chunk_reads"].value
         report.update({
             "chunk_reads": reads, "requests": counters["requests"].value,
@@ -346,9 +377,10 @@ def run(args) -> dict:
                     normalized="mean_normalized" in args.stats).persist()
         persisted.append(stats)
         stats.createOrReplaceTempView("stats")
-        report["field_years_with_pixels"] = stats.where("count > 0").count()
-        report["skipped_chunks"] = sorted(r.chunk for r in spark.sql(
-            "SELECT DISTINCT EXPLODE(skipped_chunks) AS chunk FROM stats").collect())
+        seen = stats.selectExpr("COUNT_IF(count > 0) AS with_pixels",
+                                "ARRAY_SORT(ARRAY_DISTINCT(FLATTEN(COLLECT_LIST(skipped_chunks)))) AS skipped").first()
+        report["field_years_with_pixels"] = seen.with_pixels
+        report["skipped_chunks"] = list(seen.skipped)
         lap("aggregate")
 
         if args.pca_model:
@@ -356,7 +388,7 @@ def run(args) -> dict:
         elif previous is not None:  # --mode add: new partitions keep the dataset's colours
             model = pca.load(out / "_pca_model.json")
         else:
-            model = fit_pca(stats, args.pca_sample, args.seed)
+            model = fit_pca(stats, seen.with_pixels, args.pca_sample, args.seed)
         pca.to_spark(spark, model).createOrReplaceTempView("pca_model")
         lap("pca")
 
@@ -372,15 +404,22 @@ def run(args) -> dict:
         try:
             output.write(result, staging, CRS.from_user_input("EPSG:4326").to_json())
             pca.save(model, staging / "_pca_model.json")
-            summary = (spark.read.parquet(str(staging)).groupBy("time", "label")
-                       .agg(F.count("*").alias("rows")).orderBy("time", "label").collect())
-            reasons = spark.read.parquet(str(staging)).where("reason IS NOT NULL").groupBy(
-                "reason").count().collect()
+            # what was written, read back: one small query over the partition columns and reason
+            written = (spark.read.parquet(str(staging)).groupBy("time", "label", "reason")
+                       .agg(F.count("*").alias("rows")).collect())
+            summary = {}
+            for r in sorted(written, key=lambda r: (r.time, r.label)):
+                part = f"time={r.time}/label={r.label}"
+                summary[part] = summary.get(part, 0) + r.rows
+            reasons = {}
+            for r in written:
+                if r.reason is not None:
+                    reasons[r.reason] = reasons.get(r.reason, 0) + r.rows
             lap("write")
             report.update({
-                "rows_per_partition": {f"time={r.time}/label={r.label}": r.rows for r in summary},
-                "rows": sum(r.rows for r in summary),
-                "rows_count_zero": {r.reason: r["count"] for r in reasons},
+                "rows_per_partition": summary,
+                "rows": sum(summary.values()),
+                "rows_count_zero": reasons,
                 "complete": not report["skipped_chunks"],
                 "seconds": timings,
                 "command": " ".join(sys.argv),
