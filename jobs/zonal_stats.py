@@ -17,6 +17,7 @@ from pathlib import Path
 if __name__ == "__main__" and __package__ is None:  # spark-submit runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402  (module-level: pandas_udf resolves the type hints here)
 
 from jobs import config, output  # noqa: E402
@@ -202,16 +203,35 @@ def hilbert_udf():
     return hilbert
 
 
-def quantiles_udf(qs: list[float], table, bands: int):
+def pca_udf(model_broadcast):
+    """pca_rgb(mean) for the output SQL: udfs.pca.apply on a batch of means (numpy, 3 x 64 dot
+    products per row); the model reaches the workers once as a Spark broadcast variable."""
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf("array<array<double>>")
-    def quantiles_of(keys: pd.Series, counts: pd.Series) -> pd.Series:
-        forget_zip_importers()
-        return pd.Series([quantiles.from_histogram(quantiles.dense(k, c, bands), qs, table).tolist()
-                          for k, c in zip(keys, counts)])
+    from udfs import pca
 
-    return quantiles_of
+    @pandas_udf("array<float>")
+    def pca_rgb(mean: pd.Series) -> pd.Series:
+        forget_zip_importers()
+        has = mean.notna().to_numpy()
+        out = pd.Series([None] * len(mean), dtype=object)
+        if has.any():
+            rgb = pca.apply(model_broadcast.value, np.stack(mean[has].to_numpy())).astype(np.float32)
+            out[has] = list(rgb)
+        return out
+
+    return pca_rgb
+
+
+def finish_function(fin):
+    """The mapInArrow body of the aggregate stage (udfs/finish.py)."""
+    from udfs.finish import finish_batches
+
+    def finish_partition(batches):
+        yield from finish_batches(batches, fin)
+        forget_zip_importers()
+
+    return finish_partition
 
 
 def versions() -> dict:
@@ -269,7 +289,7 @@ def run(args) -> dict:
 
     from jobs import fields as fields_stage
     from jobs.progress import Progress
-    from udfs import pca, tasks
+    from udfs import finish, pca, tasks
 
     out = Path(args.out)
     try:
@@ -368,13 +388,14 @@ def run(args) -> dict:
         })
         lap("reduce")
 
-        spark.udf.register("quantiles", quantiles_udf(list(args.quantiles.values()), q.table(), info.bands))
-        # n * S2 and S1^2 are integers below 2^53 (exact as doubles) while n * umax^2 < 2^26.5
-        umax = 127 ** 2 if q.square else 128
-        stats = sql(spark, "40_aggregate.sql", a=q.a, b=q.b, weighted=red.weighted,
-                    double_exact_count=int(2 ** 26.5 / umax), quantiles=bool(args.quantiles),
-                    extremes=red.extremes, sums="sum" in args.stats,
-                    normalized="mean_normalized" in args.stats).persist()
+        fin = finish.Finish(q, info.bands, weighted=red.weighted, extremes=red.extremes,
+                            sums="sum" in args.stats, normalized="mean_normalized" in args.stats,
+                            qs=tuple(args.quantiles.values()))
+        # a few large Arrow batches per core: each Python task has a fixed cost, a batch of
+        # field-years hardly any
+        stats = (sql(spark, "40_aggregate.sql", extremes=red.extremes)
+                 .coalesce(2 * sc.defaultParallelism)
+                 .mapInArrow(finish_function(fin), fin.schema()).persist())
         persisted.append(stats)
         stats.createOrReplaceTempView("stats")
         seen = stats.selectExpr("COUNT_IF(count > 0) AS with_pixels",
@@ -389,7 +410,7 @@ def run(args) -> dict:
             model = pca.load(out / "_pca_model.json")
         else:
             model = fit_pca(stats, seen.with_pixels, args.pca_sample, args.seed)
-        pca.to_spark(spark, model).createOrReplaceTempView("pca_model")
+        spark.udf.register("pca_rgb", pca_udf(spark.sparkContext.broadcast(model)))
         lap("pca")
 
         spark.udf.register("hilbert_key", hilbert_udf())
