@@ -1,9 +1,10 @@
 -- input:  fields (feature_id, layer_year, geometry, label, scores, bbox),
 --         field_years (feature_id, layer_year, year, t): the years each field is reduced for,
---         stats (feature_id, year, count, statistics), pca_model (one broadcast row)
+--         stats (feature_id, year, count, statistics); functions pca_rgb (the broadcast PCA model
+--         applied to a batch of means) and hilbert_key (jobs/zonal_stats.py)
 -- output: output rows in the published schema, one per field and year; a row with count = 0
 --         says why in `reason`, and `complete` is false when a skipped chunk held some of its pixels
-SELECT /*+ BROADCAST(m) */
+SELECT
   f.geometry,
   f.score_mean,
   f.score_std,
@@ -18,9 +19,7 @@ SELECT /*+ BROADCAST(m) */
   IF(f.xmin IS NULL, NULL,
      NAMED_STRUCT('xmin', f.xmin, 'ymin', f.ymin, 'xmax', f.xmax, 'ymax', f.ymax)) AS bbox,
   s.mean,
-  IF(s.mean IS NULL, NULL, TRANSFORM(m.components, (w, k) -> CAST(LEAST(GREATEST(
-      (AGGREGATE(ZIP_WITH(s.mean, w, (v, c) -> v * c), 0D, (acc, x) -> acc + x) - m.shift[k] - m.lo[k])
-      / (m.hi[k] - m.lo[k]), 0D), 1D) AS FLOAT)))               AS pca_components,
+  pca_rgb(s.mean)                                               AS pca_components,
   IF(f.xmin IS NULL, NULL, hilbert_key((f.xmin + f.xmax) / 2, (f.ymin + f.ymax) / 2)) AS hilbert_key,
   COALESCE(s.count, 0L)                                         AS count,
   s.std, s.min, s.max, s.sum, s.mean_normalized, s.valid_fraction, s.quantiles,
@@ -39,4 +38,3 @@ FROM (SELECT *, CAST(FLOOR((xmin - :xmin) / :res) AS BIGINT) AS gx,
                 CAST(FLOOR((:ymax - ymax) / :res) AS BIGINT) AS gy FROM fields) f
 JOIN field_years fy ON f.feature_id = fy.feature_id AND f.layer_year <=> fy.layer_year
 LEFT JOIN stats s ON s.feature_id = fy.feature_id AND s.year = fy.year
-CROSS JOIN pca_model m

@@ -82,7 +82,10 @@ def test_offsets_path_and_pca(job_out, table, sample):
     model = pca.load(Path(job_out) / "_pca_model.json")
     rows = table[table["count"] > 0]
     got = np.stack(rows.pca_components.to_numpy())
-    np.testing.assert_allclose(got, pca.apply(model, np.stack(rows["mean"].to_numpy())), atol=1e-6)
+    # the projection written out: scores on the saved components, scaled by the saved range
+    scores = (np.stack(rows["mean"].to_numpy()) - model["center"]) @ np.array(model["components"]).T
+    want = np.clip((scores - model["lo"]) / (np.array(model["hi"]) - model["lo"]), 0, 1)
+    np.testing.assert_allclose(got, want, atol=1e-6)
     assert got.min() >= 0 and got.max() <= 1 and got.std(axis=0).min() > 0.05
 
 

@@ -25,7 +25,7 @@ def fit(means, seed: int) -> dict:
 
 
 def apply(model: dict, means) -> np.ndarray:
-    """float[n, 3] in [0, 1]: the numpy definition of what the output SQL computes."""
+    """float[n, 3] in [0, 1]: each mean's scores, scaled by the fit sample's range (RGB)."""
     x = np.asarray(means, np.float64)
     s = (x - np.asarray(model["center"])) @ np.asarray(model["components"]).T
     lo, hi = np.asarray(model["lo"]), np.asarray(model["hi"])
@@ -42,12 +42,3 @@ def load(path) -> dict:
     if missing:
         raise ValueError(f"{path} is not an aef-zonal PCA model (missing {sorted(missing)})")
     return model
-
-
-def to_spark(spark, model: dict):
-    """One-row table the output SQL broadcasts: components, shift = center . component, bounds."""
-    comps = np.asarray(model["components"])
-    shift = (comps @ np.asarray(model["center"])).tolist()
-    return spark.createDataFrame(
-        [(comps.tolist(), shift, model["lo"], model["hi"])],
-        "components array<array<double>>, shift array<double>, lo array<double>, hi array<double>")
