@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from udfs import quantiles
 from udfs.store import Quantisation
+from udfs.tasks import rows_as_lists
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,8 @@ def statistics(f: Finish, n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> dict
 
 
 def _lists(a: np.ndarray | None, valid: np.ndarray) -> pa.Array:
-    """list<double> per row from [rows, width], null where not valid (or for every row if None)."""
-    rows = len(valid)
-    if a is None:
-        return pa.nulls(rows, pa.list_(pa.float64()))
-    width = a.shape[1]
-    return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * width),
-                                    pa.array(a.reshape(-1)), mask=pa.array(~valid))
+    """A statistic's column: its rows where valid, all null when it was not asked for (None)."""
+    return pa.nulls(len(valid), pa.list_(pa.float64())) if a is None else rows_as_lists(a, valid)
 
 
 def finish_batch(batch: pa.RecordBatch, f: Finish) -> pa.RecordBatch:

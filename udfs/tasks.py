@@ -48,10 +48,12 @@ class Reduction:
                 "hcounts array<int>, skipped string, chunks int")
 
 
-def _lists(a: np.ndarray) -> pa.Array:
+def rows_as_lists(a: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """A list per row of a[rows, width], without a Python object per row; null where not valid."""
     rows, width = a.shape
     return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * width),
-                                    pa.array(a.reshape(-1)))
+                                    pa.array(a.reshape(-1)),
+                                    mask=None if valid is None else pa.array(~valid))
 
 
 def _sparse(hist: np.ndarray | None, rows: np.ndarray):
@@ -158,7 +160,7 @@ def _batch(parts: dict[str, list], red: Reduction) -> pa.RecordBatch:
     # min/max not asked for: null columns, so no 2 x 64 int64 per row crosses to the JVM
     return pa.RecordBatch.from_arrays(
         [pa.array(cols[k]) for k in ("feature_id", "year", "count", "inside")]
-        + [_lists(cols[k].reshape(-1, red.bands)) if k in cols else pa.nulls(n, pa.list_(pa.int64()))
+        + [rows_as_lists(cols[k].reshape(-1, red.bands)) if k in cols else pa.nulls(n, pa.list_(pa.int64()))
            for k in ("s1", "s2", "umin", "umax")]
         + [_ragged(parts["hkeys"], pa.int16()), _ragged(parts["hcounts"], pa.int32()),
            pa.array(parts["skipped"], pa.string()), pa.array(np.concatenate(parts["chunks"]))],
