@@ -98,8 +98,9 @@ def field_colours(pca) -> np.ndarray:
     return rgb
 
 
-def bundle(name: str, cache: Path = NPM_CACHE) -> str:
+def bundle(name: str) -> str:
     """The standalone deck.gl bundle dist.min.js of @deck.gl/NAME, read from its npm tarball."""
+    cache = NPM_CACHE
     tgz = cache / f"deck.gl-{name}-{DECK_VERSION}.tgz"
     if not tgz.exists():
         raise OutputError(f"{tgz} is missing: `make setup` fetches deck.gl {DECK_VERSION} from the npm "
@@ -112,7 +113,7 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode()
 
 
-def page(table, year: int, note: str | None = None, tiles: str | None = None, cache: Path = NPM_CACHE) -> str:
+def page(table, year: int, note: str | None = None, tiles: str | None = None) -> str:
     """The HTML text of the map of `table` (read_fields' columns)."""
     import pyarrow.compute as pc
     import shapely
@@ -141,7 +142,7 @@ def page(table, year: int, note: str | None = None, tiles: str | None = None, ca
         "rgb": _b64(rgb), "feature_id": _b64(table["feature_id"].to_numpy().astype(np.int64)),
         "count": _b64(count.astype(np.float64)), "label": _b64(labels.indices.to_numpy().astype(np.int32)),
     }
-    scripts = "\n".join(f"<script>{bundle(b, cache)}</script>"
+    scripts = "\n".join(f"<script>{bundle(b)}</script>"
                         for b in BUNDLES + (TILE_BUNDLES if tiles else ()))
     data = json.dumps(meta).replace("</", "<\\/")
     return (_TEMPLATE.replace("@TITLE@", f"aef-zonal: {table.num_rows:,} fields, {year}")
@@ -243,7 +244,7 @@ def parse_bbox(text: str):
     try:
         xmin, ymin, xmax, ymax = (float(v) for v in text.split(","))
     except ValueError:
-        raise OutputError(f"--bbox {text!r}: give xmin,ymin,xmax,ymax in degrees, e.g. -93.8,42.0,-93.6,42.2")
+        raise OutputError(f"--bbox {text!r}: give xmin,ymin,xmax,ymax in degrees, e.g. --bbox=-93.8,42.0,-93.6,42.2")
     if not (xmin < xmax and ymin < ymax):
         raise OutputError(f"--bbox {text!r}: xmin must be below xmax and ymin below ymax")
     return xmin, ymin, xmax, ymax
@@ -259,7 +260,8 @@ def parse_args(argv):
     p.add_argument("out", help="output folder of `aef-zonal run`")
     p.add_argument("--year", type=int, help="year to draw (default: the latest in OUT)")
     p.add_argument("--to", metavar="FILE.html", help="file to write (default OUT/_plots/YEAR/map.html)")
-    p.add_argument("--bbox", metavar="XMIN,YMIN,XMAX,YMAX", help="only fields whose bbox meets this box")
+    p.add_argument("--bbox", metavar="XMIN,YMIN,XMAX,YMAX", help="only fields whose bbox meets this box, in degrees "
+                   "(write --bbox=-93.8,42.0,-93.6,42.2 when it starts with a minus)")
     p.add_argument("--max-fields", type=int, default=MAX_FIELDS, metavar="N",
                    help="draw a seeded sample of N fields when there are more (default %(default)s)")
     p.add_argument("--seed", type=int, default=42, help="sampling seed for --max-fields")
