@@ -6,7 +6,7 @@ JARS    := .cache/jars
 SAMPLE  := out/sample
 RESULT  := out/result
 NPM     := .cache/npm
-DECK    := @deck.gl/core@9.4.0 @deck.gl/layers@9.4.0 @deck.gl/geo-layers@9.4.0
+DECK    := @deck.gl/core@9.4.0 @deck.gl/layers@9.4.0 deck.gl@9.4.0
 ARTIFACTS := org.apache.sedona:sedona-spark-shaded-4.0_2.13:1.8.0 org.datasyslab:geotools-wrapper:1.8.0-33.1
 
 .PHONY: setup demo test pyfiles browser

@@ -20,9 +20,10 @@ import numpy as np
 from jobs.query import OutputError, output_years
 
 DECK_VERSION = "9.4.0"
-# the npm packages (tarballs from `npm pack`) whose standalone bundle the page inlines
-BUNDLES = ("core", "layers")
-TILE_BUNDLES = ("geo-layers",)
+# the npm packages whose standalone bundle the page inlines (their tarballs, as `npm pack` names
+# them); with a tile basemap, the whole of deck.gl (the TileLayer needs more than geo-layers)
+BUNDLES = ("@deck.gl/core", "@deck.gl/layers")
+TILE_BUNDLES = ("deck.gl",)
 NPM_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "npm"
 NO_PIXEL = (209, 209, 209)  # the grey of plot.py's NO_PIXEL
 MAX_FIELDS = 200_000
@@ -74,13 +75,12 @@ def geometry_arrays(geoms) -> dict[str, np.ndarray]:
         (rings, parts), fields = offsets, np.arange(len(geoms) + 1)
     else:
         rings, parts, fields = offsets
-    triangles = []
-    for p in range(len(parts) - 1):
-        first, last = parts[p], parts[p + 1]
-        v0 = rings[first]
-        ends = (rings[first + 1:last + 1] - v0).astype(np.uint32)
-        triangles.append(mapbox_earcut.triangulate_float64(coords[v0:rings[last]], ends).astype(np.uint32) + v0)
-    tri = np.concatenate(triangles) if triangles else np.zeros(0, np.uint32)
+    ring32 = rings.astype(np.uint32)
+    triangles, starts = [], rings[parts].tolist()
+    for p, (first, last) in enumerate(zip(parts[:-1].tolist(), parts[1:].tolist())):
+        v0, v1 = starts[p], starts[p + 1]
+        triangles.append(mapbox_earcut.triangulate_float64(coords[v0:v1], ring32[first + 1:last + 1] - v0) + v0)
+    tri = np.concatenate(triangles).astype(np.uint32) if triangles else np.zeros(0, np.uint32)
     return {"coords": coords, "field_starts": rings[parts[fields]].astype(np.uint32),
             "ring_starts": rings.astype(np.uint32), "triangles": tri.astype(np.uint32)}
 
@@ -98,13 +98,13 @@ def field_colours(pca) -> np.ndarray:
     return rgb
 
 
-def bundle(name: str) -> str:
-    """The standalone deck.gl bundle dist.min.js of @deck.gl/NAME, read from its npm tarball."""
+def bundle(package: str) -> str:
+    """The standalone bundle dist.min.js of an npm package of deck.gl, read from its tarball."""
     cache = NPM_CACHE
-    tgz = cache / f"deck.gl-{name}-{DECK_VERSION}.tgz"
+    tgz = cache / f"{package.lstrip('@').replace('/', '-')}-{DECK_VERSION}.tgz"
     if not tgz.exists():
         raise OutputError(f"{tgz} is missing: `make setup` fetches deck.gl {DECK_VERSION} from the npm "
-                          f"registry into {cache} (or: cd {cache} && npm pack @deck.gl/{name}@{DECK_VERSION})")
+                          f"registry into {cache} (or: cd {cache} && npm pack {package}@{DECK_VERSION})")
     with tarfile.open(tgz) as t:
         return t.extractfile("package/dist.min.js").read().decode()
 
@@ -142,8 +142,7 @@ def page(table, year: int, note: str | None = None, tiles: str | None = None) ->
         "rgb": _b64(rgb), "feature_id": _b64(table["feature_id"].to_numpy().astype(np.int64)),
         "count": _b64(count.astype(np.float64)), "label": _b64(labels.indices.to_numpy().astype(np.int32)),
     }
-    scripts = "\n".join(f"<script>{bundle(b)}</script>"
-                        for b in BUNDLES + (TILE_BUNDLES if tiles else ()))
+    scripts = "\n".join(f"<script>{bundle(b)}</script>" for b in (TILE_BUNDLES if tiles else BUNDLES))
     data = json.dumps(meta).replace("</", "<\\/")
     return (_TEMPLATE.replace("@TITLE@", f"aef-zonal: {table.num_rows:,} fields, {year}")
             .replace("@SCRIPTS@", scripts).replace("@DATA@", data).replace("@APP@", _APP))

@@ -45,27 +45,36 @@ class Page:
 
 
 @contextmanager
-def open_map(path: Path, width: int = 1200, height: int = 800, offline: bool = True, timeout_s: float = 120,
-             route=None):
-    """Open the HTML file at `path` and wait for its first paint (window.aefFirstPaint).
-    route: optional Playwright handler for every request that is not file:// (e.g. fake tiles)."""
+def chromium():
+    """A headless Chromium (one Playwright session per thread: open the pages inside it)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            context = browser.new_context(viewport={"width": width, "height": height},
-                                          device_scale_factor=1, offline=offline)
-            if route is not None:
-                context.route("http*://**/*", route)
-            page = context.new_page()
-            requests, errors = [], []
-            page.on("request", lambda r: requests.append(r.url))
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(Path(path).resolve().as_uri())
-            page.wait_for_function("window.aefFirstPaint !== null && window.aefFirstPaint !== undefined",
-                                   timeout=timeout_s * 1000)
-            yield Page(page, page.evaluate("window.aefFirstPaint"), requests, errors)
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def open_map(browser, path: Path, width: int = 1200, height: int = 800, offline: bool = True,
+             timeout_s: float = 120, route=None):
+    """Open the HTML file at `path` in a fresh context and wait for its first paint
+    (window.aefFirstPaint). route: optional Playwright handler for every http(s) request."""
+    context = browser.new_context(viewport={"width": width, "height": height},
+                                  device_scale_factor=1, offline=offline)
+    try:
+        if route is not None:
+            context.route("http*://**/*", route)
+        page = context.new_page()
+        requests, errors = [], []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(Path(path).resolve().as_uri())
+        page.wait_for_function("window.aefFirstPaint !== null && window.aefFirstPaint !== undefined",
+                               timeout=timeout_s * 1000)
+        yield Page(page, page.evaluate("window.aefFirstPaint"), requests, errors)
+    finally:
+        context.close()

@@ -93,11 +93,17 @@ def test_missing_deck_bundle_names_the_fix(job_out, tmp_path, monkeypatch, capsy
 
 
 @pytest.fixture(scope="module")
-def opened(page_file):
+def chromium():
     reason = browser.missing_reason()
     if reason:
         pytest.skip(reason)
-    with browser.open_map(page_file) as page:
+    with browser.chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def opened(chromium, page_file):
+    with browser.open_map(chromium, page_file) as page:
         yield page
 
 
@@ -146,3 +152,33 @@ def test_hover_names_the_field(opened, rows, kinds):
     tip = opened.page.wait_for_selector(".deck-tooltip", state="visible", timeout=10_000).inner_text()
     assert f"feature_id {fid}" in tip and f"label {label}" in tip
     assert f"count {count} pixels" in tip and f"year {YEAR}" in tip
+
+
+def test_optional_tile_basemap(chromium, job_out, tmp_path):
+    """--tiles: the page asks the template for tiles (served here by the test) and draws them under
+    the fields; nothing else is asked for."""
+    import io
+
+    from PIL import Image
+
+    path = tmp_path / "tiles.html"
+    assert html_map.main([str(job_out), "--to", str(path), "--tiles", "https://tiles.test/{z}/{x}/{y}.png"]) == 0
+    tile = io.BytesIO()
+    Image.new("RGB", (256, 256), (10, 200, 30)).save(tile, "PNG")
+    asked = []
+
+    def serve(route):
+        asked.append(route.request.url)
+        if re.fullmatch(r"https://tiles\.test/\d+/\d+/\d+\.png", route.request.url):
+            route.fulfill(status=200, content_type="image/png", body=tile.getvalue(),
+                          headers={"Access-Control-Allow-Origin": "*"})
+        else:
+            route.abort()
+
+    with browser.open_map(chromium, path, offline=False, route=serve) as opened:
+        opened.page.wait_for_function("aefDeck.props.layers[0].isLoaded", timeout=60_000)
+        opened.page.wait_for_timeout(500)  # the frame after the tiles arrived
+        corner = opened.screenshot()[20, 20]
+        assert opened.errors == []
+    assert asked and all(u.startswith("https://tiles.test/") for u in asked), asked
+    assert np.abs(corner.astype(int) - (10, 200, 30)).max() <= 2, corner
