@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.plot import NO_PIXEL as NO_PIXEL_RGBA
 from jobs.query import OutputError, output_years
 
 DECK_VERSION = "9.4.0"
@@ -25,7 +26,7 @@ DECK_VERSION = "9.4.0"
 BUNDLES = ("@deck.gl/core", "@deck.gl/layers")
 TILE_BUNDLES = ("deck.gl",)
 NPM_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "npm"
-NO_PIXEL = (209, 209, 209)  # the grey of plot.py's NO_PIXEL
+NO_PIXEL = tuple(round(255 * c) for c in NO_PIXEL_RGBA[:3])  # map.png's grey
 MAX_FIELDS = 200_000
 COLUMNS = ["geometry", "feature_id", "label", "count", "pca_components"]
 
@@ -136,16 +137,20 @@ def page(table, year: int, note: str | None = None, tiles: str | None = None) ->
         "year": year, "n": table.num_rows, "empty": empty, "note": note, "tiles": tiles,
         "origin": origin.tolist(), "bounds": [*lo.tolist(), *hi.tolist()],
         "labels": labels.dictionary.to_pylist(), "grey": list(NO_PIXEL),
-        # float32 offsets from the centre: ~1 mm at this extent, where float32 degrees would be ~1 m
+        # float32 offsets from the centre: ~1e-7 of the extent (1 mm over the demo's 16 km), where
+        # float32 degrees would be off by up to ~1 m anywhere
         "positions": _b64((coords - origin).astype(np.float32)),
         **{k: _b64(v) for k, v in g.items()},
         "rgb": _b64(rgb), "feature_id": _b64(table["feature_id"].to_numpy().astype(np.int64)),
         "count": _b64(count.astype(np.float64)), "label": _b64(labels.indices.to_numpy().astype(np.int32)),
     }
     scripts = "\n".join(f"<script>{bundle(b)}</script>" for b in (TILE_BUNDLES if tiles else BUNDLES))
-    data = json.dumps(meta).replace("</", "<\\/")
-    return (_TEMPLATE.replace("@TITLE@", f"aef-zonal: {table.num_rows:,} fields, {year}")
-            .replace("@SCRIPTS@", scripts).replace("@DATA@", data).replace("@APP@", _APP))
+    data = json.dumps(meta).replace("</", "<\\/")  # nothing in it can close its <script>
+    head, rest = _TEMPLATE.split("@SCRIPTS@")
+    between, end = rest.split("@DATA@")
+    # joined, not replaced in turn: no bundle or label can then be taken for a placeholder
+    return "".join([head.replace("@TITLE@", f"aef-zonal: {table.num_rows:,} fields, {year}"), scripts,
+                    between, data, end.replace("@APP@", _APP)])
 
 
 _TEMPLATE = """<!doctype html>
