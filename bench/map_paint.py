@@ -5,7 +5,9 @@
 Tiles the year's fields of OUT (an aef-zonal output, e.g. the demo's out/result) side by side
 until there are N, writes the page and opens it in headless Chromium (software WebGL, network
 off); first paint is window.aefFirstPaint, ms from navigation start to the first frame drawn
-with the fields. Prints one line per N.
+with the fields; a pan frame is the mean time between frames over 20 frames of panning (one
+step per frame, each drawn before the next is asked for), then the same with no layer at all:
+the software renderer's own cost per frame, which the difference is above. Prints one line per N.
 """
 from __future__ import annotations
 
@@ -38,6 +40,18 @@ def tiled(table: pa.Table, n: int) -> pa.Table:
     return pa.concat_tables(parts).slice(0, n)
 
 
+PAN = """() => new Promise(done => {
+  const v = aefDeck.getViewports()[0], times = [];
+  const step = () => {
+    times.push(performance.now());
+    if (times.length > 20) return done((times[20] - times[0]) / 20);
+    aefDeck.setProps({onAfterRender: () => requestAnimationFrame(step),
+      viewState: {longitude: v.longitude + times.length * 2e-4, latitude: v.latitude, zoom: v.zoom}});
+  };
+  step();
+})"""
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -54,8 +68,11 @@ def main(argv=None) -> int:
             with browser.open_map(chromium, path, timeout_s=600) as page:
                 assert not page.errors, page.errors
                 paint = page.first_paint_ms
+                frame = page.page.evaluate(PAN)
+                page.page.evaluate("aefDeck.setProps({layers: []})")
+                empty = page.page.evaluate(PAN)
             print(f"{n:>7,} fields: {path.stat().st_size / 1e6:6.1f} MB, written in {build:5.1f} s, "
-                  f"first paint {paint / 1000:5.1f} s")
+                  f"first paint {paint / 1000:5.1f} s, pan frame {frame:4.0f} ms (no layer: {empty:4.0f} ms)")
     return 0
 
 
