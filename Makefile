@@ -5,10 +5,12 @@ PY      := .venv/bin/python
 JARS    := .cache/jars
 SAMPLE  := out/sample
 RESULT  := out/result
+NPM     := .cache/npm
+DECK    := @deck.gl/core@9.4.0 @deck.gl/layers@9.4.0 deck.gl@9.4.0
 ARTIFACTS := org.apache.sedona:sedona-spark-shaded-4.0_2.13:1.8.0 org.datasyslab:geotools-wrapper:1.8.0-33.1
 
-.PHONY: setup demo test test-fast pyfiles
-setup: .venv/.installed $(JARS)/.fetched
+.PHONY: setup demo test test-fast pyfiles browser
+setup: .venv/.installed $(JARS)/.fetched $(NPM)/.fetched
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -23,15 +25,28 @@ $(JARS)/.fetched:
 	  mvn -q dependency:copy -Dartifact=$$a -DoutputDirectory=$(JARS) || exit 1; done
 	touch $@
 
+# deck.gl's standalone bundles, inlined by `aef-zonal map` (jobs/map.py reads the tarballs)
+$(NPM)/.fetched:
+	mkdir -p $(NPM)
+	cd $(NPM) && for p in $(DECK); do npm pack -q $$p > /dev/null || exit 1; done
+	touch $@
+
+# the browser test's Chromium (Debian's package), installed only where it is missing
+browser:
+	command -v chromium > /dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
 $(SAMPLE)/fields.parquet: | setup
 	.venv/bin/aef-zonal sample $(SAMPLE)
 
 demo: setup $(SAMPLE)/fields.parquet
 	.venv/bin/aef-zonal run --store $(SAMPLE)/store.zarr --fields $(SAMPLE)/fields.parquet \
 	  --out $(RESULT) --mode overwrite
+	.venv/bin/aef-zonal plot $(RESULT) --to $(RESULT)/_plots
+	.venv/bin/aef-zonal map $(RESULT) --to $(RESULT)/_plots/map.html
 	@echo "output: $(abspath $(RESULT))"
+	@echo "pictures: $(foreach f,map.png pca.png map.html,$(abspath $(RESULT))/_plots/$(f))"
 
-test: setup
+test: setup browser
 	.venv/bin/pytest -q
 
 # the tier without Spark (kernels, finish, store reader, options): under a minute

@@ -38,21 +38,27 @@ def _plot(argv) -> int:
     return plot.main(argv)
 
 
+def _map(argv) -> int:
+    from jobs import map as html_map
+    return html_map.main(argv)
+
+
 def _sql(argv) -> int:
     from jobs import query
     return query.main(argv)
 
 
-COMMANDS = {"sample": _sample, "run": _run, "plot": _plot, "sql": _sql}
+COMMANDS = {"sample": _sample, "run": _run, "plot": _plot, "map": _map, "sql": _sql}
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: aef-zonal {sample,run,plot,sql} ...\n\n"
+        print("usage: aef-zonal {sample,run,plot,map,sql} ...\n\n"
               "  sample OUT_DIR          write the built-in AEF-layout sample store and fields\n"
               "  run --store URL --fields PATH --out DIR [--years ...] [--master ...]\n"
               "  plot OUT [--year YYYY] [--to DIR]     map.png and pca.png of one year\n"
+              "  map OUT [--year YYYY] [--to FILE.html]  interactive map, one HTML file, no network\n"
               "  sql OUT \"SELECT ... FROM fields\" [--to FILE.parquet]   Spark SQL + Sedona\n\n"
               "example:\n  aef-zonal sample out/sample && aef-zonal run --store out/sample/store.zarr "
               "--fields out/sample/fields.parquet --out out/result\n"

@@ -4,9 +4,14 @@ The store has the real mosaic's layout (Zarr v3 group, `embeddings(time, band, y
 fill -128, sharded with 256^2 inner chunks, zstd, coordinate arrays, the group attributes)
 on a window of the global grid; only its size and shard edge are smaller.
 
-Content: quarter-quarter-section fields of a few crop classes, each class a unit vector plus
-per-pixel noise and a small drift per year, renormalised and signed-square quantised; roads on
-the section lines; ~1 % nodata pixels; one inner chunk never written. The fields file adds the
+Content, built to behave like AEF's embeddings rather than one vector per class: quarter-quarter
+section fields of four crops whose class vectors share a common farmland part (alfalfa and
+pasture close together); every field its own persistent offset (soil, drainage) plus a yearly one
+(management); a smooth soil gradient across the area and a within-field texture that changes
+every year; crop rotation (the label is the last year's crop; before it corn and soybeans mostly
+alternate); grass margins along field edges, roads on the section lines; per-pixel noise; all
+renormalised to unit length and signed-square quantised. Nodata: ~1 % scattered pixels, a few
+cloud-like patches a year, and one inner chunk never written. The fields file adds the
 edge cases a job must survive (holes, multipolygons, a many-chunk field, chunk and shard border
 crossings, sub-pixel polygons, fields partly and wholly outside the store, overlaps).
 """
@@ -32,7 +37,7 @@ GLOBAL_XMIN = -180.0
 GLOBAL_YMAX = 83.68570533713473
 BANDS = 64
 CLASSES = ("corn", "soybeans", "alfalfa", "pasture")
-BACKGROUND, ROAD = len(CLASSES), len(CLASSES) + 1
+BACKGROUND, ROAD, MARGIN = len(CLASSES), len(CLASSES) + 1, len(CLASSES) + 2  # non-field surfaces
 
 
 def _grid_origin(lon: float, lat: float, shard: int) -> tuple[int, int]:
@@ -155,28 +160,87 @@ def fields_by_year(gdf: gpd.GeoDataFrame, years, seed: int = 0) -> gpd.GeoDataFr
     return gpd.GeoDataFrame(pd.concat(layers, ignore_index=True), geometry="geometry", crs=gdf.crs)
 
 
-def _class_map(gdf, regular, xmin, ymax, size, res):
-    """Class of every pixel: fields' crops, roads on section lines, background elsewhere."""
+def _owner_map(gdf, regular, xmin, ymax, size, res):
+    """What every pixel shows: the index of the regular field under it, or regular + 0, 1, 2 for
+    the non-field surfaces (background, roads on the section lines, margins on field edges)."""
     transform = Affine(res, 0, xmin, 0, -res, ymax)
-    fields = gdf.iloc[:regular]
-    shapes = ((g, CLASSES.index(label)) for g, label in zip(fields.geometry, fields.label))
-    cmap = features.rasterize(shapes, out_shape=(size, size), transform=transform,
-                              fill=BACKGROUND, dtype=np.uint8)
+    fields = gdf.geometry.iloc[:regular]
+    background, road, margin = (regular + s - len(CLASSES) for s in (BACKGROUND, ROAD, MARGIN))
+    owner = features.rasterize(zip(fields, range(regular)), out_shape=(size, size), transform=transform,
+                               fill=background, dtype=np.int32)
+    # the grass strip and headland at a field's edge: the pixels its boundary runs through
+    edges = features.rasterize(((b, 1) for b in fields.boundary), out_shape=(size, size),
+                               transform=transform, fill=0, dtype=np.uint8)
+    owner[edges == 1] = margin
     lat = ymax - size * res / 2
     mile_x = 1609.344 / (111_320 * math.cos(math.radians(lat))) / res
     mile_y = 1609.344 / 110_946 / res
     for k in range(int(size / mile_x) + 2):
         c = int(round(k * mile_x))
-        cmap[:, max(c - 1, 0):c + 1] = ROAD
+        owner[:, max(c - 1, 0):c + 1] = road
     for k in range(int(size / mile_y) + 2):
         r = int(round(k * mile_y))
-        cmap[max(r - 1, 0):r + 1, :] = ROAD
-    return cmap
+        owner[max(r - 1, 0):r + 1, :] = road
+    return owner
+
+
+def _rotations(labels, years, rng) -> np.ndarray:
+    """Class index of every field in every year (years x fields): the label is the last year's crop;
+    going back, corn and soybeans mostly alternate and some alfalfa was corn before it was sown."""
+    cls = np.empty((len(years), len(labels)), np.int8)
+    cls[-1] = [CLASSES.index(label) for label in labels]
+    corn, soy, alfalfa = (CLASSES.index(c) for c in ("corn", "soybeans", "alfalfa"))
+    for t in range(len(years) - 2, -1, -1):
+        nxt, u = cls[t + 1], rng.random(len(labels))
+        cls[t] = nxt
+        cls[t][(nxt == corn) & (u < 0.7)] = soy
+        cls[t][(nxt == soy) & (u < 0.7)] = corn
+        cls[t][(nxt == alfalfa) & (u < 0.25)] = corn
+    return cls
+
+
+def _smooth(rng, size: int, step: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random surface of `channels` channels over size x size pixels, as the two
+    interpolation matrices (size x knots) and the knot values: pixels = L @ G[c] @ L.T."""
+    knots = size // step + 2
+    pos = (np.arange(size) + 0.5) / step
+    lo = np.minimum(pos.astype(int), knots - 2)
+    interp = np.zeros((size, knots), np.float32)
+    interp[np.arange(size), lo] = 1 - (pos - lo)
+    interp[np.arange(size), lo + 1] = pos - lo
+    return interp, rng.standard_normal((channels, knots, knots)).astype(np.float32)
+
+
+def _clouds(rng, size: int, count: int) -> np.ndarray:
+    """Nodata patches: `count` ellipses of 10 to 60 px radius at random places (bool mask)."""
+    mask = np.zeros((size, size), bool)
+    for cy, cx, ry, rx in zip(*(rng.uniform(0, size, (2, count))), *rng.uniform(10, 60, (2, count))):
+        r0, r1, c0, c1 = (max(int(cy - ry), 0), min(int(cy + ry) + 1, size),
+                          max(int(cx - rx), 0), min(int(cx + rx) + 1, size))
+        yy, xx = np.ogrid[r0:r1, c0:c1]
+        mask[r0:r1, c0:c1] |= ((yy + 0.5 - cy) / ry) ** 2 + ((xx + 0.5 - cx) / rx) ** 2 <= 1
+    return mask
+
+
+def _class_vectors(rng) -> np.ndarray:
+    """Unit vectors of the classes and surfaces. All share a common part (it is all farmland:
+    corn and soybeans end up 0.8 apart, not the 1.4 of random directions); alfalfa and pasture
+    lie close (both perennial forage) and margins near pasture (grass), so clusters overlap."""
+    base = rng.normal(size=(len(CLASSES) + 4, BANDS))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    base = base[:1] + 0.8 * base[1:]  # the first draw is the common part
+    pasture, alfalfa = CLASSES.index("pasture"), CLASSES.index("alfalfa")
+    base[pasture] = base[alfalfa] + 0.7 * base[pasture]
+    base[MARGIN] = base[pasture] + 0.8 * base[MARGIN]
+    return base / np.linalg.norm(base, axis=1, keepdims=True)
 
 
 def _quantise(v: np.ndarray) -> np.ndarray:
-    q = np.rint(np.sign(v) * np.sqrt(np.abs(v)) * 127.5)
-    return np.clip(q, -127, 127).astype(np.int8)
+    """Signed-square quantisation of unit vectors' components (one temporary, updated in place)."""
+    q = np.sqrt(np.abs(v))
+    q *= 127.5
+    np.copysign(q, v, out=q)
+    return np.clip(np.rint(q, out=q), -127, 127, out=q).astype(np.int8)
 
 
 def create_store(path, years, size: int, xmin: float, ymax: float, res: float, shard: int,
@@ -198,7 +262,7 @@ def create_store(path, years, size: int, xmin: float, ymax: float, res: float, s
         "geoemb:data_type": "int8",
         "geoemb:gsd": res,
         "geoemb:model": "synthetic sample (aef-zonal)",
-        "geoemb:source_data": "synthetic: crop-class unit vectors + noise + yearly drift",
+        "geoemb:source_data": "synthetic: crop classes, field offsets, soil and texture, rotation, noise",
     })
     arr = group.create_array(
         "embeddings", shape=(len(years), BANDS, size, size), dtype="int8",
@@ -244,25 +308,44 @@ def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int =
     (out / "fields_kinds.json").write_text(json.dumps(dict(zip(map(int, gdf.feature_id), gdf.kind))))
     log(f"fields: {len(written)} polygons -> {fields_path}")
 
-    cmap = _class_map(gdf, regular, xmin, ymax, size, res)
-    ncls = ROAD + 1
-    base = rng.normal(size=(ncls, BANDS))
-    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    owner = _owner_map(gdf, regular, xmin, ymax, size, res)
+    crops = _rotations(gdf.label.iloc[:regular].to_numpy(), years, rng)
+    base = _class_vectors(rng)
+    sd = 1 / math.sqrt(BANDS)  # per-band scale of a random vector of unit expected length
+    field_offset = rng.normal(scale=0.7 * sd, size=(regular, BANDS))  # soil, drainage, history
+    # a smooth soil gradient across the area (3 channels) and a within-field texture that
+    # changes every year (3 channels, ~24 px), each mixed into the 64 bands by a fixed matrix
+    soil_l, soil_g = _smooth(rng, size, 384, 3)
+    tex_l = _smooth(rng, size, 24, 1)[0]
+    mix = (rng.normal(size=(6, BANDS)) * sd * np.array([[0.30], [0.30], [0.30], [0.12], [0.12], [0.12]])
+           ).astype(np.float32)
+    # pixels nodata must not hide: patches spare the edge-case fields, scattered nodata the
+    # sub-pixel ones (their tests need those pixels); 1 = edge case, 2 = sub-pixel
+    edge = features.rasterize(
+        ((g, 2 if k.startswith("subpixel") else 1) for g, k in zip(gdf.geometry.iloc[regular:], gdf.kind.iloc[regular:])),
+        out_shape=(size, size), transform=Affine(res, 0, xmin, 0, -res, ymax), fill=0, dtype=np.uint8,
+        all_touched=True)
 
     store_path = out / "store.zarr"
     arr = create_store(store_path, years, size, xmin, ymax, res, shard, chunk)
     for t, year in enumerate(years):
-        drift = rng.normal(scale=0.15 / math.sqrt(BANDS), size=(ncls, BANDS))
-        centres = base + drift
+        drift = rng.normal(scale=0.15 * sd, size=(len(base), BANDS))
+        manage = rng.normal(scale=0.25 * sd, size=(regular, BANDS))  # this year's management
+        centres = np.concatenate([base[crops[t]] + field_offset + manage, base[len(CLASSES):]])
+        centres = (centres + drift[np.r_[crops[t], len(CLASSES):len(base)]]).astype(np.float32)
+        tex_g = rng.standard_normal((3, tex_l.shape[1], tex_l.shape[1])).astype(np.float32)
+        clouds = _clouds(rng, size, max(1, round(8 * (size / 2048) ** 2))) & (edge == 0)
         for r0 in range(0, size, shard):
             for c0 in range(0, size, shard):
-                cls = cmap[r0:r0 + shard, c0:c0 + shard]
-                v = centres[cls].astype(np.float32)  # (rows, cols, bands)
-                v += rng.standard_normal(v.shape, dtype=np.float32) * np.float32(0.35 / math.sqrt(BANDS))
-                v /= np.linalg.norm(v, axis=2, keepdims=True)
+                rows, cols = slice(r0, r0 + shard), slice(c0, c0 + shard)
+                v = np.take(centres.T, owner[rows, cols], axis=1)  # (bands, rows, cols)
+                smooth = np.stack([soil_l[rows] @ g @ soil_l[cols].T for g in soil_g]
+                                  + [tex_l[rows] @ g @ tex_l[cols].T for g in tex_g])
+                v += np.tensordot(mix.T, smooth, 1)
+                v += rng.standard_normal(v.shape, dtype=np.float32) * np.float32(0.35 * sd)
+                v /= np.sqrt(np.einsum("bij,bij->ij", v, v))
                 q = _quantise(v)
-                q[rng.random(cls.shape) < 0.01] = -128
-                q = np.ascontiguousarray(q.transpose(2, 0, 1))
+                q[:, ((rng.random(v.shape[1:]) < 0.01) & (edge[rows, cols] != 2)) | clouds[rows, cols]] = -128
                 if t == missing[0]:
                     cy, cx = missing[1] * chunk - r0, missing[2] * chunk - c0
                     if 0 <= cy < shard and 0 <= cx < shard:

@@ -1,0 +1,34 @@
+"""docs/notebook.ipynb, executed (nbclient + ipykernel) on the session's output so that it cannot
+rot; and kept without outputs in git."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pyarrow.dataset as ds
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "notebook.ipynb"
+
+
+def test_notebook_is_stored_without_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+
+
+def test_notebook_runs_on_the_output(job_out, monkeypatch):
+    monkeypatch.setenv("AEF_ZONAL_OUT", str(job_out))  # the kernel inherits the environment
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    data = ds.dataset(job_out, format="parquet", partitioning="hive")
+    assert f"{data.count_rows():,} rows in" in text and "years [2024, 2025]" in text
+    changed = re.search(r"([\d,]+) of ([\d,]+) fields changed between 2024 and 2025", text)
+    assert changed and int(changed.group(1).replace(",", "")) > 0, text  # the sample's crop rotation
+    kinds = [k for o in outputs if o.output_type in ("display_data", "execute_result") for k in o.data]
+    assert kinds.count("image/png") == 2 and "text/html" in kinds
+    assert any("<iframe srcdoc=" in o.data.get("text/html", "") for o in outputs if "data" in o)
