@@ -15,6 +15,7 @@ from jobs import map as html_map
 from tests import browser
 
 YEAR = 2025
+pytestmark = pytest.mark.spark  # the session's job output (main's test tiers)
 
 
 def embedded(path) -> dict:

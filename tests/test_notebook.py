@@ -7,9 +7,11 @@ from pathlib import Path
 
 import nbformat
 import pyarrow.dataset as ds
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "notebook.ipynb"
+pytestmark = pytest.mark.spark  # the session's job output (main's test tiers)
 
 
 def test_notebook_is_stored_without_outputs():

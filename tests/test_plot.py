@@ -21,15 +21,16 @@ def pictures(job_out, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def label_colours(job_out) -> dict[str, np.ndarray]:
-    """Each label's median pca_components colour in 2024, as 0..255 RGB."""
+    """Each label's typical colour in 2024, as 0..255 RGB: that of its field nearest to the label's
+    median colour (a label's fields spread widely: the median itself may be no field's colour)."""
     t = ds.dataset(job_out, format="parquet", partitioning="hive").to_table(
         filter=(ds.field("time") == "2024-01-01") & (ds.field("count") > 0),
         columns=["label", "pca_components"]).to_pandas()
-    return {label: np.median(np.stack(g.pca_components.to_numpy()), axis=0) * 255
-            for label, g in t.groupby("label")}
+    colours = {label: np.stack(g.pca_components.to_numpy()) * 255 for label, g in t.groupby("label")}
+    return {label: c[np.abs(c - np.median(c, axis=0)).sum(axis=1).argmin()] for label, c in colours.items()}
 
 
-@pytest.mark.parametrize("name,min_share", [("map.png", 0.01), ("pca.png", 0.00002)])
+@pytest.mark.parametrize("name,min_share", [("map.png", 0.0005), ("pca.png", 0.00002)])
 def test_picture_shows_the_fields_colours(pictures, label_colours, name, min_share):
     path = pictures / name
     im = np.asarray(Image.open(path).convert("RGB")).astype(float)
@@ -39,8 +40,9 @@ def test_picture_shows_the_fields_colours(pictures, label_colours, name, min_sha
     pixels = im.reshape(-1, 3)
     assert pixels.std(axis=0).mean() > 20  # a blank or one-colour picture fails here
     assert len(np.unique(pixels @ [65536, 256, 1])) > 40
-    # every label's typical colour is drawn somewhere: the fields on the map, the points in PCA
-    # space (there under a density shading that darkens by at most a third)
+    # every label's typical colour is drawn somewhere: on the map over part of a field (each
+    # field has its own shade), in PCA space as points (under a density shading that darkens by
+    # at most a third)
     for label, rgb in label_colours.items():
         dark = np.clip(1 - pixels @ rgb / (rgb @ rgb), 0, 0.35)
         share = (np.abs(pixels - np.outer(1 - dark, rgb)).max(axis=1) < 12).mean()
