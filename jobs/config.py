@@ -57,3 +57,19 @@ def sedona_jars(conf: dict | None = None) -> list[Path]:
                                     "(or point AEF_ZONAL_JARS at a folder holding it)")
         jars.append(jar)
     return jars
+
+
+def s3a_jars() -> list[Path]:
+    """Hadoop's S3A connector and Spark's committer binding: the jars `make setup` copied from
+    tools/s3a/pom.xml into .cache/jars/s3a (or AEF_ZONAL_JARS/s3a)."""
+    folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR)) / "s3a"
+    jars = sorted(folder.glob("*.jar"))
+    if not (folder / ".fetched").exists() or not jars:
+        raise FileNotFoundError(f"the S3A jars are missing from {folder}; run `make setup` to fetch "
+                                "them (tools/s3a/pom.xml)")
+    return jars
+
+
+def jars(conf: dict | None = None) -> list[Path]:
+    """Every jar the session needs: Sedona's, then S3A's."""
+    return sedona_jars(conf) + s3a_jars()
