@@ -6,11 +6,12 @@ message that names the file, the column or example ids, and the fix.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
+
+from jobs import storage
 
 REQUIRED = ("feature_id", "geometry")
 OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
@@ -77,7 +78,7 @@ def load(spark, path: str, year_column: str | None) -> str | None:
 
     Returns the column giving each field's own year, or None (every field, every year).
     """
-    if not Path(path).exists() and "://" not in path:
+    if not storage.Hadoop(spark).exists(path):
         raise FieldsError(f"fields file {path} does not exist")
     try:
         df = spark.read.format("geoparquet").load(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ if __name__ == "__main__" and __package__ is None:  # spark-submit runs this fil
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402  (module-level: pandas_udf resolves the type hints here)
 
-from jobs import config, output  # noqa: E402
+from jobs import config, output, storage  # noqa: E402
 from udfs import quantiles  # noqa: E402
 from udfs import store as zstore  # noqa: E402
 from udfs.pixels import RULES  # noqa: E402
@@ -143,7 +142,7 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
         builder = builder.master(master or d["spark"]["master"])
     if not {"spark.jars", "spark.jars.packages"} & set(preset):
         try:
-            builder = builder.config("spark.jars", ",".join(str(j) for j in config.sedona_jars(d)))
+            builder = builder.config("spark.jars", ",".join(str(j) for j in config.jars(d)))
         except FileNotFoundError as e:
             raise JobError(str(e)) from e
     for key, value in d["spark"].get("conf", {}).items():
@@ -155,6 +154,7 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
         raise JobError("Sedona's jars are not on the driver's classpath; with spark-submit pass "
                        "them with --jars (see README: Running with spark-submit)") from e
     spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
+    storage.configure(spark, d)
     return spark
 
 
@@ -292,11 +292,6 @@ def run(args) -> dict:
     from jobs.progress import Progress
     from udfs import finish, pca, tasks
 
-    out = Path(args.out)
-    try:
-        previous = output.check(out, args.mode, args.stats, args.pixels)
-    except output.OutputError as e:
-        raise JobError(str(e)) from e
     timings, t0 = {}, time.perf_counter()
 
     def lap(stage):
@@ -316,6 +311,12 @@ def run(args) -> dict:
         raise JobError(f"year(s) {absent} not in store {args.store}; it has {list(info.years)}")
     g, q = info.grid, info.quant
     spark = spark_session(args.master, args.verbose, args.settings)
+    secrets = storage.secret_values(args.settings)
+    target = output.Output(spark, args.out, args.mode, secrets)
+    try:
+        previous = target.check(args.stats, args.pixels)
+    except (output.OutputError, storage.StorageError) as e:
+        raise JobError(str(e)) from e
     lap("start spark")
 
     report: dict = {}
@@ -328,7 +329,7 @@ def run(args) -> dict:
             report.update(fields_stage.validate(spark, args.fields))
             fields = fields_stage.select_years(spark.table("fields"), args.fields, year_column,
                                                years, info.years, args.skip_missing_years, report)
-        except fields_stage.FieldsError as e:
+        except (fields_stage.FieldsError, storage.StorageError) as e:
             raise JobError(str(e)) from e
         fields = fields.persist()
         persisted.append(fields)
@@ -406,9 +407,9 @@ def run(args) -> dict:
         lap("aggregate")
 
         if args.pca_model:
-            model = pca.load(args.pca_model)
+            model = pca.loads(target.fs.read_text(args.pca_model), args.pca_model)
         elif previous is not None:  # --mode add: new partitions keep the dataset's colours
-            model = pca.load(out / "_pca_model.json")
+            model = pca.loads(target.read_text("_pca_model.json"), args.out)
         else:
             model = fit_pca(stats, seen.with_pixels, args.pca_sample, args.seed)
         spark.udf.register("pca_rgb", pca_udf(spark.sparkContext.broadcast(model)))
@@ -422,12 +423,11 @@ def run(args) -> dict:
         # mean is part of the published schema: always written
         result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in args.stats])
 
-        staging = output.staging_for(out)
         try:
-            output.write(result, staging, CRS.from_user_input("EPSG:4326").to_json())
-            pca.save(model, staging / "_pca_model.json")
+            target.write(result, CRS.from_user_input("EPSG:4326").to_json())
+            target.save_text("_pca_model.json", pca.dumps(model))
             # what was written, read back: one small query over the partition columns and reason
-            written = (spark.read.parquet(str(staging)).groupBy("time", "label", "reason")
+            written = (target.written().groupBy("time", "label", "reason")
                        .agg(F.count("*").alias("rows")).collect())
             summary = {}
             for r in sorted(written, key=lambda r: (r.time, r.label)):
@@ -444,15 +444,18 @@ def run(args) -> dict:
                 "rows_count_zero": reasons,
                 "complete": not report["skipped_chunks"],
                 "seconds": timings,
-                "command": " ".join(sys.argv),
-                "store": args.store, "fields_path": args.fields, "years": years,
+                "command": storage.redact(" ".join(sys.argv), secrets),
+                "store": storage.redact(args.store, secrets),
+                "fields_path": storage.redact(args.fields, secrets), "years": years,
                 "stats": args.stats, "pixels": args.pixels, "mode": args.mode,
                 "versions": versions(),
             })
-            output.save_report(report, staging)
-            output.commit(staging, out, args.mode)
+            target.commit(report)
+        except storage.StorageError as e:
+            target.abort()
+            raise JobError(str(e)) from e
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            target.abort()
             raise
     finally:  # a long-lived session (notebooks, tests) should not keep this run's tables
         for df in persisted:
@@ -465,10 +468,12 @@ def main(argv=None) -> int:
     try:
         report = run(args)
     except JobError as e:
-        print(f"aef-zonal: error: {e}", file=sys.stderr)
+        print(f"aef-zonal: error: {storage.redact(str(e), storage.secret_values(args.settings))}",
+              file=sys.stderr)
         return 2
-    print(f"[aef-zonal] wrote {report['rows']} rows to {args.out} in "
-          f"{sum(report['seconds'].values()):.0f} s (report: {args.out}/_run.json)")
+    out = storage.redact(args.out, storage.secret_values(args.settings))
+    print(f"[aef-zonal] wrote {report['rows']} rows to {out} in "
+          f"{sum(report['seconds'].values()):.0f} s (report: {out}/_run.json)")
     print(f"  fields: {report['fields']} ({report['null_geometries']} null, "
           f"{report['empty_geometries']} empty, {report['repaired_geometries']} repaired geometries; "
           f"CRS {report['fields_crs']})")
@@ -480,7 +485,7 @@ def main(argv=None) -> int:
         print("  rows with count = 0: " + ", ".join(f"{n} ({why})" for why, n in report["rows_count_zero"].items()))
     if report["skipped_chunks"]:
         print(f"  INCOMPLETE: {len(report['skipped_chunks'])} undecodable chunk(s) skipped; "
-              f"see {args.out}/_run.json", file=sys.stderr)
+              f"see {out}/_run.json", file=sys.stderr)
     return 0
 
 
