@@ -13,7 +13,8 @@ How a run commits, per filesystem (`commit_for`):
   place -- the whole output at once, or (`--mode add`) each replaced partition folder at once.
 - object stores (S3A and the rest): renaming is a copy of every byte, so the run is written in place
   by the committer bound to the URL's scheme (on S3A the magic committer: every file is a pending
-  multipart upload until the job commits, then completed; `_SUCCESS` names the committer). For
+  multipart upload until the job commits, then completed; `_SUCCESS` names the committer; other
+  stores: what the cluster configured, e.g. EMRFS's S3-optimized committer). For
   `--mode add` and `overwrite` the files the run replaces are deleted after its own are committed.
   Not atomic on S3: during the job commit readers may see some of the new files, and between the
   commit and the deletes a replaced partition holds its old and its new files; a run killed before
@@ -33,8 +34,8 @@ S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 RENAME_SCHEMES = ("file", "hdfs", "viewfs")
 # left in an output by a run killed before it committed (S3A's magic committer, FileOutputCommitter)
 LEFTOVERS = ("__magic", "_temporary")
-# in-place writes on object stores: Spark's protocol that asks the scheme's committer factory
-IN_PLACE_SQL_CONF = {
+# S3A writes: Spark's protocol that asks the scheme's committer factory (S3A's committers)
+S3A_SQL_CONF = {
     "spark.sql.sources.commitProtocolClass":
         "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol",
     "spark.sql.parquet.output.committer.class":
@@ -344,12 +345,17 @@ class InPlaceCommit:
 
     @contextmanager
     def writing(self, spark):
-        """Spark's commit protocol for object stores around the write; yields the write options."""
-        saved = {k: spark.conf.get(k, None) for k in IN_PLACE_SQL_CONF}
-        for k, v in IN_PLACE_SQL_CONF.items():
+        """S3A: the magic committer around the write; yields the write options. Other object
+        stores keep the protocol the cluster configured (EMRFS's S3-optimized committer on
+        EMR's s3://, or the manifest committer where bound for gs:// and abfs://)."""
+        if self.kind != "s3a":
+            yield {}
+            return
+        saved = {k: spark.conf.get(k, None) for k in S3A_SQL_CONF}
+        for k, v in S3A_SQL_CONF.items():
             spark.conf.set(k, v)
         try:
-            yield dict(MAGIC) if self.kind == "s3a" else {}
+            yield dict(MAGIC)
         finally:
             for k, v in saved.items():
                 if v is None:
