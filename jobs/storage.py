@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+LOCAL = "org.apache.hadoop.fs.LocalFileSystem"
 # filesystems whose directory rename is atomic: the rename commit stays
 RENAME_SCHEMES = ("file", "hdfs", "viewfs")
 # left in an output by a run killed before it committed (S3A's magic committer, FileOutputCommitter)
@@ -162,7 +163,9 @@ class Hadoop:
 
     def _fs(self, url: str):
         path = self._jvm.org.apache.hadoop.fs.Path(str(url))
-        return path.getFileSystem(self._conf), path
+        fs = path.getFileSystem(self._conf)
+        # local files without Hadoop's .crc companions (Spark's part files keep theirs)
+        return (fs.getRaw() if fs.getClass().getName() == LOCAL else fs), path
 
     def scheme_of(self, url: str) -> str:
         """The filesystem's own scheme: `s3` mapped to S3A is `s3a`; EMR's `s3` is `s3`."""
@@ -256,9 +259,12 @@ def commit_for(fs: Hadoop, out: str):
 
 
 def _partition(rel: str) -> str | None:
-    """`time=…/label=…` of a data file's relative path, None for anything else."""
+    """`time=…/label=…` of a data file's relative path, None for anything else (reports,
+    checksum files)."""
     parts = rel.split("/")
-    return "/".join(parts[:-1]) if len(parts) == 3 and parts[0].startswith("time=") else None
+    if len(parts) == 3 and parts[0].startswith("time=") and not parts[2].startswith((".", "_")):
+        return "/".join(parts[:-1])
+    return None
 
 
 class RenameCommit:
@@ -310,8 +316,8 @@ class RenameCommit:
         for part in sorted({_partition(f) for f in self.fs.files(self.staging)} - {None}):
             self.fs.mkdirs(join(self.out, part.split("/")[0]))
             self._swap(join(self.staging, part), join(self.out, part))
-        for rel in self.fs.files(self.staging):
-            if not _partition(rel) and rel != "_SUCCESS":  # _run.json, _runs/*, _pca_model.json
+        for rel in self.fs.files(self.staging):  # _run.json, _runs/*.json, _pca_model.json
+            if rel.endswith(".json") and not name(rel).startswith("."):
                 self.fs.write_text(join(self.out, rel), self.fs.read_text(join(self.staging, rel)))
         self.fs.delete(self.staging)
 
