@@ -45,6 +45,21 @@ def load(user_file: str | os.PathLike | None = None) -> dict:
         raise ValueError(f"--conf {user_file}: {e}") from None
 
 
+def parse_with_settings(parser, argv):
+    """`parser`'s arguments plus a `--conf FILE` option, and `settings`: the defaults with that
+    file over them (for `aef-zonal sql` and `plot`: the spark.hadoop.fs.s3a.* keys of an s3://
+    output)."""
+    parser.add_argument("--conf", metavar="FILE",
+                        help="TOML file over conf/defaults.toml: [spark.conf] with the "
+                             "spark.hadoop.fs.s3a.* settings of an s3:// output")
+    args = parser.parse_args(argv)
+    try:
+        args.settings = load(args.conf)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
 def sedona_jars(conf: dict | None = None) -> list[Path]:
     """The jar files named in conf, from AEF_ZONAL_JARS (a folder) or .cache/jars."""
     folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR))

@@ -188,15 +188,7 @@ def parse_args(argv):
     p.add_argument("--sample", type=int, default=20000, metavar="N",
                    help="fields drawn in pca.png (default %(default)s; the map draws all)")
     p.add_argument("--seed", type=int, default=42, help="sampling seed for pca.png")
-    p.add_argument("--conf", metavar="FILE",
-                   help="TOML file with the spark.hadoop.fs.s3a.* settings of an s3:// output "
-                        "([spark.conf] table, as for `aef-zonal run --conf`)")
-    args = p.parse_args(argv)
-    try:
-        args.settings = config.load(args.conf)
-    except ValueError as e:
-        p.error(str(e))
-    return args
+    return config.parse_with_settings(p, argv)
 
 
 def main(argv=None) -> int:

@@ -105,16 +105,8 @@ def parse_args(argv):
     p.add_argument("--explain", action="store_true",
                    help="print the physical plan (PartitionFilters, PushedFilters) instead of running")
     p.add_argument("--master", help="Spark master (default: the settings' spark.master)")
-    p.add_argument("--conf", metavar="FILE",
-                   help="TOML file over conf/defaults.toml: [spark.conf] with the "
-                        "spark.hadoop.fs.s3a.* settings of an s3:// output")
     p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
-    args = p.parse_args(argv)
-    try:
-        args.settings = config.load(args.conf)
-    except ValueError as e:
-        p.error(str(e))
-    return args
+    return config.parse_with_settings(p, argv)
 
 
 def main(argv=None) -> int:
