@@ -49,9 +49,10 @@ MAGIC = {"fs.s3a.committer.name": "magic", "fs.s3a.committer.magic.enabled": "tr
 SECRET_KEY = re.compile(r"secret|password|passwd|token|access\.key|credential|signature|sas",
                         re.IGNORECASE)
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# user:password@ (a secret key may hold "/") or user@ right after the scheme
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^@\s/:]+:[^@\s]*|[^@\s/:]+)@")
 _KEY_VALUE = re.compile(r"(?P<key>[\w.-]*(?:secret|password|passwd|token|access\.key|credential)"
-                        r"[\w.-]*)(?P<sep>\s*[=:]\s*|\s+)(?P<value>\S+)", re.IGNORECASE)
+                        r"[\w.-]*)(?P<sep>\"?\s*=\s*)(?P<value>\"[^\"]*\"|\S+)", re.IGNORECASE)
 
 
 class StorageError(ValueError):
@@ -113,16 +114,44 @@ def configure(spark, settings: dict) -> None:
 @contextmanager
 def failing(url: str, secrets: list[str] = ()):
     """A failed Spark write as a StorageError naming the object and the store's answer."""
+    from py4j.protocol import Py4JJavaError
+
     try:
         yield
-    except Exception as e:
-        if "Py4J" not in type(e).__name__ and not hasattr(e, "getErrorClass"):
-            raise
-        lines = [ln.strip() for ln in str(e).splitlines()]
-        # the innermost filesystem exception names the object: `…Exception: PUT … on s3a://…`
-        named = [ln for ln in lines if "Exception" in ln and "://" in ln and " on " in ln]
-        cause = (named or lines or [type(e).__name__])[-1 if named else 0]
-        raise StorageError(f"writing {redact(url, secrets)} failed: {redact(cause[:600], secrets)}") from None
+    except Py4JJavaError as e:
+        raise StorageError(f"writing {redact(url, secrets)} failed: "
+                           f"{cause(e.java_exception, secrets)}") from None
+
+
+HINTS = {  # words in a Java exception chain -> what to do
+    "UnsupportedFileSystemException": "no filesystem is installed for this scheme (S3A: run `make "
+                                      "setup` for .cache/jars/s3a; on a cluster pass hadoop-aws, "
+                                      "see docs/deploy.md)",
+    "UnknownStoreException": "the bucket does not exist; create it or fix the URL",
+    "No AWS credentials": "no credentials: set fs.s3a.access.key and fs.s3a.secret.key in "
+                          "[spark.conf] (as spark.hadoop.*) or the AWS_* variables",
+    "AccessDeniedException": "the credentials may not do this: check the keys and the bucket's "
+                             "policy",
+}
+
+
+def cause(error, secrets: list[str] = ()) -> str:
+    """A Java exception chain in one line: the innermost exception that names an object (S3A's
+    `… on s3a://bucket/key: …`), then the root cause, and what to do for the usual ones."""
+    chain, messages = [], []
+    while error is not None and len(chain) < 20:
+        message = (error.getMessage() or "").strip()
+        messages.append(message.splitlines()[0][:400] if message else "")
+        chain.append(f"{error.getClass().getSimpleName()}: {messages[-1]}")
+        error = error.getCause()
+    # S3A's messages name the object: `<operation> on <key or URL>: <the store's answer>`
+    named = [c for c in chain if "://" in c or " on " in c]
+    shown = [named[-1]] if named else []
+    if not shown or messages[-1] not in shown[0]:
+        shown.append(chain[-1])
+    text = " <- ".join(shown)
+    hint = next((h for word, h in HINTS.items() if any(word in c for c in chain)), None)
+    return redact(text, secrets) + (f" ({hint})" if hint else "")
 
 
 class Hadoop:
@@ -142,24 +171,7 @@ class Hadoop:
             yield
         except Py4JJavaError as e:
             raise StorageError(f"cannot {action} {redact(str(url), self.secrets)}: "
-                               f"{self.cause(e.java_exception)}") from None
-
-    def cause(self, error) -> str:
-        """The Java exception's class and first line, with what to do for the usual ones."""
-        kind = error.getClass().getSimpleName()
-        text = redact((error.getMessage() or "").strip().splitlines()[0][:400] if error.getMessage()
-                      else "", self.secrets)
-        hint = {
-            "UnsupportedFileSystemException": "no filesystem is installed for this scheme (S3A: "
-                                              "run `make setup` for .cache/jars/s3a; on a cluster "
-                                              "pass hadoop-aws, see docs/deploy.md)",
-            "UnknownStoreException": "the bucket does not exist; create it or fix the URL",
-            "NoAuthWithAWSException": "no credentials: set fs.s3a.access.key and fs.s3a.secret.key "
-                                      "in [spark.conf] (spark.hadoop.*) or the AWS_* variables",
-            "AccessDeniedException": "the credentials may not do this: check the keys and the "
-                                     "bucket's policy",
-        }.get(kind)
-        return f"{kind}: {text}" + (f" ({hint})" if hint else "")
+                               f"{cause(e.java_exception, self.secrets)}") from None
 
     def _fs(self, url: str):
         path = self._jvm.org.apache.hadoop.fs.Path(str(url))

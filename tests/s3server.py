@@ -47,6 +47,13 @@ class Proxy(ThreadingHTTPServer):
         self._denied_keys: set[str] = set()
         self._lock = threading.Lock()
 
+    def handle_error(self, request, client_address):
+        """Quiet about clients that drop a connection (S3A aborting a stream, a killed run)."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     def fail(self, pattern: str, kind: str, times: float = 1, methods: tuple[str, ...] = ()):
         """The next `times` requests whose path contains `pattern` (and whose method is one of
         `methods`, if given) get `kind`: '503' (SlowDown), '500', '403', 'drop' (connection
