@@ -25,6 +25,8 @@ from jobs import config
 from tests.conftest import ALL_STATS
 from tests.s3server import S3Server
 
+pytestmark = pytest.mark.cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # spark-class and spark-submit of the pyspark wheel
 KEYS = ["time", "label", "feature_id"]

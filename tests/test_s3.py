@@ -22,6 +22,7 @@ from tests.conftest import ALL_STATS
 from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +199,11 @@ def test_s3_output_passes_the_geoparquet_validator(s3, s3_out):
 
 def test_sql_and_plot_read_the_s3_output(s3, s3_out, s3conf, job_out, tmp_path):
     from jobs import plot, query
+    from jobs.session import spark_session
 
     settings = {"spark": {"conf": s3.settings()}}
     assert query.output_years(OUT, settings) == [2024, 2025]
-    spark = zonal_stats.spark_session(None, False)
+    spark = spark_session(None, False)
     text = "SELECT label, COUNT(*) AS n FROM fields WHERE time = '2025-01-01' GROUP BY label"
     got = {r.label: r.n for r in query.query(spark, OUT, text, settings).collect()}
     local = read(job_out)
