@@ -81,10 +81,6 @@ def is_url(path: str) -> bool:
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", str(path))) or str(path).startswith("file:")
 
 
-def scheme(url: str) -> str:
-    return urlsplit(str(url)).scheme.lower() if is_url(url) else "file"
-
-
 def name(url: str) -> str:
     return str(url).rstrip("/").rsplit("/", 1)[-1]
 
