@@ -107,8 +107,10 @@ OUT = "s3://results/iowa"
 
 
 def data_keys(keys) -> list[str]:
-    """The keys a dataset reader takes as data: no path component starting with _ or ."""
-    return [k for k in keys if not any(p.startswith(("_", ".")) for p in k.split("/")[1:])]
+    """The keys a dataset reader takes as data: no path component starting with _ or ., and
+    not a directory marker (an empty object `prefix/` that S3A creates for a folder)."""
+    return [k for k in keys if not k.endswith("/")
+            and not any(p.startswith(("_", ".")) for p in k.split("/")[1:])]
 
 
 @pytest.fixture(scope="module")
