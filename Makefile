@@ -10,7 +10,7 @@ DECK    := @deck.gl/core@9.4.0 @deck.gl/layers@9.4.0 deck.gl@9.4.0
 ARTIFACTS := org.apache.sedona:sedona-spark-shaded-4.0_2.13:1.8.0 org.datasyslab:geotools-wrapper:1.8.0-33.1
 
 .PHONY: setup demo test test-fast pyfiles browser
-setup: .venv/.installed $(JARS)/.fetched $(NPM)/.fetched
+setup: .venv/.installed $(JARS)/.fetched $(JARS)/s3a/.fetched $(NPM)/.fetched
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -23,6 +23,13 @@ $(JARS)/.fetched:
 	mkdir -p $(JARS)
 	for a in $(ARTIFACTS); do \
 	  mvn -q dependency:copy -Dartifact=$$a -DoutputDirectory=$(JARS) || exit 1; done
+	touch $@
+
+# S3A (hadoop-aws at pyspark's Hadoop 3.4.1, the AWS SDK modules it calls, Spark's committer
+# binding): the artifacts of tools/s3a/pom.xml with their dependencies, ~10 MB in 36 jars
+$(JARS)/s3a/.fetched: tools/s3a/pom.xml
+	mkdir -p $(JARS)/s3a
+	mvn -q -f tools/s3a/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS)/s3a)
 	touch $@
 
 # deck.gl's standalone bundles, inlined by `aef-zonal map` (jobs/map.py reads the tarballs)

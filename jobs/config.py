@@ -45,6 +45,21 @@ def load(user_file: str | os.PathLike | None = None) -> dict:
         raise ValueError(f"--conf {user_file}: {e}") from None
 
 
+def parse_with_settings(parser, argv):
+    """`parser`'s arguments plus a `--conf FILE` option, and `settings`: the defaults with that
+    file over them (for `aef-zonal sql` and `plot`: the spark.hadoop.fs.s3a.* keys of an s3://
+    output)."""
+    parser.add_argument("--conf", metavar="FILE",
+                        help="TOML file over conf/defaults.toml: [spark.conf] with the "
+                             "spark.hadoop.fs.s3a.* settings of an s3:// output")
+    args = parser.parse_args(argv)
+    try:
+        args.settings = load(args.conf)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
 def sedona_jars(conf: dict | None = None) -> list[Path]:
     """The jar files named in conf, from AEF_ZONAL_JARS (a folder) or .cache/jars."""
     folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR))
@@ -57,3 +72,19 @@ def sedona_jars(conf: dict | None = None) -> list[Path]:
                                     "(or point AEF_ZONAL_JARS at a folder holding it)")
         jars.append(jar)
     return jars
+
+
+def s3a_jars() -> list[Path]:
+    """Hadoop's S3A connector and Spark's committer binding: the jars `make setup` copied from
+    tools/s3a/pom.xml into .cache/jars/s3a (or AEF_ZONAL_JARS/s3a)."""
+    folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR)) / "s3a"
+    jars = sorted(folder.glob("*.jar"))
+    if not (folder / ".fetched").exists() or not jars:
+        raise FileNotFoundError(f"the S3A jars are missing from {folder}; run `make setup` to fetch "
+                                "them (tools/s3a/pom.xml)")
+    return jars
+
+
+def jars(conf: dict | None = None) -> list[Path]:
+    """Every jar the session needs: Sedona's, then S3A's."""
+    return sedona_jars(conf) + s3a_jars()

@@ -1,14 +1,17 @@
-"""Writing the dataset: GeoParquet partitions into a hidden staging folder, then committed.
+"""Writing the dataset: GeoParquet partitions, the PCA model and the run report, then committed.
 
-A reader of --out never sees a partial partition: every partition folder appears by one rename.
+Every file operation goes through jobs/storage.py, whose commit strategy fits --out's filesystem:
+a rename of a hidden staging folder where renames are atomic (local, HDFS), the scheme's output
+committer writing in place on object stores (S3's magic committer). Either way no reader sees a
+data file of a run before the run commits, and `_SUCCESS` marks a committed run.
 """
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import uuid
-from pathlib import Path
+
+from jobs import storage
 
 MODES = ("error", "overwrite", "add")
 
@@ -17,76 +20,78 @@ class OutputError(ValueError):
     """--out cannot be written as asked; the message says what to do."""
 
 
-def check(out: Path, mode: str, stats: list[str], pixels: str) -> dict | None:
-    """Refuse what would lose or mix data; for --mode add, return the existing run report."""
-    if not out.exists():
-        return None
-    if mode == "error":
-        raise OutputError(f"output {out} already exists; choose another --out, pass --mode overwrite "
-                          "to replace it or --mode add to replace only this run's partitions")
-    if mode == "overwrite":
-        return None
-    report = out / "_run.json"
-    if not report.exists():
-        raise OutputError(f"--mode add: {out} is not an aef-zonal output (no _run.json); "
-                          "choose another --out")
-    previous = json.loads(report.read_text())
-    if (previous.get("stats"), previous.get("pixels")) != (stats, pixels):
-        raise OutputError(f"--mode add: {out} holds --stats {','.join(previous.get('stats', []))} "
-                          f"--pixels {previous.get('pixels')}; add partitions with the same options "
-                          "so that every partition has the same columns")
-    return previous
+class Output:
+    """One run's output at `out`: check, write, commit (or abort)."""
 
+    def __init__(self, spark, out: str, mode: str, secrets: list[str] = ()):
+        self.spark, self.out, self.mode = spark, str(out), mode
+        self.fs = storage.Hadoop(spark, secrets)
+        self.shown = storage.redact(self.out, self.fs.secrets)
+        self.strategy = None
 
-def staging_for(out: Path) -> Path:
-    """A fresh hidden folder next to --out; leftovers of interrupted runs are removed first."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for old in [*out.parent.glob(f".{out.name}.staging-*"), *out.parent.glob(f".{out.name}.old-*")]:
-        print(f"[aef-zonal] removing {old}, left by an interrupted run", flush=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    def _present(self) -> bool:
+        """Whether --out holds anything but what runs killed before their commit left."""
+        return any(not n.startswith(storage.LEFTOVERS) for n in self.fs.list(self.out)) \
+            if self.fs.is_dir(self.out) else self.fs.exists(self.out)
 
+    def check(self, stats: list[str], pixels: str) -> dict | None:
+        """Refuse what would lose or mix data; for --mode add, return the existing run report."""
+        if not self._present():
+            return None
+        if self.mode == "error":
+            raise OutputError(f"output {self.shown} already exists; choose another --out, pass --mode "
+                              "overwrite to replace it or --mode add to replace only this run's "
+                              "partitions")
+        if self.mode == "overwrite":
+            return None
+        report = storage.join(self.out, "_run.json")
+        if not self.fs.exists(report):
+            raise OutputError(f"--mode add: {self.shown} is not an aef-zonal output (no _run.json); "
+                              "choose another --out")
+        previous = json.loads(self.fs.read_text(report))
+        if (previous.get("stats"), previous.get("pixels")) != (stats, pixels):
+            raise OutputError(f"--mode add: {self.shown} holds --stats "
+                              f"{','.join(previous.get('stats', []))} --pixels {previous.get('pixels')}; "
+                              "add partitions with the same options so that every partition has "
+                              "the same columns")
+        return previous
 
-def write(df, staging: Path, crs_projjson: str):
-    (df.repartition("time", "label")
-       .sortWithinPartitions("time", "label", "hilbert_key")
-       .write.format("geoparquet")
-       .option("geoparquet.version", "1.1.0")
-       .option("geoparquet.covering.geometry", "bbox")
-       .option("geoparquet.crs", crs_projjson)
-       .partitionBy("time", "label")
-       .save(str(staging)))
+    def read_text(self, rel: str) -> str:
+        return self.fs.read_text(storage.join(self.out, rel))
 
+    def write(self, df, crs_projjson: str):
+        """The partitions, sorted by Hilbert key within each."""
+        self.strategy = storage.commit_for(self.fs, self.out)
+        target = self.strategy.begin()
+        with self.strategy.writing(self.spark) as options, storage.failing(self.out, self.fs.secrets):
+            (df.repartition("time", "label")
+               .sortWithinPartitions("time", "label", "hilbert_key")
+               .write.format("geoparquet")
+               .options(**options)
+               .option("geoparquet.version", "1.1.0")
+               .option("geoparquet.covering.geometry", "bbox")
+               .option("geoparquet.crs", crs_projjson)
+               .partitionBy("time", "label")
+               .mode("append")
+               .save(target))
+        self._data = self.strategy.data()
 
-def _swap(new: Path, dest: Path):
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        dest.rename(old)
-        new.rename(dest)
-        shutil.rmtree(old)
-    else:
-        new.rename(dest)
+    def written(self):
+        """What this run wrote, as a DataFrame with its partition columns."""
+        base, files = self._data
+        return self.spark.read.option("basePath", base).parquet(*files)
 
+    def save_text(self, rel: str, text: str):
+        self.fs.write_text(self.strategy.small_file(rel), text)
 
-def commit(staging: Path, out: Path, mode: str):
-    """Move the staged dataset into place: whole (new, overwrite) or partition by partition (add)."""
-    if mode != "add" or not out.exists():
-        _swap(staging, out)
-        return
-    for part in sorted(staging.glob("time=*/label=*")):
-        dest = out / part.relative_to(staging)
-        dest.parent.mkdir(exist_ok=True)
-        _swap(part, dest)
-    (out / "_runs").mkdir(exist_ok=True)
-    for report in (staging / "_runs").iterdir():  # every run's report is kept
-        shutil.copy(report, out / "_runs" / report.name)
-    shutil.copy(staging / "_run.json", out / "_run.json")
-    shutil.rmtree(staging)
+    def commit(self, report: dict):
+        """_run.json (this run) and _runs/<time>.json (kept across --mode add runs), then the
+        dataset committed: from here on readers see only this run's files where it wrote."""
+        text = json.dumps(report, indent=2)
+        self.save_text(f"_runs/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}.json", text)
+        self.save_text("_run.json", text)
+        self.strategy.commit(add=self.mode == "add")
 
-
-def save_report(report: dict, staging: Path):
-    """_run.json (this run) and _runs/<time>.json (kept across --mode add runs)."""
-    text = json.dumps(report, indent=2)
-    (staging / "_run.json").write_text(text)
-    (staging / "_runs").mkdir()
-    (staging / "_runs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}.json").write_text(text)
+    def abort(self):
+        if self.strategy is not None:
+            self.strategy.abort()

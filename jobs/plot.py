@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from jobs import config, storage
 from jobs.query import OutputError, output_years
 
 WIDTH_IN, DPI = 10.0, 130  # 1300 px wide
@@ -18,27 +18,32 @@ MAX_MAP_HEIGHT_IN = 12.0
 NO_PIXEL = (0.82, 0.82, 0.82, 1.0)
 
 
-def load_year(out, year: int):
+def load_year(out, year: int, settings: dict | None = None):
     """(GeoDataFrame of the year's fields, PCA model): geometry, feature_id, label, count, rgb, mean."""
     import geopandas as gpd
     import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
 
-    years = output_years(out)
+    years = output_years(out, settings)
     if year not in years:
         raise OutputError(f"year {year} is not in {out}; it has {', '.join(map(str, years))}")
-    folder = Path(out) / f"time={year}-01-01"
-    data = ds.dataset(folder, format="parquet", partitioning="hive")
+    fs, root = storage.arrow_fs(str(out), settings)
+    folder = storage.join(root, f"time={year}-01-01")
+    data = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
     missing = {"geometry", "feature_id", "count", "mean", "pca_components", "label"} - set(data.schema.names)
     if missing:
         raise OutputError(f"{folder} is not an aef-zonal output: column(s) {sorted(missing)} missing")
-    model_path = Path(out) / "_pca_model.json"
-    if not model_path.exists():
-        raise OutputError(f"{model_path} is missing; the job writes it next to the partitions")
+    model_path = storage.join(root, "_pca_model.json")
+    if fs.get_file_info(model_path).type != pafs.FileType.File:
+        raise OutputError(f"{storage.join(str(out), '_pca_model.json')} is missing; the job writes "
+                          "it next to the partitions")
+    with fs.open_input_stream(model_path) as f:
+        model = json.loads(f.read())
     t = data.to_table(columns=["geometry", "feature_id", "label", "count", "pca_components", "mean"])
     gdf = gpd.GeoDataFrame(t.drop_columns(["geometry"]).to_pandas(),
                            geometry=gpd.GeoSeries.from_wkb(t["geometry"].to_numpy(zero_copy_only=False)),
                            crs="EPSG:4326")
-    return gdf, json.loads(model_path.read_text())
+    return gdf, model
 
 
 def rgba(gdf) -> np.ndarray:
@@ -50,7 +55,7 @@ def rgba(gdf) -> np.ndarray:
     return colors
 
 
-def save_png(fig, path: Path) -> None:
+def save_png(fig, path: str) -> None:
     """Save as a 256-colour PNG: a few times smaller than matplotlib's RGBA and alike to the eye."""
     import io
 
@@ -61,8 +66,13 @@ def save_png(fig, path: Path) -> None:
     fig.savefig(buf, dpi=DPI, format="png")
     plt.close(fig)
     buf.seek(0)
+    png = io.BytesIO()
     Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                            dither=Image.Dither.NONE).save(path, optimize=True)
+                                            dither=Image.Dither.NONE).save(png, "PNG", optimize=True)
+    fs, where = storage.arrow_fs(path)  # --to may be beside an s3:// output
+    fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(where) as f:
+        f.write(png.getvalue())
 
 
 def _degrees(axis, hemi: tuple[str, str]):
@@ -83,7 +93,7 @@ def _nice_km(km: float) -> float:
     return max(m * exp for m in (1, 2, 5) if m * exp <= km)
 
 
-def plot_map(gdf, year: int, path: Path) -> None:
+def plot_map(gdf, year: int, path: str) -> None:
     import matplotlib.pyplot as plt
     import shapely
     from matplotlib.patches import Patch
@@ -128,7 +138,7 @@ def plot_map(gdf, year: int, path: Path) -> None:
     save_png(fig, path)
 
 
-def plot_pca(gdf, model: dict, year: int, path: Path, sample: int, seed: int) -> None:
+def plot_pca(gdf, model: dict, year: int, path: str, sample: int, seed: int) -> None:
     import matplotlib.pyplot as plt
     from matplotlib import patheffects
     from matplotlib.colors import LinearSegmentedColormap
@@ -178,7 +188,7 @@ def parse_args(argv):
     p.add_argument("--sample", type=int, default=20000, metavar="N",
                    help="fields drawn in pca.png (default %(default)s; the map draws all)")
     p.add_argument("--seed", type=int, default=42, help="sampling seed for pca.png")
-    return p.parse_args(argv)
+    return config.parse_with_settings(p, argv)
 
 
 def main(argv=None) -> int:
@@ -187,16 +197,16 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     args = parse_args(argv)
     try:
-        year = args.year or output_years(args.out)[-1]
-        gdf, model = load_year(args.out, year)
+        year = args.year or output_years(args.out, args.settings)[-1]
+        gdf, model = load_year(args.out, year, args.settings)
         if not (gdf["count"] > 0).any():
             raise OutputError(f"no field of {year} in {args.out} has a valid pixel: nothing to plot")
-        to = Path(args.to or Path(args.out) / "_plots" / str(year))
-        to.mkdir(parents=True, exist_ok=True)
-        plot_map(gdf, year, to / "map.png")
-        plot_pca(gdf, model, year, to / "pca.png", args.sample, args.seed)
+        to = args.to or storage.join(args.out, "_plots", str(year))
+        plot_map(gdf, year, storage.join(to, "map.png"))
+        plot_pca(gdf, model, year, storage.join(to, "pca.png"), args.sample, args.seed)
     except OutputError as e:
         print(f"aef-zonal plot: error: {e}", file=sys.stderr)
         return 2
-    print(f"[aef-zonal] wrote {to / 'map.png'} and {to / 'pca.png'} ({len(gdf):,} fields, {year})")
+    print(f"[aef-zonal] wrote {storage.join(to, 'map.png')} and {storage.join(to, 'pca.png')} "
+          f"({len(gdf):,} fields, {year})")
     return 0

@@ -14,6 +14,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from jobs import storage
+
 PARTITION = re.compile(r"time=(\d{4})-01-01")
 
 
@@ -21,28 +23,40 @@ class OutputError(Exception):
     """The folder is not an aef-zonal output, or lacks what was asked of it."""
 
 
-def output_years(out) -> list[int]:
-    """Years present in an aef-zonal output folder (time=YYYY-01-01/label=…/*.parquet)."""
-    path = Path(out)
-    if not path.is_dir():
-        raise OutputError(f"{out} is not a folder; pass the --out folder of `aef-zonal run`")
-    years = sorted(int(m.group(1)) for p in path.iterdir()
-                   if (m := PARTITION.fullmatch(p.name)) and any(p.glob("label=*/*.parquet")))
+def output_years(out, settings: dict | None = None) -> list[int]:
+    """Years present in an aef-zonal output folder (time=YYYY-01-01/label=…/*.parquet), local or
+    on any filesystem pyarrow reads (s3:// with the settings' spark.hadoop.fs.s3a.* keys)."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage.arrow_fs(str(out), settings)
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.Directory:
+            raise OutputError(f"{out} is not a folder; pass the --out folder of `aef-zonal run`")
+        files = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    except OSError as e:
+        raise OutputError(f"cannot list {out}: {e}") from None
+    years = set()
+    for f in files:
+        parts = f.path[len(path):].strip("/").split("/")
+        if (len(parts) == 3 and (m := PARTITION.fullmatch(parts[0])) and parts[1].startswith("label=")
+                and parts[2].endswith(".parquet")):
+            years.add(int(m.group(1)))
+    years = sorted(years)
     if not years:
         raise OutputError(f"{out} is not an aef-zonal output: it has no "
                           "time=YYYY-01-01/label=…/*.parquet partitions")
     return years
 
 
-def register(spark, out) -> None:
+def register(spark, out, settings: dict | None = None) -> None:
     """Register the view `fields` over the output folder."""
-    output_years(out)
+    output_years(out, settings)
     spark.read.format("geoparquet").load(str(out)).createOrReplaceTempView("fields")
 
 
-def query(spark, out, text: str):
+def query(spark, out, text: str, settings: dict | None = None):
     """The DataFrame of `text` run against the view `fields` over `out`."""
-    register(spark, out)
+    register(spark, out, settings)
     return spark.sql(text)
 
 
@@ -81,7 +95,7 @@ def parse_args(argv):
                     "registered as the view `fields` (partition columns time, label).",
         epilog="example: aef-zonal sql out/result \"SELECT label, COUNT(*) AS n FROM fields "
                "WHERE time = '2024-01-01' GROUP BY label ORDER BY label\"")
-    p.add_argument("out", help="output folder of `aef-zonal run`")
+    p.add_argument("out", help="output folder of `aef-zonal run` (a path or a URL: s3://, hdfs://)")
     p.add_argument("query", help="a Spark SQL query over the view `fields`")
     p.add_argument("--to", metavar="FILE.parquet",
                    help="write the result to one Parquet file (GeoParquet when it has a geometry) "
@@ -90,16 +104,15 @@ def parse_args(argv):
                    help="rows printed (default 20) or, with --to, rows written (default all)")
     p.add_argument("--explain", action="store_true",
                    help="print the physical plan (PartitionFilters, PushedFilters) instead of running")
-    p.add_argument("--master", default=config.load()["spark"]["master"],
-                   help="Spark master (default %(default)s)")
+    p.add_argument("--master", help="Spark master (default: the settings' spark.master)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
-    return p.parse_args(argv)
+    return config.parse_with_settings(p, argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        output_years(args.out)
+        output_years(args.out, args.settings)
     except OutputError as e:
         print(f"aef-zonal sql: error: {e}", file=sys.stderr)
         return 2
@@ -108,13 +121,13 @@ def main(argv=None) -> int:
 
     from jobs.session import spark_session
 
-    spark = spark_session(args.master, args.verbose)
+    spark = spark_session(args.master, args.verbose, args.settings)
     if not args.verbose:  # PySpark logs a failed query's JVM stack as JSON; the message below says it
         from pyspark.logger import PySparkLogger
 
         PySparkLogger.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     try:
-        df = query(spark, args.out, args.query)
+        df = query(spark, args.out, args.query, args.settings)
         if args.explain:
             df.explain()
         elif args.to:

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import sys
 
-from jobs import options, report, session
+from jobs import options, report, session, storage
 from jobs.options import JobError, Options
 from jobs.stages import aggregate, assign, fields, output, pca, reduce
 from udfs import store as zstore
 
 
 def run(o: Options) -> dict:
-    model_kept = output.check(o)  # refuse a bad --out before any work
     chain = report.Chain()
     spark, store, years = chain("start spark", start, o)
     try:
+        target, model_kept = output.check(spark, o)  # refuse a bad --out before any stage
         fields_ = chain("fields", fields.fields, spark, o, store, years)
         field_chunks = chain("assign", assign.assign, spark, fields_, store.grid)
         tasks = chain("chunk_tasks", assign.chunk_tasks, spark, fields_, field_chunks, years)
@@ -27,9 +27,9 @@ def run(o: Options) -> dict:
                          totals["chunk_reads_planned"], totals["field_years"])
         stats = chain("aggregate", aggregate.aggregate, spark, o, store, partials)
         model = chain("pca", pca.pca, o, stats, totals["field_years_with_pixels"], model_kept)
-        with output.staged(o) as staging:
-            chain("write", output.write, spark, o, store, fields_, field_years, stats, model, staging)
-            return output.commit(o, staging, chain.report, chain.seconds, years)
+        with output.staged(target):
+            chain("write", output.write, spark, o, store, fields_, field_years, stats, model, target)
+            return output.commit(o, target, chain.report, chain.seconds, years)
     finally:
         chain.release()
 
@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     try:
         result = run(o)
     except JobError as e:
-        print(f"aef-zonal: error: {e}", file=sys.stderr)
+        print(f"aef-zonal: error: {storage.redact(str(e), storage.secret_values(o.settings))}",
+              file=sys.stderr)
         return 2
-    report.summary(result, o.out)
+    report.summary(result, storage.redact(o.out, storage.secret_values(o.settings)))
     return 0

@@ -5,7 +5,7 @@ import contextlib
 import os
 import sys
 
-from jobs import config
+from jobs import config, storage
 from jobs.options import JobError
 
 SQL = config.ROOT / "sql"
@@ -31,7 +31,7 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
         builder = builder.master(master or d["spark"]["master"])
     if not {"spark.jars", "spark.jars.packages"} & set(preset):
         try:
-            builder = builder.config("spark.jars", ",".join(str(j) for j in config.sedona_jars(d)))
+            builder = builder.config("spark.jars", ",".join(str(j) for j in config.jars(d)))
         except FileNotFoundError as e:
             raise JobError(str(e)) from e
     for key, value in d["spark"].get("conf", {}).items():
@@ -43,6 +43,7 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
         raise JobError("Sedona's jars are not on the driver's classpath; with spark-submit pass "
                        "them with --jars (see README: Running with spark-submit)") from e
     spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
+    storage.configure(spark, d)
     return spark
 
 

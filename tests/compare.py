@@ -6,8 +6,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 
-def read(out) -> pd.DataFrame:
-    t = ds.dataset(out, format="parquet", partitioning="hive").to_table().to_pandas()
+def read(out, filesystem=None) -> pd.DataFrame:
+    t = ds.dataset(out, filesystem=filesystem, format="parquet", partitioning="hive").to_table().to_pandas()
     return t.sort_values(["time", "feature_id"]).reset_index(drop=True)
 
 
@@ -20,9 +20,10 @@ def same(u, v) -> bool:
     return u == v
 
 
-def assert_same(a, b, ignore=("source_store",)):
-    """Same rows and the same values, exactly (arrays, structs, geometry bytes)."""
-    x, y = read(a), read(b)
+def assert_same(a, b, ignore=("source_store",), filesystem=None):
+    """Same rows and the same values, exactly (arrays, structs, geometry bytes); `a` may be on
+    another pyarrow filesystem."""
+    x, y = read(a, filesystem), read(b)
     assert list(x.columns) == list(y.columns)
     assert len(x) == len(y) and (x.feature_id.to_numpy() == y.feature_id.to_numpy()).all()
     for col in x.columns:

@@ -19,10 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 BUCKET = "aef"
+OUTPUT_BUCKET = "results"
 ERRORS = {  # S3's own bodies, so clients see what real throttling and failures look like
     "503": (503, "SlowDown", "Please reduce your request rate."),
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "403": (403, "AccessDenied", "Access Denied"),
+    "key": (403, "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records."),
 }
 
 
@@ -40,24 +43,42 @@ class Proxy(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", free_port()), _Handler)
         self.upstream, self.latency = upstream, latency
         self.requests: collections.Counter = collections.Counter()  # (method, path) -> n
-        self._faults: list[list] = []  # [path substring, kind, times left]
+        self._faults: list[list] = []  # [path substring, kind, times left, methods]
+        self._denied_keys: set[str] = set()
         self._lock = threading.Lock()
 
-    def fail(self, pattern: str, kind: str, times: float = 1):
-        """The next `times` requests whose path contains `pattern` get `kind`: '503' (SlowDown),
-        '500', '403', 'drop' (connection closed without a response) or 'corrupt' (bytes flipped)."""
+    def handle_error(self, request, client_address):
+        """Quiet about clients that drop a connection (S3A aborting a stream, a killed run)."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    def fail(self, pattern: str, kind: str, times: float = 1, methods: tuple[str, ...] = ()):
+        """The next `times` requests whose path contains `pattern` (and whose method is one of
+        `methods`, if given) get `kind`: '503' (SlowDown), '500', '403', 'drop' (connection
+        closed without a response) or 'corrupt' (bytes flipped)."""
         with self._lock:
-            self._faults.append([pattern, kind, times])
+            self._faults.append([pattern, kind, times, methods])
+
+    def deny_key(self, access_key: str):
+        """Requests signed with this access key id get S3's InvalidAccessKeyId (moto itself
+        accepts any key)."""
+        with self._lock:
+            self._denied_keys.add(access_key)
 
     def clear(self):
         with self._lock:
             self._faults.clear()
+            self._denied_keys.clear()
             self.requests.clear()
 
-    def fault_for(self, path: str) -> str | None:
+    def fault_for(self, method: str, path: str, authorization: str) -> str | None:
         with self._lock:
+            if any(f"Credential={k}/" in authorization for k in self._denied_keys):
+                return "key"
             for f in self._faults:
-                if f[0] in path and f[2] > 0:
+                if f[0] in path and f[2] > 0 and (not f[3] or method in f[3]):
                     f[2] -= 1
                     return f[1]
         return None
@@ -79,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         if server.latency:
             time.sleep(server.latency)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-        fault = server.fault_for(self.path)
+        fault = server.fault_for(self.command, self.path, self.headers.get("Authorization", ""))
         if fault == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -95,7 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
             return
         conn = http.client.HTTPConnection("127.0.0.1", server.upstream, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        # Expect: 100-continue was answered here already (BaseHTTPRequestHandler)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "expect")}
         headers["Host"] = f"127.0.0.1:{server.upstream}"
         conn.request(self.command, self.path, body=body or None, headers=headers)
         resp = conn.getresponse()
@@ -106,7 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in resp.getheaders():
             if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        # a HEAD's length is the object's (S3A takes a file's size from it), not the empty body's
+        self.send_header("Content-Length", resp.getheader("Content-Length", "0")
+                         if self.command == "HEAD" else str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -134,6 +158,7 @@ class S3Server:
                                    aws_access_key_id="test", aws_secret_access_key="test",
                                    region_name="us-east-1")
         self.client.create_bucket(Bucket=BUCKET)
+        self.client.create_bucket(Bucket=OUTPUT_BUCKET)  # private: signed requests only
         # like the AEF mosaic's bucket: anyone may read without signing
         self.client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({
             "Version": "2012-10-17",
@@ -153,6 +178,43 @@ class S3Server:
     def endpoint(self) -> str:
         """Where clients should connect: the proxy."""
         return f"http://127.0.0.1:{self.proxy.server_address[1]}"
+
+    def settings(self, **bucket_keys) -> dict[str, str]:
+        """Spark settings for S3A on this server (through the proxy): path-style over http, the
+        test keys, no lookup of AWS's instance metadata; few, quick retries. `bucket_keys`
+        become per-bucket settings: fs.s3a.bucket.<bucket>.<key>."""
+        s3a = {
+            "endpoint": self.endpoint, "endpoint.region": "us-east-1", "path.style.access": "true",
+            "connection.ssl.enabled": "false", "access.key": "test", "secret.key": "test",
+            "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+            "retry.limit": "3", "retry.interval": "50ms", "retry.throttle.limit": "5",
+            "retry.throttle.interval": "50ms", "attempts.maximum": "2",
+        }
+        s3a.update({f"bucket.{k}": v for k, v in bucket_keys.items()})
+        return {f"spark.hadoop.fs.s3a.{k}": v for k, v in s3a.items()}
+
+    def conf_file(self, path: Path, **bucket_keys) -> Path:
+        """A --conf file with settings(): its [spark.conf] table."""
+        lines = ["[spark.conf]"] + [f"{json.dumps(k)} = {json.dumps(v)}"
+                                   for k, v in self.settings(**bucket_keys).items()]
+        Path(path).write_text("\n".join(lines) + "\n")
+        return Path(path)
+
+    def objects(self, prefix: str, bucket: str = OUTPUT_BUCKET) -> dict[str, str]:
+        """Key -> ETag of every object under `prefix`."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+    def uploads(self, prefix: str, bucket: str = OUTPUT_BUCKET) -> list[str]:
+        """Keys of the multipart uploads under `prefix` not completed nor aborted."""
+        r = self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        return [u["Key"] for u in r.get("Uploads", [])]
+
+    def arrow_fs(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1",
+                                 scheme="http", endpoint_override=f"127.0.0.1:{self.port}")
 
     def upload(self, folder: Path, prefix: str) -> str:
         """Copy a local store into the bucket; returns its s3:// URL."""

@@ -32,13 +32,17 @@ def apply(model: dict, means) -> np.ndarray:
     return np.clip((s - lo) / (hi - lo), 0.0, 1.0)
 
 
-def save(model: dict, path) -> None:
-    Path(path).write_text(json.dumps(model, indent=1))
+def dumps(model: dict) -> str:
+    return json.dumps(model, indent=1)
+
+
+def loads(text: str, where) -> dict:
+    model = json.loads(text)
+    missing = {"center", "components", "lo", "hi"} - set(model)
+    if missing:
+        raise ValueError(f"{where} is not an aef-zonal PCA model (missing {sorted(missing)})")
+    return model
 
 
 def load(path) -> dict:
-    model = json.loads(Path(path).read_text())
-    missing = {"center", "components", "lo", "hi"} - set(model)
-    if missing:
-        raise ValueError(f"{path} is not an aef-zonal PCA model (missing {sorted(missing)})")
-    return model
+    return loads(Path(path).read_text(), path)

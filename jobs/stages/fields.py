@@ -6,12 +6,12 @@ message that names the file, the column or example ids, and the fix.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
 
+from jobs import storage
 from jobs.options import JobError, Options
 from jobs.session import sql
 from udfs.store import StoreInfo
@@ -31,7 +31,7 @@ def fields(spark, o: Options, store: StoreInfo, years: list[int]):
         report |= validate(typed, o.fields)
         selected, part = select_years(typed, o.fields, year_column, years, store.years,
                                       o.skip_missing_years)
-    except FieldsError as e:
+    except (FieldsError, storage.StorageError) as e:
         raise JobError(str(e)) from e
     return selected.persist(), report | part
 
@@ -103,7 +103,7 @@ def load(spark, path: str, year_column: str | None):
 
     Returns it and the column giving each field's own year, or None (every field, every year).
     """
-    if not Path(path).exists() and "://" not in path:
+    if not storage.Hadoop(spark).exists(path):
         raise FieldsError(f"fields file {path} does not exist")
     try:
         df = spark.read.format("geoparquet").load(path)

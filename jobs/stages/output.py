@@ -1,17 +1,16 @@
-"""The output stage: the published rows (sql/50_output.sql) written as GeoParquet partitions
-into a staging folder, then committed with the run report. Every file operation on the output
-goes through jobs/output.py."""
+"""The output stage: the published rows (sql/50_output.sql) written as GeoParquet partitions,
+the PCA model and the run report, then committed. Every file operation on the output goes
+through jobs/output.py, whose storage layer (jobs/storage.py) commits as --out's filesystem
+allows: a staging folder renamed into place (local, HDFS) or S3A's magic committer (S3)."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
-from pathlib import Path
 
 from pyproj import CRS
 from pyspark.sql import functions as F
 
-from jobs import output
+from jobs import output, storage
 from jobs.options import OPTIONAL_STATS, JobError, Options
 from jobs.report import versions
 from jobs.session import sql
@@ -22,30 +21,32 @@ from udfs.store import StoreInfo
 MODEL = "_pca_model.json"
 
 
-def check(o: Options) -> Path | None:
-    """Refuse an --out that would lose or mix data, before any work; for --mode add, the PCA
-    model the existing partitions were coloured with."""
-    out = Path(o.out)
+def check(spark, o: Options) -> tuple[output.Output, dict | None]:
+    """Refuse an --out that would lose or mix data, before any stage runs; for --mode add, the
+    PCA model the existing partitions were coloured with."""
+    target = output.Output(spark, o.out, o.mode, storage.secret_values(o.settings))
     try:
-        previous = output.check(out, o.mode, o.stats, o.pixels)
-    except output.OutputError as e:
+        previous = target.check(o.stats, o.pixels)
+        return target, None if previous is None else pca.loads(target.read_text(MODEL), o.out)
+    except (output.OutputError, storage.StorageError, ValueError) as e:
         raise JobError(str(e)) from e
-    return None if previous is None else out / MODEL
 
 
 @contextlib.contextmanager
-def staged(o: Options):
-    """The staging folder of this run, removed unless committed."""
-    staging = output.staging_for(Path(o.out))
+def staged(target: output.Output):
+    """The run's output, taken back (staging folder, or files of the run) unless committed."""
     try:
-        yield staging
+        yield target
+    except storage.StorageError as e:
+        target.abort()
+        raise JobError(str(e)) from e
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        target.abort()
         raise
 
 
 def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model: dict,
-          staging: Path):
+          target: output.Output):
     spark.udf.register("pca_rgb", executor.pca_rgb(spark.sparkContext.broadcast(model)))
     spark.udf.register("hilbert_key", executor.hilbert_key())
     g = store.grid.sql_params()
@@ -55,10 +56,10 @@ def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model
     for i, name in enumerate(o.quantiles):  # one list<double>(64) column per quantile
         result = result.withColumn(name, F.col("quantiles")[i])
     result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats])
-    output.write(result, staging, CRS.from_user_input(store.grid.crs).to_json())
-    pca.save(model, staging / MODEL)
+    target.write(result, CRS.from_user_input(store.grid.crs).to_json())
+    target.save_text(MODEL, pca.dumps(model))
     # what was written, read back: one small query over the partition columns and reason
-    written = (spark.read.parquet(str(staging)).groupBy("time", "label", "reason")
+    written = (target.written().groupBy("time", "label", "reason")
                .agg(F.count("*").alias("rows")).collect())
     summary, reasons = {}, {}
     for r in sorted(written, key=lambda r: (r.time, r.label)):
@@ -67,20 +68,23 @@ def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model
     for r in written:
         if r.reason is not None:
             reasons[r.reason] = reasons.get(r.reason, 0) + r.rows
-    return staging, {"rows_per_partition": summary, "rows": sum(summary.values()),
+    return target, {"rows_per_partition": summary, "rows": sum(summary.values()),
                      "rows_count_zero": reasons}
 
 
-def commit(o: Options, staging: Path, report: dict, seconds: dict, years: list[int]) -> dict:
-    """_run.json beside the data, then the staged run in place; returns the report."""
+def commit(o: Options, target: output.Output, report: dict, seconds: dict,
+           years: list[int]) -> dict:
+    """_run.json beside the data, then the run committed; returns the report. Settings and URLs
+    are recorded with their secrets masked."""
+    secrets = target.fs.secrets
     report = report | {
         "complete": not report["skipped_chunks"],
         "seconds": seconds,
-        "command": " ".join(sys.argv),
-        "store": o.store, "fields_path": o.fields, "years": years,
+        "command": storage.redact(" ".join(sys.argv), secrets),
+        "store": storage.redact(o.store, secrets), "fields_path": storage.redact(o.fields, secrets),
+        "years": years,
         "stats": o.stats, "pixels": o.pixels, "mode": o.mode,
         "versions": versions(),
     }
-    output.save_report(report, staging)
-    output.commit(staging, Path(o.out), o.mode)
+    target.commit(report)
     return report

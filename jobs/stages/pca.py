@@ -1,16 +1,22 @@
 """The PCA stage: the model that colours the field means (udfs/pca.py), fitted on a sample of
-them on the driver, or the one given (--pca-model) or kept by the output (--mode add)."""
+them on the driver, or the one given (--pca-model, a path or URL) or kept by the output
+(--mode add)."""
 from __future__ import annotations
 
+from jobs import storage
 from jobs.options import JobError, Options
 from udfs import pca as kernel
 
 
-def pca(o: Options, stats, with_pixels: int, previous_model):
+def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):
     if o.pca_model:
-        return kernel.load(o.pca_model), {}
+        try:
+            text = storage.Hadoop(stats.sparkSession).read_text(o.pca_model)
+            return kernel.loads(text, o.pca_model), {}
+        except (storage.StorageError, ValueError) as e:
+            raise JobError(f"--pca-model: {e}") from e
     if previous_model is not None:  # --mode add: new partitions keep the dataset's colours
-        return kernel.load(previous_model), {}
+        return previous_model, {}
     return fit(stats, with_pixels, o.pca_sample, o.seed), {}
 
 
