@@ -1,4 +1,5 @@
-"""Shared fixtures: one small AEF-layout sample and one job run over it, per test session."""
+"""Shared fixtures: one small AEF-layout sample and one job run over it, per test session; the
+one way tests run the job (run_job)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,19 @@ from pathlib import Path
 import pytest
 
 ALL_STATS = "count,mean,std,min,max,sum,valid_fraction,mean_normalized,p05,median,p95"
+
+
+def job_args(store, fields, out, *extra, master: str = "local[2]") -> list[str]:
+    """`aef-zonal run`'s arguments for a store, fields and an output folder."""
+    return ["--store", str(store), "--fields", str(fields), "--out", str(out), "--master", master,
+            *extra]
+
+
+def run_job(store, fields, out, *extra, master: str = "local[2]") -> int:
+    """The job in this process (its Spark session shared by the tests); its exit code."""
+    from jobs import run
+
+    return run.main(job_args(store, fields, out, *extra, master=master))
 
 
 @pytest.fixture(scope="session")
@@ -22,13 +36,9 @@ def sample(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def job_out(sample, tmp_path_factory) -> Path:
-    from jobs import zonal_stats
-
     out = tmp_path_factory.mktemp("run") / "result"
-    rc = zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields",
-                           str(sample / "fields.parquet"), "--out", str(out),
-                           "--master", "local[2,3]", "--stats", ALL_STATS])
-    assert rc == 0
+    assert run_job(sample / "store.zarr", sample / "fields.parquet", out, "--stats", ALL_STATS,
+                   master="local[2,3]") == 0
     return out
 
 

@@ -9,15 +9,9 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from jobs import zonal_stats
+from tests.conftest import run_job
 
 pytestmark = pytest.mark.spark
-
-
-def run_job(capsys, store, fields, out, *extra):
-    rc = zonal_stats.main(["--store", str(store), "--fields", str(fields), "--out", str(out),
-                           "--master", "local[2]", *extra])
-    return rc, capsys.readouterr().err
 
 
 @pytest.fixture
@@ -48,19 +42,22 @@ def test_bad_fields_are_refused(case, words, fields, sample, tmp_path, capsys, j
     path = tmp_path / "fields.parquet"
     fields.to_parquet(path)
     out = tmp_path / "out"
-    rc, err = run_job(capsys, sample / "store.zarr", path, out)
+    rc = run_job(sample / "store.zarr", path, out)
+    err = capsys.readouterr().err
     assert_refused(rc, err, out, *words)
 
 
 def test_store_that_does_not_exist(sample, tmp_path, capsys):
     out = tmp_path / "out"
-    rc, err = run_job(capsys, tmp_path / "nowhere.zarr", sample / "fields.parquet", out)
+    rc = run_job(tmp_path / "nowhere.zarr", sample / "fields.parquet", out)
+    err = capsys.readouterr().err
     assert_refused(rc, err, out, "cannot open Zarr store", "nowhere.zarr")
 
 
 def test_year_not_in_store(sample, tmp_path, capsys):
     out = tmp_path / "out"
-    rc, err = run_job(capsys, sample / "store.zarr", sample / "fields.parquet", out, "--years", "2019")
+    rc = run_job(sample / "store.zarr", sample / "fields.parquet", out, "--years", "2019")
+    err = capsys.readouterr().err
     assert_refused(rc, err, out, "year(s) [2019] not in store", "it has [2024, 2025]")
 
 
@@ -68,7 +65,8 @@ def test_existing_output_is_not_touched(sample, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    rc, err = run_job(capsys, sample / "store.zarr", sample / "fields.parquet", out)
+    rc = run_job(sample / "store.zarr", sample / "fields.parquet", out)
+    err = capsys.readouterr().err
     assert rc != 0 and "already exists" in err and (out / "keep.txt").read_text() == "mine"
 
 

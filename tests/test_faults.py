@@ -15,19 +15,14 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from jobs import zonal_stats
+from jobs.run import main
 from tests.compare import assert_same, read, same
-from tests.conftest import ALL_STATS
+from tests.conftest import ALL_STATS, job_args, run_job
 from udfs.store import describe
 
 pytestmark = pytest.mark.spark
 
 BAD_CHUNK = "embeddings/c/0/0/0/0 inner chunk (0, 1)"  # 2024, rows 0-255, columns 256-511
-
-
-def args(store, fields, out, *extra):
-    return ["--store", str(store), "--fields", str(fields), "--out", str(out),
-            "--master", "local[2]", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def corrupt_store(sample, tmp_path_factory) -> Path:
 
 def test_corrupt_chunk_fails_naming_it(corrupt_store, sample, tmp_path, capsys, job_out):
     out = tmp_path / "out"
-    rc = zonal_stats.main(args(corrupt_store, sample / "fields.parquet", out))
+    rc = run_job(corrupt_store, sample / "fields.parquet", out)
     err = capsys.readouterr().err
     assert rc == 2
     assert f"chunk {BAD_CHUNK} does not decode" in err and "--on-bad-chunk skip" in err, err
@@ -55,8 +50,8 @@ def test_corrupt_chunk_fails_naming_it(corrupt_store, sample, tmp_path, capsys, 
 
 def test_corrupt_chunk_skipped_on_request_marks_fields(corrupt_store, sample, tmp_path, job_out):
     out = tmp_path / "out"
-    rc = zonal_stats.main(args(corrupt_store, sample / "fields.parquet", out, "--stats", ALL_STATS,
-                               "--on-bad-chunk", "skip", "--pca-model", str(job_out / "_pca_model.json")))
+    rc = run_job(corrupt_store, sample / "fields.parquet", out, "--stats", ALL_STATS,
+                 "--on-bad-chunk", "skip", "--pca-model", str(job_out / "_pca_model.json"))
     assert rc == 0
     report = json.loads((out / "_run.json").read_text())
     assert report["skipped_chunks"] == [BAD_CHUNK] and report["complete"] is False
@@ -83,16 +78,16 @@ def test_worker_killed_once_is_retried(sample, tmp_path, monkeypatch, job_out):
     marker = tmp_path / "killed"
     monkeypatch.setenv("AEF_ZONAL_TEST_KILL_ONCE", str(marker))
     out = tmp_path / "out"
-    rc = zonal_stats.main(args(sample / "store.zarr", sample / "fields.parquet", out, "--stats",
-                               ALL_STATS, "--pca-model", str(job_out / "_pca_model.json")))
+    rc = run_job(sample / "store.zarr", sample / "fields.parquet", out, "--stats",
+                 ALL_STATS, "--pca-model", str(job_out / "_pca_model.json"))
     assert rc == 0 and marker.exists(), "the hook killed a Python worker"
     assert_same(out, job_out)
 
 
 def test_interrupted_run_then_same_command(sample, tmp_path, job_out):
     out = tmp_path / "out"
-    cmd = args(sample / "store.zarr", sample / "fields.parquet", out, "--stats", ALL_STATS,
-               "--pca-model", str(job_out / "_pca_model.json"))
+    cmd = job_args(sample / "store.zarr", sample / "fields.parquet", out, "--stats", ALL_STATS,
+                   "--pca-model", str(job_out / "_pca_model.json"))
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", *cmd], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=Path(__file__).resolve().parent.parent)
@@ -103,7 +98,7 @@ def test_interrupted_run_then_same_command(sample, tmp_path, job_out):
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers
     proc.wait()
     assert not out.exists(), "a reader must never see a half-written output"
-    assert zonal_stats.main(cmd) == 0
+    assert main(cmd) == 0
     assert_same(out, job_out)
     assert not list(tmp_path.glob(".out.*")), "the interrupted run's staging folder is gone"
 
@@ -115,8 +110,8 @@ def test_mode_add_replaces_only_its_partitions(sample, tmp_path, job_out, capsys
     fields = gpd.read_parquet(sample / "fields.parquet")
     corn = tmp_path / "corn.parquet"
     fields[fields.label == "corn"].to_parquet(corn)
-    assert zonal_stats.main(args(sample / "store.zarr", corn, out, "--stats", ALL_STATS,
-                                 "--years", "2025", "--mode", "add")) == 0
+    assert run_job(sample / "store.zarr", corn, out, "--stats", ALL_STATS,
+                   "--years", "2025", "--mode", "add") == 0
     summary = capsys.readouterr().out  # the console summary of the run
     n = int((fields.label == "corn").sum())
     assert f"fields: {n} (0 null, 0 empty, 0 repaired geometries; CRS EPSG:4326)" in summary, summary
@@ -128,6 +123,6 @@ def test_mode_add_replaces_only_its_partitions(sample, tmp_path, job_out, capsys
     assert_same(out, job_out)  # same values: the dataset's PCA model was reused
     assert len(list((out / "_runs").glob("*.json"))) == 2
     # different statistics would give partitions different columns: refused, nothing touched
-    rc = zonal_stats.main(args(sample / "store.zarr", corn, out, "--mode", "add"))
+    rc = run_job(sample / "store.zarr", corn, out, "--mode", "add")
     assert rc == 2 and "--mode add" in capsys.readouterr().err
     assert {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")} == after

@@ -12,10 +12,10 @@ import pyarrow.dataset as ds
 import pytest
 import shapely
 
-from jobs import zonal_stats
 from jobs.sample import create_store
 from tests import reference
 from tests.compare import read
+from tests.conftest import run_job
 from udfs.store import describe
 
 pytestmark = pytest.mark.spark
@@ -24,8 +24,7 @@ LABELS = ["a/b", "..", "x=y", "with space", "maïs", "../../escape", "100%"]
 
 
 def run(store, fields, out, *extra):
-    return zonal_stats.main(["--store", str(store), "--fields", str(fields), "--out", str(out),
-                             "--master", "local[2]", "--stats", "count,mean,std", *extra])
+    return run_job(store, fields, out, "--stats", "count,mean,std", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +131,7 @@ def meta_only(sample, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("edit, words", [
     (lambda g, a: g["attributes"].pop("spatial:transform"), ["no 'spatial:transform' attribute"]),
+    (lambda g, a: g["attributes"].pop("proj:code"), ["no 'proj:code' attribute", "EPSG:4326"]),
     (lambda g, a: g["attributes"]["geoemb:quantization"].update(method="log"),
      ["unknown quantisation method 'log'", "signed_square"]),
     (lambda g, a: a.update(data_type="float32", fill_value=0.0), ["dtype float32", "int8"]),

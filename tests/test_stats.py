@@ -5,11 +5,12 @@ import math
 
 import geopandas as gpd
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 
-from jobs import options, zonal_stats
+from jobs import options
 from tests import reference
+from tests.compare import read
+from tests.conftest import run_job
 
 pytestmark = pytest.mark.spark
 
@@ -17,17 +18,15 @@ QS = {"p05": 0.05, "median": 0.5, "p95": 0.95}
 
 
 def load(out):
-    t = ds.dataset(out, format="parquet", partitioning="hive").to_table().to_pandas()
+    t = read(out)
     t["year"] = t["time"].str.slice(0, 4).astype(int)
     return t.set_index(["feature_id", "year"]).sort_index()
 
 
 def run_rule(sample, job_out, tmp_path_factory, rule, stats):
     out = tmp_path_factory.mktemp(rule) / "result"
-    rc = zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields", str(sample / "fields.parquet"),
-                           "--out", str(out), "--master", "local[2]", "--pixels", rule, "--stats", stats,
-                           "--pca-model", str(job_out / "_pca_model.json")])
-    assert rc == 0
+    assert run_job(sample / "store.zarr", sample / "fields.parquet", out, "--pixels", rule,
+                   "--stats", stats, "--pca-model", str(job_out / "_pca_model.json")) == 0
     return load(out)
 
 

@@ -1,11 +1,15 @@
 """The chunk reader against zarr itself: same int8 values for every inner chunk, written or not."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEncoding
 
 from jobs.sample import create_store
+from udfs.grid import Grid
 from udfs.store import Access, ChunkError, ChunkReader, StoreError, describe, reader
 
 pytestmark = pytest.mark.fast
@@ -70,3 +74,22 @@ def test_other_codec_chains_are_refused(tmp_path):
                        dimension_names=("time", "band", "y", "x"))
     with pytest.raises(StoreError, match="expected the AEF layout"):
         describe(str(path))
+
+
+def test_shard_keys_name_the_written_objects(store):
+    g = describe(store).grid
+    assert (Path(store) / g.shard_key(0, 0, 0)).is_file() and (Path(store) / g.shard_key(1, 512, 0)).is_file()
+    assert not (Path(store) / g.shard_key(0, 512, 512)).exists()  # never written
+
+
+@pytest.mark.parametrize("encoding", [DefaultChunkKeyEncoding(separator="/"),
+                                      DefaultChunkKeyEncoding(separator="."),
+                                      V2ChunkKeyEncoding(separator=".")])
+def test_sql_key_parts_build_zarrs_keys(encoding):
+    g = Grid(1.0, 0.0, 0.0, 8192, 8192, 256, 512, array="embeddings", key_encoding=encoding)
+    prefix, sep = g.key_parts()
+    for t, row, col in [(0, 0, 0), (1, 600, 1500), (12, 8191, 513)]:
+        indices = (t, 0, row // 512, col // 512)
+        key = "embeddings/" + encoding.encode_chunk_key(indices)
+        # what sql/50_output.sql builds from the parts
+        assert g.shard_key(t, row, col) == key == prefix + sep.join(str(i) for i in indices)

@@ -6,13 +6,13 @@ import json
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 import pytest
 
 from jobs.stages import fields as fields_stage
-from jobs import zonal_stats
 from jobs.sample import fields_by_year
 from tests import reference
+from tests.compare import read
+from tests.conftest import run_job
 
 pytestmark = pytest.mark.spark
 
@@ -23,16 +23,14 @@ def yearly(sample, tmp_path_factory, job_out):
     folder = tmp_path_factory.mktemp("yearly")
     fields.to_parquet(folder / "fields.parquet")
     out = folder / "result"
-    rc = zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields", str(folder / "fields.parquet"),
-                           "--out", str(out), "--master", "local[2]",
-                           "--pca-model", str(job_out / "_pca_model.json")])
-    assert rc == 0
+    assert run_job(sample / "store.zarr", folder / "fields.parquet", out,
+                   "--pca-model", str(job_out / "_pca_model.json")) == 0
     return fields, out
 
 
 def test_each_field_reduced_for_its_own_year(sample, yearly):
     fields, out = yearly
-    got = ds.dataset(out, partitioning="hive").to_table().to_pandas()
+    got = read(out)
     got["year"] = got.time.str.slice(0, 4).astype(int)
     got = got.set_index(["feature_id", "year"]).sort_index()
     assert len(got) == len(fields), "one row per field of each year's layer, not fields x years"
@@ -74,12 +72,11 @@ def test_year_absent_from_store_is_refused_or_skipped(sample, tmp_path, capsys, 
     fields["year"] = [2019] * 3 + [2024] * 9
     path = tmp_path / "f.parquet"
     fields.to_parquet(path)
-    args = ["--store", str(sample / "store.zarr"), "--fields", str(path), "--master", "local[2]",
-            "--pca-model", str(job_out / "_pca_model.json")]
-    assert zonal_stats.main([*args, "--out", str(tmp_path / "a")]) == 2
+    model = ("--pca-model", str(job_out / "_pca_model.json"))
+    assert run_job(sample / "store.zarr", path, tmp_path / "a", *model) == 2
     err = capsys.readouterr().err
     assert "year(s) absent from the store: 2019 (3 fields)" in err and "--skip-missing-years" in err
     assert not (tmp_path / "a").exists()
-    assert zonal_stats.main([*args, "--out", str(tmp_path / "b"), "--skip-missing-years"]) == 0
+    assert run_job(sample / "store.zarr", path, tmp_path / "b", *model, "--skip-missing-years") == 0
     report = json.loads((tmp_path / "b" / "_run.json").read_text())
     assert report["fields_skipped_missing_year"] == 3 and report["rows"] == 9

@@ -1,8 +1,9 @@
 """Write the zip that executors import the job from (spark-submit --py-files).
 
-It holds the `jobs` and `udfs` packages (all that executors import) and, in the repository's
-layout, the `sql/` and `conf/` files the driver reads beside the `jobs` package it imported, so a
-driver without a checkout (cluster deploy mode) reads them from the zip.
+It holds the `udfs` package (all that executors import), the `jobs` package (the driver, in
+cluster deploy mode) and, in the repository's layout, the `sql/` and `conf/` files the driver
+reads beside the `jobs` package it imported, so a driver without a checkout reads them from the
+zip.
 
 Usage: python tools/pyfiles.py [OUT.zip]   (default dist/aef_zonal.zip)
 """

@@ -174,9 +174,12 @@ def describe(a: Access | str) -> StoreInfo:
                                    years=tuple(int(y) for y in group["time"][:]),
                                    crs=str(attrs["proj:code"]), array=ARRAY,
                                    key_encoding=arr.metadata.chunk_key_encoding)
+    except ValueError as e:
+        raise StoreError(f"{url}: {e}") from e
+    try:
         quant = Quantisation.from_attrs(attrs, url)
-    except ValueError as e:  # the quantisation's message names the store already
-        raise StoreError(str(e) if str(e).startswith(url) else f"{url}: {e}") from e
+    except ValueError as e:
+        raise StoreError(str(e)) from e
     return StoreInfo(url, grid, quant, int(arr.shape[1]))
 
 

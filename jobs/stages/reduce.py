@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+from pyspark.sql.pandas.types import from_arrow_schema
+
 from jobs.options import JobError, Options
 from jobs.progress import Progress
 from jobs.session import setting
-from pyspark.sql.pandas.types import from_arrow_schema
 from udfs import spark as executor
 from udfs.store import StoreInfo
 from udfs.tasks import Reduction
