@@ -56,6 +56,24 @@ def write(df, staging: Path, crs_projjson: str):
        .option("geoparquet.crs", crs_projjson)
        .partitionBy("time", "label")
        .save(str(staging)))
+    drop_void_bbox(staging)
+
+
+def drop_void_bbox(staging: Path):
+    """Remove the file bbox Sedona writes as [0, 0, -1, -1] for a file whose geometries are all
+    empty: no extent to state, and an inverted box fails GeoParquet's bbox rule (bbox is optional).
+    Only such files (a partition of empty geometries) are rewritten; every other keeps its bytes."""
+    import pyarrow.parquet as pq
+
+    for f in staging.glob("time=*/label=*/*.parquet"):
+        meta = pq.read_schema(f).metadata
+        geo = json.loads(meta[b"geo"])
+        col = geo["columns"][geo["primary_column"]]
+        box = col.get("bbox")
+        if box and (box[0] > box[2] or box[1] > box[3]):
+            del col["bbox"]
+            table = pq.read_table(f)
+            pq.write_table(table.replace_schema_metadata({**meta, b"geo": json.dumps(geo).encode()}), f)
 
 
 def _swap(new: Path, dest: Path):

@@ -23,7 +23,8 @@ fixed AS (
          IF(repaired, ST_CollectionExtract(ST_MakeValid(geometry), 3), geometry) AS geometry
   FROM checked
 )
--- an empty geometry has no bbox (Sedona gives it infinite bounds): NULL, like a null geometry
+-- an empty geometry has no extent (Sedona gives it infinite bounds): NULL here, like a null
+-- geometry, so no stage assigns it a chunk (50_output.sql writes its bbox covering as NaN)
 SELECT feature_id, geometry, label, score_mean, score_std, layer_year, geom_type, repaired,
        IF(ST_IsEmpty(geometry), NULL, ST_XMin(geometry)) AS xmin,
        IF(ST_IsEmpty(geometry), NULL, ST_YMin(geometry)) AS ymin,
