@@ -58,17 +58,23 @@ def _candidates(geom, grid: Grid):
     return np.meshgrid(rows, cols, indexing="ij")
 
 
-def shapely_touched(geom, grid: Grid = GRID) -> set[tuple[int, int]]:
-    """(row, col) of every pixel whose square shares positive area with the polygon."""
+def shapely_coverage(geom, grid: Grid = GRID) -> dict[tuple[int, int], float]:
+    """{(row, col): area of the pixel's square inside the polygon} for every pixel it shares area with."""
     R, C = (a.ravel() for a in _candidates(geom, grid))
     cells = shapely.box(C, R, C + 1, R + 1)
     shapely.prepare(geom)
     # a square inside the interior has area 1, one disjoint from the polygon 0: only the squares
     # the boundary meets need their intersection's area
-    positive = shapely.contains_properly(geom, cells)
-    edge = ~positive & shapely.intersects(geom, cells)
-    positive[edge] = shapely.area(shapely.intersection(geom, cells[edge])) > 0
-    return set(zip(R[positive].tolist(), C[positive].tolist()))
+    area = shapely.contains_properly(geom, cells).astype(float)
+    edge = (area == 0) & shapely.intersects(geom, cells)
+    area[edge] = shapely.area(shapely.intersection(geom, cells[edge]))
+    keep = area > 0
+    return dict(zip(zip(R[keep].tolist(), C[keep].tolist()), area[keep].tolist()))
+
+
+def shapely_touched(geom, grid: Grid = GRID) -> set[tuple[int, int]]:
+    """(row, col) of every pixel whose square shares positive area with the polygon."""
+    return set(shapely_coverage(geom, grid))
 
 
 def exactextract_touched(geom, grid: Grid = GRID) -> set[tuple[int, int]]:
