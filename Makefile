@@ -7,7 +7,7 @@ SAMPLE  := out/sample
 RESULT  := out/result
 ARTIFACTS := org.apache.sedona:sedona-spark-shaded-4.0_2.13:1.8.0 org.datasyslab:geotools-wrapper:1.8.0-33.1
 
-.PHONY: setup demo test pyfiles
+.PHONY: setup demo test test-fast pyfiles
 setup: .venv/.installed $(JARS)/.fetched
 
 .venv/.installed: pyproject.toml constraints.txt
@@ -33,6 +33,10 @@ demo: setup $(SAMPLE)/fields.parquet
 
 test: setup
 	.venv/bin/pytest -q
+
+# the tier without Spark (kernels, finish, store reader, options): under a minute
+test-fast: .venv/.installed
+	.venv/bin/pytest -q -m fast
 
 # what executors import on a cluster (spark-submit --py-files dist/aef_zonal.zip), docs/deploy.md
 pyfiles:

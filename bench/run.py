@@ -42,12 +42,8 @@ def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
 
     g = describe(store).grid
     f = gpd.read_parquet(fields_path)
-    cells = []
-    for cy in range(g.chunk_rows):
-        for cx in range(g.chunk_cols):
-            r0, r1, c0, c1 = g.chunk_window(cy, cx)
-            cells.append(((cy, cx), shapely.box(g.xmin + c0 * g.res, g.ymax - r1 * g.res,
-                                                g.xmin + c1 * g.res, g.ymax - r0 * g.res)))
+    cells = [((cy, cx), shapely.box(*g.chunk_footprint(cy, cx)))
+             for cy in range(g.chunk_rows) for cx in range(g.chunk_cols)]
     tree = shapely.STRtree([c for _, c in cells])
     hit = np.unique(tree.query(f.geometry.values, predicate="intersects")[1])
     return [cells[i][0] for i in hit]

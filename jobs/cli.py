@@ -29,8 +29,8 @@ def _sample(argv) -> int:
 
 
 def _run(argv) -> int:
-    from jobs import zonal_stats
-    return zonal_stats.main(argv)
+    from jobs import run
+    return run.main(argv)
 
 
 def _plot(argv) -> int:

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     import pyarrow.parquet as pq
     from pyspark.errors import PySparkException
 
-    from jobs.zonal_stats import spark_session
+    from jobs.session import spark_session
 
     spark = spark_session(args.master, args.verbose)
     if not args.verbose:  # PySpark logs a failed query's JVM stack as JSON; the message below says it

@@ -1,12 +1,13 @@
 -- input:  fields_input  (the GeoParquet as read; optional columns added as NULL by the job)
 -- output: fields        (one row per input field, typed, in the store's CRS, with its bbox and
 --                        geometry type; invalid polygons repaired and flagged `repaired`)
--- :source_crs is the file's CRS (ST_Transform's form); geom_type is the type as given, so that
--- points and lines are refused rather than repaired into something else.
+-- :source_crs is the file's CRS (ST_Transform's form), :store_crs the store's (its proj:code);
+-- geom_type is the type as given, so that points and lines are refused rather than repaired
+-- into something else.
 WITH typed AS (
   SELECT CAST(feature_id AS BIGINT)                 AS feature_id,
-         IF(:source_crs = 'EPSG:4326', geometry,
-            ST_Transform(geometry, :source_crs, 'EPSG:4326')) AS geometry,
+         IF(:source_crs = :store_crs, geometry,
+            ST_Transform(geometry, :source_crs, :store_crs)) AS geometry,
          ST_GeometryType(geometry)                  AS geom_type,
          COALESCE(CAST(label AS STRING), 'field')   AS label,
          CAST(score_mean AS FLOAT)                  AS score_mean,

@@ -1,7 +1,7 @@
 -- input:  fields (feature_id, layer_year, geometry, label, scores, bbox),
 --         field_years (feature_id, layer_year, year, t): the years each field is reduced for,
 --         stats (feature_id, year, count, statistics); functions pca_rgb (the broadcast PCA model
---         applied to a batch of means) and hilbert_key (jobs/zonal_stats.py)
+--         applied to a batch of means) and hilbert_key (udfs/spark.py)
 -- output: output rows in the published schema, one per field and year; a row with count = 0
 --         says why in `reason`, and `complete` is false when a skipped chunk held some of its pixels
 SELECT
@@ -14,7 +14,8 @@ SELECT
   gx - FLOOR(gx / :shard) * :shard                              AS local_x_offset,
   gy - FLOOR(gy / :shard) * :shard                              AS local_y_offset,
   IF(gx >= 0 AND gy >= 0 AND gx < :width AND gy < :height,
-     CONCAT('embeddings/c/', fy.t, '/0/', FLOOR(gy / :shard), '/', FLOOR(gx / :shard)), NULL) AS path,
+     CONCAT(:key_prefix, fy.t, :key_sep, 0, :key_sep, FLOOR(gy / :shard), :key_sep, FLOOR(gx / :shard)),
+     NULL)                                                      AS path,
   f.feature_id,
   -- present exactly where the geometry is (GeoParquet covering); an empty geometry has no
   -- extent: NaN in all four, which no range filter on bbox selects (NaN orders above every

@@ -23,6 +23,8 @@ import pytest
 from jobs import config
 from tests.conftest import ALL_STATS
 
+pytestmark = pytest.mark.cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # spark-class and spark-submit of the pyspark wheel
 KEYS = ["time", "label", "feature_id"]

@@ -8,7 +8,9 @@ import pytest
 
 from jobs import config
 from jobs.progress import Progress
-from jobs.zonal_stats import parse_args
+from jobs.options import parse
+
+pytestmark = pytest.mark.fast
 
 
 def write(tmp_path, text):
@@ -30,13 +32,13 @@ retries = 3
 [spark.conf]
 "spark.sql.shuffle.partitions" = "64"
 """)
-    a = parse_args(["--conf", conf])
+    a = parse(["--conf", conf])
     assert (a.store, a.fields, a.out, a.years, a.stats) == ("s3://bucket/aef.zarr", "f.parquet", "o",
                                                            [2024], ["count", "mean", "p50"])
     assert a.retries == 3 and a.pixels == "center"  # untouched keys keep their defaults
     assert a.settings["spark"]["conf"]["spark.sql.shuffle.partitions"] == "64"
     assert a.settings["spark"]["conf"]["spark.driver.memory"] == "4g"
-    b = parse_args(["--conf", conf, "--stats", "mean", "--retries", "7", "--years", "2025"])
+    b = parse(["--conf", conf, "--stats", "mean", "--retries", "7", "--years", "2025"])
     assert (b.stats, b.retries, b.years) == (["mean"], 7, [2025])
 
 
@@ -46,14 +48,14 @@ retries = 3
 ])
 def test_bad_conf_file_is_named(tmp_path, capsys, text, words):
     with pytest.raises(SystemExit) as e:
-        parse_args(["--conf", write(tmp_path, text), "--store", "s", "--fields", "f", "--out", "o"])
+        parse(["--conf", write(tmp_path, text), "--store", "s", "--fields", "f", "--out", "o"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "my.toml" in err and all(w in err for w in words), err
 
 
 def test_store_is_required_somewhere(capsys):
     with pytest.raises(SystemExit):
-        parse_args(["--fields", "f", "--out", "o"])
+        parse(["--fields", "f", "--out", "o"])
     assert "--store is required (or set job.store in a --conf file)" in capsys.readouterr().err
 
 

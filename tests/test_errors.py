@@ -11,6 +11,8 @@ import shapely
 
 from jobs import zonal_stats
 
+pytestmark = pytest.mark.spark
+
 
 def run_job(capsys, store, fields, out, *extra):
     rc = zonal_stats.main(["--store", str(store), "--fields", str(fields), "--out", str(out),

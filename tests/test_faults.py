@@ -20,6 +20,8 @@ from tests.compare import assert_same, read, same
 from tests.conftest import ALL_STATS
 from udfs.store import describe
 
+pytestmark = pytest.mark.spark
+
 BAD_CHUNK = "embeddings/c/0/0/0/0 inner chunk (0, 1)"  # 2024, rows 0-255, columns 256-511
 
 

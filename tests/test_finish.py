@@ -5,9 +5,12 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from udfs.finish import Finish, finish_batch, merge, statistics
-from udfs.store import Quantisation
+from udfs.quant import Quantisation
+
+pytestmark = pytest.mark.fast
 
 SQUARE = Quantisation(True, 1 / 127.5 ** 2, 0.0, -128)
 

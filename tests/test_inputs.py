@@ -18,6 +18,8 @@ from tests import reference
 from tests.compare import read
 from udfs.store import describe
 
+pytestmark = pytest.mark.spark
+
 LABELS = ["a/b", "..", "x=y", "with space", "maïs", "../../escape", "100%"]
 
 

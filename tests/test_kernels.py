@@ -12,6 +12,8 @@ from udfs.pixels import centre_runs, runs_to_pairs
 from udfs.reduce import reduce_chunk
 from udfs.store import Quantisation
 
+pytestmark = pytest.mark.fast
+
 GRID = Grid(8.983111749910169e-05, -93.6, 42.1, 512, 512, 256, 512)
 SIGNED_SQUARE = {"geoemb:quantization": {"method": "signed_square", "nodata": -128}}
 

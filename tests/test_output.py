@@ -18,6 +18,8 @@ from jobs import config
 from tests.conftest import ALL_STATS
 from udfs import pca
 
+pytestmark = pytest.mark.spark
+
 COLUMNS = ["geometry", "score_mean", "score_std", "source_store", "global_x_offset",
            "global_y_offset", "local_x_offset", "local_y_offset", "path", "feature_id", "bbox",
            "mean", "pca_components", "hilbert_key", "count", "std", "min", "max", "sum",
@@ -78,7 +80,7 @@ def test_offsets_path_and_pca(job_out, table, sample):
         gy = int(np.floor((g.ymax - r.bbox["ymax"]) / g.res))
         assert (r.global_x_offset, r.global_y_offset) == (gx, gy)
         assert (r.local_x_offset, r.local_y_offset) == (gx % g.shard, gy % g.shard)
-        t = info.time_index(int(r.time[:4]))
+        t = info.grid.time_index(int(r.time[:4]))
         assert r.path == f"embeddings/c/{t}/0/{gy // g.shard}/{gx // g.shard}"
     model = pca.load(Path(job_out) / "_pca_model.json")
     rows = table[table["count"] > 0]

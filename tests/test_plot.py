@@ -9,6 +9,8 @@ from PIL import Image
 
 from jobs import plot
 
+pytestmark = pytest.mark.spark
+
 
 @pytest.fixture(scope="module")
 def pictures(job_out, tmp_path_factory):

@@ -13,6 +13,8 @@ import pytest
 
 from jobs import query
 
+pytestmark = pytest.mark.spark
+
 YEAR = "2024-01-01"
 BAND = 5  # 1-based; Spark's `mean[i]` is 0-based, DuckDB's and SedonaDB's 1-based
 

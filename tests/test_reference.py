@@ -8,6 +8,8 @@ import pytest
 
 from tests import reference
 
+pytestmark = pytest.mark.spark
+
 
 @pytest.fixture(scope="module")
 def result(job_out):

@@ -10,6 +10,8 @@ from tests.compare import assert_same
 from tests.conftest import ALL_STATS
 from tests.s3server import S3Server
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="module")
 def s3(sample, monkeypatch_module):

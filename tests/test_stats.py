@@ -8,8 +8,10 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from jobs import zonal_stats
+from jobs import options, zonal_stats
 from tests import aligned, reference
+
+pytestmark = pytest.mark.spark
 
 QS = {"p05": 0.05, "median": 0.5, "p95": 0.95}
 
@@ -185,6 +187,6 @@ def test_all_nodata_and_single_pixel_fields_in_every_mode(center, touched, fract
 
 def test_quantiles_with_fraction_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
-        zonal_stats.parse_args(["--store", "s", "--fields", "f", "--out", "o", "--pixels", "fraction",
-                                "--stats", "mean,p50"])
+        options.parse(["--store", "s", "--fields", "f", "--out", "o", "--pixels", "fraction",
+                      "--stats", "mean,p50"])
     assert e.value.code == 2 and "weighted quantiles are not implemented" in capsys.readouterr().err

@@ -8,6 +8,8 @@ import zarr
 from jobs.sample import create_store
 from udfs.store import Access, ChunkError, ChunkReader, StoreError, describe, reader
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):

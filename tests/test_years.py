@@ -9,10 +9,12 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from jobs import fields as fields_stage
+from jobs.stages import fields as fields_stage
 from jobs import zonal_stats
 from jobs.sample import fields_by_year
 from tests import reference
+
+pytestmark = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,9 @@ def test_year_column_types(spark, sample, tmp_path, column, values):
     fields[column] = values
     path = tmp_path / "f.parquet"
     fields.to_parquet(path)
-    assert fields_stage.load(spark, str(path), None) == column
-    got = [r.layer_year for r in spark.sql("SELECT layer_year FROM fields_input ORDER BY feature_id").collect()]
+    df, year_column = fields_stage.load(spark, str(path), None)
+    assert year_column == column
+    got = [r.layer_year for r in df.orderBy("feature_id").collect()]
     assert got == [2024, 2025, 2024]
 
 

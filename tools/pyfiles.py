@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENT = {"jobs": "*.py", "udfs": "*.py", "sql": "*.sql", "conf": "*"}
+CONTENT = {"jobs": "**/*.py", "udfs": "*.py", "sql": "*.sql", "conf": "*"}
 
 
 def build(out: Path) -> list[str]:

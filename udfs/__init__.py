@@ -1,1 +1,6 @@
-"""Pure numpy/numba kernels of aef-zonal: grid arithmetic, pixel membership, chunk reduction."""
+"""Executor side of aef-zonal: what Spark's Python workers run.
+
+spark.py holds the functions Spark calls (mapInArrow bodies, pandas UDFs); they use the pure
+kernels (grid, quant, pixels, reduce, finish, quantiles, pca: numpy/numba/shapely, no I/O), the
+store reader (store.py: zarr, obstore) and the Arrow schemas (schemas.py).
+"""

@@ -25,6 +25,8 @@ import numba
 import numpy as np
 import shapely
 
+from udfs.grid import centres
+
 
 def ring_edges(geoms) -> tuple[np.ndarray, np.ndarray]:
     """Edges (x1, y1, x2, y2) of every ring of every geometry, and each geometry's edge offset.
@@ -230,8 +232,7 @@ def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: i
     fraction: (pixel, geometry, weight) arrays, weight in (0, 1].
     """
     geoms = np.asarray(geoms, dtype=object)
-    xs = x_left + (np.arange(width) + 0.5) * res
-    ys = y_top - (np.arange(height) + 0.5) * res
+    xs, ys = centres(x_left, res, width), centres(y_top, -res, height)
     runs = centre_runs(geoms, xs, ys)
     if rule == "center":
         return runs

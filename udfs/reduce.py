@@ -3,13 +3,13 @@
 A pixel becomes a statistic here. `pixels.members` gives, for the chunk's fields, runs of
 pixels (row, col_start, col_stop, field); every valid pixel of a run adds its 64 codes to the
 field's sums. Codes q map to integers u (u = sign(q) q^2 for signed-square stores, u = q for
-linear ones) with value = a * u + b (see store.Quantisation), so the partials are exact
+linear ones) with value = a * u + b (see quant.Quantisation), so the partials are exact
 integers: no float rounding however many pixels or chunks are merged.
 
 Hand-written (numba) because it is the product's core and its cost sits beside zstd decode:
 one pass per band over the runs in memory order, no per-field or per-pixel Python, no
 temporary array of the chunk's size. Unsigned indices let LLVM vectorise the inner loop
-(numba's negative-index wrap check otherwise blocks it: 8 ms -> 2 ms per chunk here).
+(numba's negative-index wrap check otherwise blocks it).
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from zarr.abc.store import SuffixByteRequest
 from zarr.storage import WrapperStore
 
 from udfs.grid import Grid
+from udfs.quant import Quantisation
 
 ARRAY = "embeddings"
 
@@ -32,46 +33,15 @@ class StoreError(ValueError):
 
 
 @dataclass(frozen=True)
-class Quantisation:
-    """value = a * u + b, where u = sign(q) q^2 (square) or u = q; q == nodata is masked."""
-    square: bool
-    a: float
-    b: float
-    nodata: int
-
-    @classmethod
-    def from_attrs(cls, attrs: dict, url: str) -> "Quantisation":
-        q = attrs.get("geoemb:quantization")
-        if q is None:
-            raise StoreError(f"{url}: no 'geoemb:quantization' attribute; cannot dequantise int8 codes")
-        method = q.get("method")
-        nodata = int(q.get("nodata", -128))
-        if method == "signed_square":
-            return cls(True, 1.0 / 127.5 ** 2, 0.0, nodata)
-        if method == "linear":
-            return cls(False, float(q["scale"]), float(q.get("offset", 0.0)), nodata)
-        raise StoreError(f"{url}: unknown quantisation method {method!r}; "
-                         "supported: 'signed_square', 'linear' (scale/offset)")
-
-    def table(self) -> np.ndarray:
-        """float64[256]: the value of each code, indexed by code + 128 (nodata -> NaN)."""
-        q = np.arange(-128, 128, dtype=np.float64)
-        u = np.sign(q) * q * q if self.square else q
-        v = self.a * u + self.b
-        v[self.nodata + 128] = np.nan
-        return v
-
-
-@dataclass(frozen=True)
 class StoreInfo:
     url: str
     grid: Grid
     quant: Quantisation
-    years: tuple[int, ...]
     bands: int
 
-    def time_index(self, year: int) -> int:
-        return self.years.index(year)
+    @property
+    def years(self) -> tuple[int, ...]:
+        return self.grid.years
 
 
 @dataclass(frozen=True)
@@ -197,12 +167,17 @@ def describe(a: Access | str) -> StoreInfo:
     if chunk[2] != chunk[3] or chunk[1] != arr.shape[1] or chunk[0] != 1:
         raise StoreError(f"{url}: inner chunks {chunk} are not (1, bands, n, n)")
     ShardLayout.check(arr, url)
+    if "proj:code" not in attrs:
+        raise StoreError(f"{url}: no 'proj:code' attribute (e.g. 'EPSG:4326'); cannot place the fields")
     try:
-        grid = Grid.from_transform(attrs["spatial:transform"], arr.shape[2:], chunk[2], shard[2])
-    except ValueError as e:
-        raise StoreError(f"{url}: {e}") from e
-    years = tuple(int(y) for y in group["time"][:])
-    return StoreInfo(url, grid, Quantisation.from_attrs(attrs, url), years, int(arr.shape[1]))
+        grid = Grid.from_transform(attrs["spatial:transform"], arr.shape[2:], chunk[2], shard[2],
+                                   years=tuple(int(y) for y in group["time"][:]),
+                                   crs=str(attrs["proj:code"]), array=ARRAY,
+                                   key_encoding=arr.metadata.chunk_key_encoding)
+        quant = Quantisation.from_attrs(attrs, url)
+    except ValueError as e:  # the quantisation's message names the store already
+        raise StoreError(str(e) if str(e).startswith(url) else f"{url}: {e}") from e
+    return StoreInfo(url, grid, quant, int(arr.shape[1]))
 
 
 class ChunkError(RuntimeError):
@@ -213,15 +188,15 @@ class ShardLayout:
     """Where an inner chunk's bytes sit in its shard object, and how they decode.
 
     The AEF codec chain only: sharding_indexed with the index at the end (bytes little-endian +
-    crc32c) around bytes + zstd. zarr's own read path costs 10.2 ms per 4 MiB inner chunk here,
-    6.2 ms of which is zstd (bench/run.py measures both paths); the rest is its event-loop hops
-    and a copy into the output array. Reading the index entry and the byte range through the
-    same zarr store and decompressing with numcodecs' zstd (the codec zarr itself calls) saves
-    that 40 %. describe() refuses any other codec chain, so nothing else reaches this.
+    crc32c) around bytes + zstd. Reading the index entry and the byte range through the same
+    zarr store and decompressing with numcodecs' zstd (the codec zarr itself calls) skips zarr's
+    event-loop hops and the copy into an output array, most of its read path besides zstd
+    (bench/run.py measures both paths). describe() refuses any other codec chain, so nothing
+    else reaches this.
     """
 
     def __init__(self, arr: zarr.Array, grid: Grid):
-        self.grid, self.metadata = grid, arr.metadata
+        self.grid = grid
         self.per = grid.shard // grid.chunk                   # inner chunks per shard edge
         self.index_bytes = 16 * self.per * self.per + 4       # (offset, length) uint64 pairs + crc32c
         self.shape = (int(arr.shape[1]), grid.chunk, grid.chunk)
@@ -242,7 +217,7 @@ class ShardLayout:
                              "(sharding_indexed, index at the end with crc32c, bytes + zstd inside)")
 
     def key(self, t: int, cy: int, cx: int) -> str:
-        return ARRAY + "/" + self.metadata.encode_chunk_key((t, 0, cy // self.per, cx // self.per))
+        return self.grid.shard_key(t, cy * self.grid.chunk, cx * self.grid.chunk)
 
     def slot(self, cy: int, cx: int) -> int:
         return (cy % self.per) * self.per + cx % self.per
@@ -319,7 +294,7 @@ class ChunkReader:
                 return np.full((self.layout.shape[0], r1 - r0, c1 - c0), self.layout.fill, np.int8)
             return self.layout.decode(raw.as_numpy_array())[:, :r1 - r0, :c1 - c0]
         except Exception as e:
-            where = f"store {self.access.url}, chunk {g.chunk_name(ARRAY, t, cy, cx)}"
+            where = f"store {self.access.url}, chunk {g.chunk_name(t, cy, cx)}"
             if _is_io_error(e):
                 raise ChunkError(f"reading {where} failed after {self.access.retries} retries: "
                                  f"{type(e).__name__}: {e}") from e

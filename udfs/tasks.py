@@ -15,15 +15,15 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
+from udfs import schemas
 from udfs.grid import Grid
 from udfs.pixels import members
+from udfs.quant import Quantisation
 from udfs.reduce import Partials, reduce_chunk, reduce_chunk_weighted
-from udfs.store import ARRAY, Quantisation
 
 # (time index, pixel window) -> Future of the int8 chunk (None: undecodable, skipped)
 Submit = Callable[[int, tuple[int, int, int, int]], Future]
-COLUMNS = ("feature_id", "year", "count", "inside", "s1", "s2", "umin", "umax", "hkeys", "hcounts",
-           "skipped", "chunks")
+COLUMNS = tuple(schemas.partials(False).names)
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,6 @@ class Reduction:
     """What every task of a run computes."""
     grid: Grid
     quant: Quantisation
-    store_years: tuple[int, ...]
     bands: int
     rule: str = "center"        # pixels.RULES
     extremes: bool = False      # min / max
@@ -41,19 +40,8 @@ class Reduction:
     def weighted(self) -> bool:
         return self.rule == "fraction"
 
-    def schema(self) -> str:
-        num = "double" if self.weighted else "long"
-        return (f"feature_id long, year int, count {num}, inside {num}, s1 array<{num}>, "
-                f"s2 array<{num}>, umin array<long>, umax array<long>, hkeys array<short>, "
-                "hcounts array<int>, skipped string, chunks int")
-
-
-def rows_as_lists(a: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    """A list per row of a[rows, width], without a Python object per row; null where not valid."""
-    rows, width = a.shape
-    return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * width),
-                                    pa.array(a.reshape(-1)),
-                                    mask=None if valid is None else pa.array(~valid))
+    def schema(self) -> pa.Schema:
+        return schemas.partials(self.weighted)
 
 
 def _sparse(hist: np.ndarray | None, rows: np.ndarray):
@@ -81,8 +69,7 @@ class Planned:
         r0, r1, c0, c1 = window = g.chunk_window(*self.key)
         self.shape = (red.bands, r1 - r0, c1 - c0)
         geoms = shapely.from_wkb([f["wkb"] for f in fields])
-        self.m = members(geoms, red.rule, g.xmin + c0 * g.res, g.ymax - r0 * g.res, g.res,
-                         r1 - r0, c1 - c0)
+        self.m = members(geoms, red.rule, *g.window_corner(window), g.res, r1 - r0, c1 - c0)
         self.ids = np.array([f["feature_id"] for f in fields], np.int64)
         self.chunks = np.array([f["chunks"] for f in fields], np.int32)
         owner = self.m[1] if red.weighted else self.m[:, 3]
@@ -90,7 +77,7 @@ class Planned:
         for year in sorted({y for f in fields for y in f["years"]}):
             active = np.array([year in f["years"] for f in fields], bool)[owner]
             if active.any():
-                self.reads[year] = (active, submit(red.store_years.index(year), window))
+                self.reads[year] = (active, submit(g.time_index(year), window))
 
     def reduce(self, red: Reduction) -> dict[str, list]:
         """Partials of every field of the task, for each year it asks for."""
@@ -99,7 +86,7 @@ class Planned:
             data, skipped = future.result(), None
             if data is None:  # undecodable and skipped on request: its fields say so
                 data = np.full(self.shape, red.quant.nodata, np.int8)
-                skipped = red.grid.chunk_name(ARRAY, red.store_years.index(year), *self.key)
+                skipped = red.grid.chunk_name(red.grid.time_index(year), *self.key)
             if red.weighted:
                 p: Partials = reduce_chunk_weighted(data, self.m[0][active], self.m[1][active],
                                                     self.m[2][active], len(self.ids),
@@ -119,13 +106,6 @@ class Planned:
             out["skipped"].extend([skipped] * len(rows))
             out["chunks"].append(self.chunks[rows])
         return out
-
-
-def _ragged(parts: list[np.ndarray], typ) -> pa.Array:
-    offsets = np.zeros(len(parts) + 1, np.int32)
-    np.cumsum([len(p) for p in parts], out=offsets[1:])
-    values = np.concatenate(parts) if parts else np.empty(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=typ))
 
 
 def reduce_batches(batches: Iterable[pa.RecordBatch], red: Reduction, submit: Submit,
@@ -155,13 +135,19 @@ def _prefetched(tasks: Iterable[dict], red: Reduction, submit: Submit, lookahead
 
 
 def _batch(parts: dict[str, list], red: Reduction) -> pa.RecordBatch:
-    cols = {k: np.concatenate(parts[k]) for k in COLUMNS[:8] if parts[k]}
-    n = len(cols["feature_id"])
-    # min/max not asked for: null columns, so no 2 x 64 int64 per row crosses to the JVM
-    return pa.RecordBatch.from_arrays(
-        [pa.array(cols[k]) for k in ("feature_id", "year", "count", "inside")]
-        + [rows_as_lists(cols[k].reshape(-1, red.bands)) if k in cols else pa.nulls(n, pa.list_(pa.int64()))
-           for k in ("s1", "s2", "umin", "umax")]
-        + [_ragged(parts["hkeys"], pa.int16()), _ragged(parts["hcounts"], pa.int32()),
-           pa.array(parts["skipped"], pa.string()), pa.array(np.concatenate(parts["chunks"]))],
-        names=list(COLUMNS))
+    schema = red.schema()
+    n = sum(len(ids) for ids in parts["feature_id"])
+    columns = []
+    for field in schema:
+        k, typ = field.name, field.type
+        if k in ("hkeys", "hcounts"):
+            columns.append(schemas.ragged(parts[k], typ.value_type))
+        elif k == "skipped":
+            columns.append(pa.array(parts[k], typ))
+        elif not parts[k]:  # min/max not asked for: null, so no 2 x 64 int64 per row reach the JVM
+            columns.append(pa.nulls(n, typ))
+        elif pa.types.is_list(typ):
+            columns.append(schemas.rows_as_lists(np.concatenate(parts[k]).reshape(-1, red.bands)))
+        else:
+            columns.append(pa.array(np.concatenate(parts[k]), typ))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -12,9 +12,28 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
 
+from jobs.options import JobError, Options
+from jobs.session import sql
+from udfs.store import StoreInfo
+
 REQUIRED = ("feature_id", "geometry")
 OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
-STORE_CRS = "EPSG:4326"
+
+
+def fields(spark, o: Options, store: StoreInfo, years: list[int]):
+    """sql/10_fields.sql over the user's file, checked, restricted to `years`; cached, as every
+    later stage reads it."""
+    try:
+        df, year_column = load(spark, o.fields, o.year_column)
+        crs, report = source_crs(spark, o.fields, store.grid.crs)
+        typed = sql(spark, "10_fields.sql", {"fields_input": df}, source_crs=crs,
+                    store_crs=store.grid.crs)
+        report |= validate(typed, o.fields)
+        selected, part = select_years(typed, o.fields, year_column, years, store.years,
+                                      o.skip_missing_years)
+    except FieldsError as e:
+        raise JobError(str(e)) from e
+    return selected.persist(), report | part
 
 
 class FieldsError(ValueError):
@@ -39,8 +58,9 @@ def year_of(df, column: str, path: str):
                       "be a date, timestamp, 'YYYY-01-01' string or integer (or pass --year-column none)")
 
 
-def source_crs(spark, path: str, report: dict) -> str:
-    """The fields' CRS as Sedona's ST_Transform takes it, from the GeoParquet `geo` metadata.
+def source_crs(spark, path: str, store_crs: str) -> tuple[str, dict]:
+    """The fields' CRS as Sedona's ST_Transform takes it, from the GeoParquet `geo` metadata,
+    and its description for the report; `store_crs` when they are the same.
 
     A file without a `crs` is OGC:CRS84 (longitude, latitude) by the GeoParquet specification.
     """
@@ -54,28 +74,34 @@ def source_crs(spark, path: str, report: dict) -> str:
                           "in one CRS")
     crs_json = found.pop() if found else None
     if crs_json in (None, "", "null"):
-        report["fields_crs"] = "OGC:CRS84 (assumed: the file names no CRS)"
-        return STORE_CRS
-    projjson = json.loads(crs_json)
+        crs, described = CRS("OGC:CRS84"), "OGC:CRS84 (assumed: the file names no CRS)"
+    else:
+        crs = _crs(path, json.loads(crs_json))
+        described = crs.to_string()
+    # GeoParquet coordinates are x, y whatever axis order the CRS declares
+    if crs.equals(CRS(store_crs), ignore_axis_order=True):
+        return store_crs, {"fields_crs": described}
+    epsg = crs.to_epsg()
+    return (f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL")), {"fields_crs": described}
+
+
+def _crs(path: str, projjson: dict):
+    from pyproj import CRS
+
     ident = projjson.get("id") or {}
     try:
         # Sedona hands back PROJJSON with camelCase keys that PROJ refuses: use its id when it has one
-        crs = (CRS.from_authority(ident["authority"], ident["code"]) if ident
-               else CRS.from_json_dict(projjson))
+        return (CRS.from_authority(ident["authority"], ident["code"]) if ident
+                else CRS.from_json_dict(projjson))
     except Exception as e:
         raise FieldsError(f"{path}: cannot interpret its CRS ({e}); write the fields in a CRS with "
                           "an EPSG code, e.g. geopandas' to_crs(4326)") from e
-    report["fields_crs"] = crs.to_string()
-    if crs.equals(CRS("OGC:CRS84")) or crs.equals(CRS(STORE_CRS), ignore_axis_order=True):
-        return STORE_CRS
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL")
 
 
-def load(spark, path: str, year_column: str | None) -> str | None:
-    """Read the GeoParquet, fill optional columns, register `fields_input`.
+def load(spark, path: str, year_column: str | None):
+    """Read the GeoParquet and fill the optional columns: sql/10_fields.sql's `fields_input`.
 
-    Returns the column giving each field's own year, or None (every field, every year).
+    Returns it and the column giving each field's own year, or None (every field, every year).
     """
     if not Path(path).exists() and "://" not in path:
         raise FieldsError(f"fields file {path} does not exist")
@@ -103,30 +129,28 @@ def load(spark, path: str, year_column: str | None) -> str | None:
         raise FieldsError(f"{path}: no column '{year_column}' (found {df.columns}) for --year-column")
     year = year_of(df, year_column, path) if year_column else F.lit(None)
     df = df.withColumn("layer_year", year.cast("int"))
-    df.select("feature_id", "geometry", *OPTIONAL, "layer_year").createOrReplaceTempView("fields_input")
-    return year_column
+    return df.select("feature_id", "geometry", *OPTIONAL, "layer_year"), year_column
 
 
-def validate(spark, path: str) -> dict:
+def validate(fields, path: str) -> dict:
     """Refuse fields the job cannot reduce, naming examples; return counts for the report."""
-    row = spark.sql("""
-        SELECT COUNT(*) AS n,
-               COUNT_IF(feature_id IS NULL) AS null_ids,
-               COUNT_IF(geometry IS NOT NULL AND geom_type NOT IN ('ST_Polygon', 'ST_MultiPolygon')) AS bad_types,
-               COUNT_IF(geometry IS NULL) AS null_geometries,
-               COUNT_IF(geometry IS NOT NULL AND ST_IsEmpty(geometry)) AS empty_geometries,
-               COUNT_IF(repaired) AS repaired
-        FROM fields""").first()
+    polygons = "geom_type IN ('ST_Polygon', 'ST_MultiPolygon')"
+    row = fields.selectExpr(
+        "COUNT(*) AS n",
+        "COUNT_IF(feature_id IS NULL) AS null_ids",
+        f"COUNT_IF(geometry IS NOT NULL AND NOT {polygons}) AS bad_types",
+        "COUNT_IF(geometry IS NULL) AS null_geometries",
+        "COUNT_IF(geometry IS NOT NULL AND ST_IsEmpty(geometry)) AS empty_geometries",
+        "COUNT_IF(repaired) AS repaired").first()
     if row.null_ids:
         raise FieldsError(f"{path}: {row.null_ids} field(s) have a null feature_id; give every field an id")
     if row.bad_types:
-        ex = spark.sql("""SELECT feature_id, geom_type FROM fields
-                          WHERE geom_type NOT IN ('ST_Polygon', 'ST_MultiPolygon') LIMIT 5""").collect()
+        ex = fields.where(f"NOT {polygons}").select("feature_id", "geom_type").limit(5).collect()
         raise FieldsError(f"{path}: {row.bad_types} geometr(y/ies) are not polygons, e.g. "
                           + ", ".join(f"feature_id {r.feature_id}: {r.geom_type}" for r in ex)
                           + "; zonal statistics need Polygon or MultiPolygon fields")
-    dups = spark.sql("""SELECT feature_id, COUNT(*) AS k FROM fields
-                        GROUP BY feature_id, layer_year HAVING COUNT(*) > 1 LIMIT 5""").collect()
+    dups = (fields.groupBy("feature_id", "layer_year").agg(F.count("*").alias("k"))
+            .where("k > 1").limit(5).collect())
     if dups:
         raise FieldsError(f"{path}: feature_id is not unique, e.g. "
                           + ", ".join(f"{r.feature_id} ({r.k} rows)" for r in dups)
@@ -134,17 +158,17 @@ def validate(spark, path: str) -> dict:
     report = {"fields": row.n, "null_geometries": row.null_geometries,
               "empty_geometries": row.empty_geometries, "repaired_geometries": row.repaired}
     if row.repaired:
-        report["repaired_examples"] = [r.feature_id for r in spark.sql(
-            "SELECT feature_id FROM fields WHERE repaired ORDER BY feature_id LIMIT 10").collect()]
+        report["repaired_examples"] = [r.feature_id for r in fields.where("repaired")
+                                       .orderBy("feature_id").select("feature_id").limit(10).collect()]
     return report
 
 
 def select_years(fields, path: str, year_column: str | None, years: list[int],
-                 store_years: tuple[int, ...], skip_missing: bool, report: dict):
+                 store_years: tuple[int, ...], skip_missing: bool):
     """Fields with their own year: refuse (or drop and count) years the store lacks, keep --years."""
-    report["year_column"] = year_column
+    report = {"year_column": year_column}
     if year_column is None:
-        return fields
+        return fields, report
     per_year = {r.layer_year: r["count"] for r in fields.groupBy("layer_year").count().collect()}
     if None in per_year:
         raise FieldsError(f"{path}: {per_year[None]} field(s) have no value in year column '{year_column}'")
@@ -155,4 +179,4 @@ def select_years(fields, path: str, year_column: str | None, years: list[int],
                           + f"; the store has {list(store_years)}. Pass --skip-missing-years to drop them")
     report["fields_skipped_missing_year"] = sum(missing.values())
     report["fields_outside_years"] = sum(n for y, n in per_year.items() if y not in years and y not in missing)
-    return fields.where(fields.layer_year.isin(years))
+    return fields.where(fields.layer_year.isin(years)), report

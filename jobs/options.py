@@ -1,0 +1,135 @@
+"""`aef-zonal run`'s options: conf/defaults.toml, a --conf file, then argv -> one frozen Options."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+from jobs import config, output
+from udfs import quantiles
+from udfs.pixels import RULES
+
+STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized")
+# mean is part of the published schema: always written
+OPTIONAL_STATS = tuple(s for s in STATS if s != "mean")
+
+
+class JobError(Exception):
+    """A problem with the inputs or options; the message says what and how to fix it."""
+
+
+EXAMPLES = """examples:
+  aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/result
+  aef-zonal run --store s3://bucket/aef/v1.zarr --s3-region us-west-2 --fields fields.parquet \\
+      --out out/iowa --years 2023 2024 2025 --stats count,mean,std,p50
+  aef-zonal run --conf my.toml --out out/more --mode add     # settings from a file (see conf/)
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    store: str
+    fields: str
+    out: str
+    years: list[int] | None          # None: every year of the store
+    master: str | None
+    stats: list[str]
+    quantiles: dict[str, float]      # the quantile statistics among stats: name -> level
+    pixels: str
+    pca_model: str | None
+    pca_sample: int
+    seed: int
+    year_column: str | None
+    skip_missing_years: bool
+    mode: str
+    on_bad_chunk: str
+    s3_region: str | None
+    s3_endpoint: str | None
+    retries: int
+    verbose: bool
+    settings: dict                   # the merged settings (conf/defaults.toml + --conf)
+
+    @property
+    def extremes(self) -> bool:
+        return bool({"min", "max"} & set(self.stats))
+
+    @property
+    def weighted(self) -> bool:
+        return self.pixels == "fraction"
+
+    def access(self):
+        """How workers reach the store (udfs.store.Access)."""
+        from udfs.store import Access
+
+        st = self.settings["store"]
+        return Access(self.store, region=self.s3_region, endpoint=self.s3_endpoint,
+                      retries=self.retries, retry_timeout=float(st["retry_timeout"]),
+                      backoff=float(st["backoff"]), concurrency=int(st["concurrency"]))
+
+
+def parse(argv=None) -> Options:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--conf")
+    try:
+        d = config.load(pre.parse_known_args(argv)[0].conf)
+    except ValueError as e:
+        pre.error(str(e))
+    job, st = d["job"], d["store"]
+    p = argparse.ArgumentParser(
+        prog="aef-zonal run",
+        description="Per-field statistics of an AEF embeddings Zarr store, written as "
+                    "Hive-partitioned GeoParquet. Defaults come from conf/defaults.toml.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--conf", metavar="FILE",
+                   help="TOML file over conf/defaults.toml (same layout); options here win")
+    p.add_argument("--store", default=job["store"] or None,
+                   help="Zarr store: path, s3://bucket/prefix or https://host/path")
+    p.add_argument("--fields", default=job["fields"] or None, help="GeoParquet of field polygons")
+    p.add_argument("--out", default=job["out"] or None,
+                   help="output folder (must not exist unless --mode)")
+    p.add_argument("--years", type=int, nargs="+", default=job["years"] or None,
+                   help="years to reduce (default: all in store)")
+    p.add_argument("--master", help="Spark master (default: spark-submit's --master, else "
+                                     f"{d['spark']['master']} from the settings)")
+    p.add_argument("--stats", default=job["stats"],
+                   help=f"comma-separated statistics among {','.join(STATS)}, median and "
+                        "quantiles pNN such as p05,p95 (default %(default)s)")
+    p.add_argument("--pixels", choices=RULES, default=job["pixels"],
+                   help="which pixels count: centre inside (center), every touched pixel "
+                        "(all-touched), or touched pixels weighted by covered area (fraction); "
+                        "default %(default)s")
+    p.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
+    p.add_argument("--pca-sample", type=int, default=job["pca_sample"],
+                   help="field means sampled to fit the PCA (default %(default)s)")
+    p.add_argument("--seed", type=int, default=job["seed"], help="PCA sampling seed")
+    p.add_argument("--year-column", metavar="NAME",
+                   help="column giving each field's own year (default: 'time' or 'year' if present); "
+                        "'none' reduces every field for every year")
+    p.add_argument("--skip-missing-years", action="store_true",
+                   help="drop (and count) fields whose year the store lacks instead of failing")
+    p.add_argument("--mode", choices=output.MODES, default="error",
+                   help="when --out exists: refuse (error, default), replace it (overwrite), or "
+                        "replace only the time/label partitions this run writes (add)")
+    p.add_argument("--on-bad-chunk", choices=("fail", "skip"), default=job["on_bad_chunk"],
+                   help="a chunk that does not decode fails the run (default %(default)s) or is "
+                        "skipped, listed in _run.json, its fields marked complete = false")
+    p.add_argument("--s3-region", default=st["region"] or None, help="S3 region of the store")
+    p.add_argument("--s3-endpoint", default=st["endpoint"] or None,
+                   help="S3-compatible endpoint URL, e.g. http://127.0.0.1:9000")
+    p.add_argument("--retries", type=int, default=st["retries"],
+                   help="retries per store request on 5xx, throttling, dropped connections "
+                        "(default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
+    args = p.parse_args(argv)
+    for name in ("store", "fields", "out"):
+        if not getattr(args, name):
+            p.error(f"--{name} is required (or set job.{name} in a --conf file)")
+    stats = [s.strip() for s in args.stats.split(",") if s.strip()]
+    qs = quantiles.parse(stats)
+    unknown = sorted(set(stats) - set(STATS) - set(qs))
+    if unknown:
+        p.error(f"unknown statistic(s) {unknown}; choose among {list(STATS)}, median, pNN")
+    if qs and args.pixels == "fraction":
+        p.error(f"quantiles ({', '.join(qs)}) are not available with --pixels fraction: "
+                "weighted quantiles are not implemented; use --pixels center or all-touched")
+    given = {f.name for f in fields(Options)} - {"stats", "quantiles", "settings"}
+    return Options(stats=stats, quantiles=qs, settings=d, **{k: getattr(args, k) for k in given})

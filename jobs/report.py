@@ -1,0 +1,61 @@
+"""The run report (_run.json) as the stages fill it, their timing, and the console summary."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Chain:
+    """Runs the stages of a job in order: times each one, merges its part of the report, keeps
+    the tables it cached so that they are released when the run ends.
+
+    A stage is a function returning (result, report part); `chain(name, stage, *args)` returns
+    the result.
+    """
+
+    def __init__(self):
+        self.report: dict = {}
+        self.seconds: dict[str, float] = {}
+        self._cached = []
+        self._t0 = time.perf_counter()
+
+    def __call__(self, name: str, stage, *args, **kwargs):
+        result, part = stage(*args, **kwargs)
+        self.report.update(part)
+        if getattr(result, "is_cached", False):
+            self._cached.append(result)
+        self.seconds[name] = round(time.perf_counter() - self._t0, 2)
+        print(f"[aef-zonal] {name}: {self.seconds[name]} s", flush=True)
+        self._t0 = time.perf_counter()
+        return result
+
+    def release(self):
+        """Unpersist this run's tables: a long-lived session (notebooks, tests) keeps running."""
+        for df in self._cached:
+            df.unpersist()
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in
+            ("aef-zonal", "pyspark", "apache-sedona", "zarr", "numpy", "numba", "obstore")} | {
+        "python": sys.version.split()[0]}
+
+
+def summary(report: dict, out: str) -> None:
+    """What the run did, on the console."""
+    print(f"[aef-zonal] wrote {report['rows']} rows to {out} in "
+          f"{sum(report['seconds'].values()):.0f} s (report: {out}/_run.json)")
+    print(f"  fields: {report['fields']} ({report['null_geometries']} null, "
+          f"{report['empty_geometries']} empty, {report['repaired_geometries']} repaired geometries; "
+          f"CRS {report['fields_crs']})")
+    print(f"  read: {report['chunk_reads']} chunks, {report['bytes_read'] / 1e6:,.0f} MB, "
+          f"{report['requests']} requests")
+    for part, n in report["rows_per_partition"].items():
+        print(f"  {part}: {n}")
+    if report["rows_count_zero"]:
+        print("  rows with count = 0: " + ", ".join(f"{n} ({why})" for why, n in report["rows_count_zero"].items()))
+    if report["skipped_chunks"]:
+        print(f"  INCOMPLETE: {len(report['skipped_chunks'])} undecodable chunk(s) skipped; "
+              f"see {out}/_run.json", file=sys.stderr)

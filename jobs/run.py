@@ -1,0 +1,58 @@
+"""The aef-zonal job: fields -> assign -> chunk tasks -> reduce -> aggregate -> pca -> output.
+
+Each stage (jobs/stages/) takes the tables it needs and returns its table and its part of the
+report; the SQL stages are the files of sql/, the executor side is udfs/spark.py.
+"""
+from __future__ import annotations
+
+import sys
+
+from jobs import options, report, session
+from jobs.options import JobError, Options
+from jobs.stages import aggregate, assign, fields, output, pca, reduce
+from udfs import store as zstore
+
+
+def run(o: Options) -> dict:
+    model_kept = output.check(o)  # refuse a bad --out before any work
+    chain = report.Chain()
+    spark, store, years = chain("start spark", start, o)
+    try:
+        fields_ = chain("fields", fields.fields, spark, o, store, years)
+        field_chunks = chain("assign", assign.assign, spark, fields_, store.grid)
+        tasks = chain("chunk_tasks", assign.chunk_tasks, spark, fields_, field_chunks, years)
+        field_years = chain("field_years", assign.field_years, spark, fields_, store.grid, years)
+        totals = chain.report
+        partials = chain("reduce", reduce.reduce, spark, o, store, tasks, totals["chunk_tasks"],
+                         totals["chunk_reads_planned"], totals["field_years"])
+        stats = chain("aggregate", aggregate.aggregate, spark, o, store, partials)
+        model = chain("pca", pca.pca, o, stats, totals["field_years_with_pixels"], model_kept)
+        with output.staged(o) as staging:
+            chain("write", output.write, spark, o, store, fields_, field_years, stats, model, staging)
+            return output.commit(o, staging, chain.report, chain.seconds, years)
+    finally:
+        chain.release()
+
+
+def start(o: Options):
+    """The store described (its grid and quantisation), the years to reduce, the Spark session."""
+    try:
+        store = zstore.describe(o.access())
+    except zstore.StoreError as e:
+        raise JobError(str(e)) from e
+    years = o.years or list(store.years)
+    absent = sorted(set(years) - set(store.years))
+    if absent:
+        raise JobError(f"year(s) {absent} not in store {o.store}; it has {list(store.years)}")
+    return (session.spark_session(o.master, o.verbose, o.settings), store, years), {}
+
+
+def main(argv=None) -> int:
+    o = options.parse(argv)
+    try:
+        result = run(o)
+    except JobError as e:
+        print(f"aef-zonal: error: {e}", file=sys.stderr)
+        return 2
+    report.summary(result, o.out)
+    return 0

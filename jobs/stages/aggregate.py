@@ -1,0 +1,26 @@
+"""The aggregate stage: each field-year's partials grouped (sql/40_aggregate.sql) and turned into
+statistics on the workers (udfs/finish.py). Cached: the PCA and the output read it."""
+from __future__ import annotations
+
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from jobs.options import Options
+from jobs.session import sql
+from udfs import spark as executor
+from udfs.finish import Finish
+from udfs.store import StoreInfo
+
+
+def aggregate(spark, o: Options, store: StoreInfo, partials):
+    fin = Finish(store.quant, store.bands, weighted=o.weighted, extremes=o.extremes,
+                 sums="sum" in o.stats, normalized="mean_normalized" in o.stats,
+                 qs=tuple(o.quantiles.values()))
+    # a few large Arrow batches per core: each Python task has a fixed cost, a batch of
+    # field-years hardly any
+    stats = (sql(spark, "40_aggregate.sql", {"partials": partials}, extremes=o.extremes)
+             .coalesce(2 * spark.sparkContext.defaultParallelism)
+             .mapInArrow(executor.finish_partitions(fin), from_arrow_schema(fin.schema())).persist())
+    seen = stats.selectExpr(
+        "COUNT_IF(count > 0) AS with_pixels",
+        "ARRAY_SORT(ARRAY_DISTINCT(FLATTEN(COLLECT_LIST(skipped_chunks)))) AS skipped").first()
+    return stats, {"field_years_with_pixels": seen.with_pixels, "skipped_chunks": list(seen.skipped)}

@@ -1,0 +1,31 @@
+"""Which chunks each field touches (sql/20_assign.sql), the chunk tasks the reduce stage runs
+(sql/30_chunk_tasks.sql) and the field-years a run writes (sql/35_field_years.sql)."""
+from __future__ import annotations
+
+from pyspark.sql import functions as F
+
+from jobs.session import sql
+from udfs.grid import Grid
+
+
+def assign(spark, fields, grid: Grid):
+    g = grid.sql_params()
+    field_chunks = sql(spark, "20_assign.sql", {"fields": fields}, xmin=g["xmin"], ymax=g["ymax"],
+                       chunk_deg=g["chunk_deg"], chunk_rows=g["chunk_rows"], chunk_cols=g["chunk_cols"])
+    return field_chunks, {}
+
+
+def chunk_tasks(spark, fields, field_chunks, years: list[int]):
+    """Cached: the reduce stage reads it twice (its totals, then the tasks)."""
+    tasks = sql(spark, "30_chunk_tasks.sql", {"fields": fields, "field_chunks": field_chunks},
+                years=F.array(*[F.lit(y) for y in years])).persist()
+    totals = tasks.selectExpr(
+        "COUNT(*) AS tasks",
+        "SUM(SIZE(ARRAY_DISTINCT(FLATTEN(TRANSFORM(fields, f -> f.years))))) AS reads").first()
+    return tasks, {"chunk_tasks": totals.tasks, "chunk_reads_planned": totals.reads or 0}
+
+
+def field_years(spark, fields, grid: Grid, years: list[int]):
+    run_years = spark.createDataFrame([(y, grid.time_index(y)) for y in years], "year int, t int")
+    df = sql(spark, "35_field_years.sql", {"fields": fields, "run_years": run_years})
+    return df, {"field_years": df.count()}

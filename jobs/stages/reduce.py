@@ -1,0 +1,52 @@
+"""The reduce stage: every chunk task read and reduced on the workers (udfs/spark.py ->
+udfs/tasks.py), one partial row per field, year and chunk. Cached: the aggregate reads it."""
+from __future__ import annotations
+
+import re
+
+from jobs.options import JobError, Options
+from jobs.progress import Progress
+from jobs.session import setting
+from pyspark.sql.pandas.types import from_arrow_schema
+from udfs import spark as executor
+from udfs.store import StoreInfo
+from udfs.tasks import Reduction
+
+# a few chunk tasks per Arrow batch (each reads 4 MiB per year), so reads spread over the
+# workers and the progress counter moves; later Arrow UDFs keep Spark's default batch size,
+# small batches make their per-batch cost dominate
+TASKS_PER_BATCH = 16
+
+
+def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, reads: int, field_years: int):
+    red = Reduction(store.grid, store.quant, store.bands, rule=o.pixels, extremes=o.extremes,
+                    histograms=bool(o.quantiles))
+    sc = spark.sparkContext
+    counters = {"chunk_reads": sc.accumulator(0), "requests": sc.accumulator(0),
+                "bytes": sc.accumulator(0), "field_years": sc.accumulator(0.0)}
+    n_tasks = max(n_tasks, 1)
+    partitions = max(1, min(n_tasks, max(4 * sc.defaultParallelism, n_tasks // 32)))
+    body = executor.reduce_partitions(o.access(), red, o.on_bad_chunk == "skip", counters)
+    partials = (chunk_tasks.repartitionByRange(partitions, "cy", "cx")
+                .mapInArrow(body, from_arrow_schema(red.schema())).persist())
+    with setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", TASKS_PER_BATCH), \
+            Progress(sc, reads, field_years, counters):
+        try:
+            n = partials.count()
+        except Exception as e:
+            message = chunk_error(e)
+            if message:
+                raise JobError(message) from e
+            raise
+    done = counters["chunk_reads"].value
+    return partials, {
+        "partials": n, "chunk_reads": done, "requests": counters["requests"].value,
+        "requests_per_chunk": round(counters["requests"].value / max(done, 1), 3),
+        "bytes_read": counters["bytes"].value,
+    }
+
+
+def chunk_error(e: BaseException) -> str | None:
+    """The message of a worker's ChunkError inside a Spark exception, if that is what failed."""
+    m = re.search(r"ChunkError: (.+)", str(e))
+    return m.group(1).strip() if m else None

@@ -1,0 +1,60 @@
+"""The Arrow schema of each table an executor function writes, declared once.
+
+Spark's schemas (mapInArrow's return types) are derived from these on the driver; the executor
+builds its batches in this column order. Numbers are integers (exact sums) unless the pixels
+are coverage-weighted, then doubles.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def _number(weighted: bool) -> pa.DataType:
+    return pa.float64() if weighted else pa.int64()
+
+
+def partials(weighted: bool) -> pa.Schema:
+    """Reduce stage output (udfs/tasks.py): sums per field, year and chunk."""
+    num = _number(weighted)
+    return pa.schema([
+        ("feature_id", pa.int64()), ("year", pa.int32()),
+        ("count", num),                      # valid pixels (summed weights)
+        ("inside", num),                     # member pixels, valid or not
+        ("s1", pa.list_(num)),               # per band: sum of u
+        ("s2", pa.list_(num)),               # per band: sum of u * u
+        ("umin", pa.list_(pa.int64())),      # per band: smallest u (null unless min/max asked)
+        ("umax", pa.list_(pa.int64())),
+        ("hkeys", pa.list_(pa.int16())),     # histogram: band * 256 + code + 128 ...
+        ("hcounts", pa.list_(pa.int32())),   # ... and its count, for the codes present
+        ("skipped", pa.string()),            # the chunk's name when it was skipped (undecodable)
+        ("chunks", pa.int32()),              # chunks the field touches (1: no merge needed)
+    ])
+
+
+def statistics(weighted: bool) -> pa.Schema:
+    """Aggregate stage output (udfs/finish.py): one row per field-year."""
+    num, lists = _number(weighted), pa.list_(pa.float64())
+    return pa.schema([
+        ("feature_id", pa.int64()), ("year", pa.int32()), ("count", num), ("inside", num),
+        ("sum", lists), ("mean", lists), ("std", lists), ("min", lists), ("max", lists),
+        ("mean_normalized", lists), ("valid_fraction", pa.float64()),
+        ("quantiles", pa.list_(lists)),      # one list per asked quantile, in --stats order
+        ("skipped_chunks", pa.list_(pa.string())),
+    ])
+
+
+def rows_as_lists(a: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """A list per row of a[rows, width], without a Python object per row; null where not valid."""
+    rows, width = a.shape
+    return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * width),
+                                    pa.array(a.reshape(-1)),
+                                    mask=None if valid is None else pa.array(~valid))
+
+
+def ragged(parts: list[np.ndarray], typ: pa.DataType) -> pa.Array:
+    """A list per array of `parts` (any lengths), one copy of the values."""
+    offsets = np.zeros(len(parts) + 1, np.int32)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    values = np.concatenate(parts) if parts else np.empty(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=typ))

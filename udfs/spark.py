@@ -1,0 +1,129 @@
+"""The functions Spark runs in its Python workers: mapInArrow bodies and pandas UDFs.
+
+Each is built on the driver, closed over what every worker needs (small and picklable), and
+wrapped by `per_task`, the one place for per-task housekeeping.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd  # module-level: pandas_udf resolves the type hints in this module
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def forget_zip_importers():
+    """Drop the zip importers (pyspark.zip, py4j) from the import cache of a Python worker.
+
+    PySpark calls importlib.invalidate_caches() before every task, and on Python < 3.12 each
+    cached zipimporter re-reads its whole archive directory there (CPython gh-103200), a large
+    share of a small task's time. Forgotten importers are rebuilt on the next import that
+    needs one.
+    """
+    import zipimport
+
+    for path, importer in list(sys.path_importer_cache.items()):
+        if isinstance(importer, zipimport.zipimporter):
+            del sys.path_importer_cache[path]
+
+
+def per_task(fn):
+    """`fn` (a mapInArrow body or a pandas UDF's function) with the per-task housekeeping after it."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def partition(*args):
+            yield from fn(*args)
+            forget_zip_importers()
+        return partition
+
+    @functools.wraps(fn)
+    def batch(*args):
+        try:
+            return fn(*args)
+        finally:
+            forget_zip_importers()
+    return batch
+
+
+def reduce_partitions(access, red, skip_bad: bool, counters: dict):
+    """The reduce stage: chunk tasks -> partials (udfs/tasks.py), reads counted in `counters`
+    (Spark accumulators: chunk_reads, requests, bytes, field_years)."""
+    from udfs import store, tasks
+
+    kill_marker = os.environ.get("AEF_ZONAL_TEST_KILL_ONCE")  # test hook: a worker dies once
+
+    @per_task
+    def reduce_partition(batches):
+        reader = store.reader(access, red.grid, skip_bad)
+        reads0, requests0, bytes0 = reader.reads, reader.requests, reader.bytes
+        fy = 0.0
+
+        def counted(batch_iter):
+            nonlocal fy
+            for batch in batch_iter:  # Arrow compute: the reduce loop converts the rows itself
+                f = batch.column("fields").flatten()
+                years = pc.cast(pc.list_value_length(f.field("years")), pa.float64())
+                fy += pc.sum(pc.divide(years, pc.cast(f.field("chunks"), pa.float64()))).as_py() or 0.0
+                yield batch
+
+        if kill_marker and not os.path.exists(kill_marker):
+            Path(kill_marker).touch()
+            os._exit(1)
+        yield from tasks.reduce_batches(counted(batches), red, reader.submit)
+        counters["chunk_reads"].add(reader.reads - reads0)
+        counters["requests"].add(reader.requests - requests0)
+        counters["bytes"].add(reader.bytes - bytes0)
+        counters["field_years"].add(fy)
+
+    return reduce_partition
+
+
+def finish_partitions(fin):
+    """The aggregate stage: partial lists -> statistics (udfs/finish.py)."""
+    from udfs.finish import finish_batches
+
+    @per_task
+    def finish_partition(batches):
+        yield from finish_batches(batches, fin)
+
+    return finish_partition
+
+
+def pca_rgb(model_broadcast):
+    """pca_rgb(mean): udfs.pca.apply on a batch of means (3 x 64 dot products per row); the
+    model reaches the workers once, as a Spark broadcast variable."""
+    from pyspark.sql.functions import pandas_udf
+
+    from udfs import pca
+
+    @pandas_udf("array<float>")
+    @per_task
+    def pca_rgb(mean: pd.Series) -> pd.Series:
+        has = mean.notna().to_numpy()
+        out = [None] * len(mean)  # a list, not a Series: masked assignment into one is slow
+        if has.any():
+            rgb = pca.apply(model_broadcast.value, np.stack(mean[has].to_numpy())).astype(np.float32)
+            for i, v in zip(np.flatnonzero(has), rgb):
+                out[i] = v
+        return pd.Series(out, dtype=object)
+
+    return pca_rgb
+
+
+def hilbert_key():
+    """hilbert_key(x, y): udfs.grid.hilbert_key on a batch of points."""
+    from pyspark.sql.functions import pandas_udf
+
+    from udfs import grid
+
+    @pandas_udf("long")
+    @per_task
+    def hilbert_key(x: pd.Series, y: pd.Series) -> pd.Series:
+        return pd.Series(grid.hilbert_key(x.to_numpy(), y.to_numpy()))
+
+    return hilbert_key
