@@ -30,7 +30,8 @@ def check(o: Options) -> Path | None:
         previous = output.check(out, o.mode, o.stats, o.pixels)
     except output.OutputError as e:
         raise JobError(str(e)) from e
-    return None if previous is None else out / MODEL
+    # a dataset written without a model (too few fields) has none to keep
+    return None if previous is None or not (out / MODEL).exists() else out / MODEL
 
 
 @contextlib.contextmanager
@@ -44,7 +45,7 @@ def staged(o: Options):
         raise
 
 
-def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model: dict,
+def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model: dict | None,
           staging: Path):
     spark.udf.register("pca_rgb", executor.pca_rgb(spark.sparkContext.broadcast(model)))
     spark.udf.register("hilbert_key", executor.hilbert_key())
@@ -56,7 +57,8 @@ def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model
         result = result.withColumn(name, F.col("quantiles")[i])
     result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats])
     output.write(result, staging, CRS.from_user_input(store.grid.crs).to_json())
-    pca.save(model, staging / MODEL)
+    if model is not None:
+        pca.save(model, staging / MODEL)
     # what was written, read back: one small query over the partition columns and reason
     written = (spark.read.parquet(str(staging)).groupBy("time", "label", "reason")
                .agg(F.count("*").alias("rows")).collect())
