@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 from jobs import storage
 
@@ -75,6 +76,7 @@ class Output:
                .mode("append")
                .save(target))
         self._data = self.strategy.data()
+        drop_void_bbox([f for f in self._data[1] if storage.scheme(f) == "file"])
 
     def written(self):
         """What this run wrote, as a DataFrame with its partition columns."""
@@ -95,3 +97,24 @@ class Output:
     def abort(self):
         if self.strategy is not None:
             self.strategy.abort()
+
+
+def drop_void_bbox(files: list[str]):
+    """Remove the file bbox Sedona writes as [0, 0, -1, -1] for a file whose geometries are all
+    empty: no extent to state, and an inverted box fails GeoParquet's bbox rule (bbox is optional).
+    Only such files (a partition of empty geometries) are rewritten; every other keeps its bytes.
+    Files on a local disk only: on other filesystems such a file keeps Sedona's box."""
+    import pyarrow.parquet as pq
+
+    for url in files:
+        f = url.removeprefix("file:")
+        meta = pq.read_schema(f).metadata
+        geo = json.loads(meta[b"geo"])
+        col = geo["columns"][geo["primary_column"]]
+        box = col.get("bbox")
+        if box and (box[0] > box[2] or box[1] > box[3]):
+            del col["bbox"]
+            table = pq.read_table(f)
+            pq.write_table(table.replace_schema_metadata({**meta, b"geo": json.dumps(geo).encode()}), f)
+            crc = Path(f).with_name(f".{Path(f).name}.crc")  # Hadoop's checksum of the old bytes
+            crc.unlink(missing_ok=True)

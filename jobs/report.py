@@ -56,6 +56,8 @@ def summary(report: dict, out: str) -> None:
         print(f"  {part}: {n}")
     if report["rows_count_zero"]:
         print("  rows with count = 0: " + ", ".join(f"{n} ({why})" for why, n in report["rows_count_zero"].items()))
+    if "pca" in report:
+        print(f"  PCA {report['pca']}")
     if report["skipped_chunks"]:
         print(f"  INCOMPLETE: {len(report['skipped_chunks'])} undecodable chunk(s) skipped; "
               f"see {out}/_run.json", file=sys.stderr)

@@ -3,17 +3,25 @@
 --                        geometry type; invalid polygons repaired and flagged `repaired`)
 -- :source_crs is the file's CRS (ST_Transform's form), :store_crs the store's (its proj:code);
 -- geom_type is the type as given, so that points and lines are refused rather than repaired
--- into something else.
-WITH typed AS (
+-- into something else; a geometry collection holding only polygons is reduced as their union
+-- of parts (a MultiPolygon) and typed 'ST_GeometryCollection of polygons'.
+WITH given AS (
+  SELECT *,
+         ST_GeometryType(geometry) = 'ST_GeometryCollection'
+           AND ST_IsEmpty(ST_CollectionExtract(geometry, 1))
+           AND ST_IsEmpty(ST_CollectionExtract(geometry, 2)) AS polygon_collection
+  FROM fields_input
+),
+typed AS (
   SELECT CAST(feature_id AS BIGINT)                 AS feature_id,
-         IF(:source_crs = :store_crs, geometry,
-            ST_Transform(geometry, :source_crs, :store_crs)) AS geometry,
-         ST_GeometryType(geometry)                  AS geom_type,
+         IF(:source_crs = :store_crs, g, ST_Transform(g, :source_crs, :store_crs)) AS geometry,
+         IF(polygon_collection, 'ST_GeometryCollection of polygons',
+            ST_GeometryType(geometry))              AS geom_type,
          COALESCE(CAST(label AS STRING), 'field')   AS label,
          CAST(score_mean AS FLOAT)                  AS score_mean,
          CAST(score_std AS FLOAT)                   AS score_std,
          CAST(layer_year AS INT)                    AS layer_year
-  FROM fields_input
+  FROM (SELECT *, IF(polygon_collection, ST_CollectionExtract(geometry, 3), geometry) AS g FROM given)
 ),
 checked AS (
   SELECT *, COALESCE(NOT ST_IsValid(geometry), FALSE) AS repaired FROM typed
@@ -24,7 +32,8 @@ fixed AS (
          IF(repaired, ST_CollectionExtract(ST_MakeValid(geometry), 3), geometry) AS geometry
   FROM checked
 )
--- an empty geometry has no bbox (Sedona gives it infinite bounds): NULL, like a null geometry
+-- an empty geometry has no extent (Sedona gives it infinite bounds): NULL here, like a null
+-- geometry, so no stage assigns it a chunk (50_output.sql writes its bbox covering as NaN)
 SELECT feature_id, geometry, label, score_mean, score_std, layer_year, geom_type, repaired,
        IF(ST_IsEmpty(geometry), NULL, ST_XMin(geometry)) AS xmin,
        IF(ST_IsEmpty(geometry), NULL, ST_YMin(geometry)) AS ymin,

@@ -17,8 +17,13 @@ SELECT
      CONCAT(:key_prefix, fy.t, :key_sep, 0, :key_sep, FLOOR(gy / :shard), :key_sep, FLOOR(gx / :shard)),
      NULL)                                                      AS path,
   f.feature_id,
-  IF(f.xmin IS NULL, NULL,
-     NAMED_STRUCT('xmin', f.xmin, 'ymin', f.ymin, 'xmax', f.xmax, 'ymax', f.ymax)) AS bbox,
+  -- present exactly where the geometry is (GeoParquet covering); an empty geometry has no
+  -- extent: NaN in all four, which no range filter on bbox selects (NaN orders above every
+  -- number in Spark and DuckDB, so `xmin <= ...` fails; IEEE comparisons in Arrow all fail)
+  CASE WHEN f.geometry IS NULL THEN NULL
+       WHEN f.xmin IS NULL THEN NAMED_STRUCT('xmin', DOUBLE('NaN'), 'ymin', DOUBLE('NaN'),
+                                             'xmax', DOUBLE('NaN'), 'ymax', DOUBLE('NaN'))
+       ELSE NAMED_STRUCT('xmin', f.xmin, 'ymin', f.ymin, 'xmax', f.xmax, 'ymax', f.ymax) END AS bbox,
   s.mean,
   pca_rgb(s.mean)                                               AS pca_components,
   IF(f.xmin IS NULL, NULL, hilbert_key((f.xmin + f.xmax) / 2, (f.ymin + f.ymax) / 2)) AS hilbert_key,

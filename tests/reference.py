@@ -1,13 +1,15 @@
 """Brute-force references: each field on its own, over its own window.
 
 Shares no code with the job: pixels come from the store's coordinate arrays through xarray,
-membership from GDAL's rasteriser (rasterio.features.geometry_mask: centre rule or
-all_touched), coverage-weighted statistics from exactextract, values from the dequantisation
-formula written out here.
+membership from GDAL's rasteriser for the centre rule (rasterio.features.geometry_mask) and
+from exactextract for all-touched (coverage fraction > 0: GDAL's all_touched=True adds pixels
+that only share an edge or a corner with some polygons), coverage-weighted statistics from
+exactextract, values from the dequantisation formula written out here.
 """
 from __future__ import annotations
 
 import numpy as np
+import shapely.geometry
 import xarray as xr
 from affine import Affine
 from rasterio import features
@@ -32,6 +34,27 @@ def _window(ds, geom, year):
     return q, transform
 
 
+def pixel_stats(ds, weights: dict, year) -> dict:
+    """count (summed weight), mean and std (weighted, population) and the valid values of the
+    given pixels {(row, col): weight} of the whole store."""
+    q = ds["embeddings"].sel(time=year).values
+    rows, cols = (np.array(a, np.int64) for a in zip(*weights))
+    w = np.array(list(weights.values()))
+    valid = (q[:, rows, cols] != -128).all(axis=0)
+    v, w = dequantise(q[:, rows[valid], cols[valid]]), w[valid]
+    mean = (v * w).sum(axis=1) / w.sum()
+    std = np.sqrt((w * (v - mean[:, None]) ** 2).sum(axis=1) / w.sum())
+    return {"count": w.sum(), "inside": len(weights), "mean": mean, "std": std, "values": v}
+
+
+def rounding_error(row, ref) -> float:
+    """Largest difference of the job's mean and std from the reference's, in units of the field's
+    mean |value| per band: float64 rounding of exact integer sums leaves ~1e-15 of it, one pixel
+    too many or too few ~1 / count."""
+    scale = np.abs(ref["values"]).mean(axis=1)
+    return max((np.abs(np.asarray(row[k]) - ref[k]) / scale).max() for k in ("mean", "std"))
+
+
 def dequantise(q):
     qf = q.astype(np.float64)
     return np.sign(qf) * (qf / 127.5) ** 2
@@ -43,14 +66,33 @@ def field_stats(ds, geom, year, all_touched: bool = False) -> dict:
     empty = {"count": 0, "inside": 0, "mean": None, "std": None, "values": None}
     if q is None:
         return empty
-    inside = features.geometry_mask([geom], out_shape=q.shape[1:], transform=transform,
-                                    invert=True, all_touched=all_touched)
+    if all_touched:
+        # exactextract works in degrees here: an edge on a pixel boundary leaves the pixel beyond
+        # it a sliver of <= 2e-10 of its area, rounding that the job treats as on the boundary
+        # (a real corner clipped by a sample field covers 4.7e-8 of its pixel)
+        inside = coverage(geom, q.shape[1:], transform) > 1e-9
+    else:
+        inside = features.geometry_mask([geom], out_shape=q.shape[1:], transform=transform, invert=True)
     valid = inside & (q != -128).all(axis=0)
     if not valid.any():
         return {**empty, "inside": int(inside.sum())}
     v = dequantise(q[:, valid])
     return {"count": int(valid.sum()), "inside": int(inside.sum()), "mean": v.mean(axis=1),
             "std": v.std(axis=1), "values": v}
+
+
+def coverage(geom, shape, t) -> np.ndarray:
+    """exactextract's coverage fraction of each pixel of a window (shape, affine t)."""
+    from exactextract import exact_extract
+    from exactextract.raster import NumPyRasterSource
+
+    h, w = shape
+    raster = NumPyRasterSource(np.zeros(shape), t.c, t.f - h * t.a, t.c + w * t.a, t.f)
+    feature = {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(geom)}
+    out = exact_extract(raster, [feature], ["cell_id", "coverage"], output="pandas")
+    cover = np.zeros(h * w)
+    cover[np.asarray(out["cell_id"].iloc[0], np.int64)] = out["coverage"].iloc[0]
+    return cover.reshape(shape)
 
 
 def fraction_stats(ds, geom, year) -> dict:

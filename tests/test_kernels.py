@@ -6,6 +6,7 @@ import pytest
 import shapely
 from shapely import affinity
 
+from tests import aligned
 from udfs.grid import Grid, hilbert_key
 from udfs.pixels import centre_runs, runs_to_pairs
 from udfs.reduce import reduce_chunk
@@ -202,3 +203,38 @@ def test_fraction_weights_add_up_to_the_area_and_all_touched_covers_center():
     frac = np.zeros_like(center)
     frac.reshape(len(geoms), -1)[fld, pix] = True
     assert (frac == touched).all()
+
+
+# --- all-touched on pixel boundaries ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(aligned.CASES))
+def test_all_touched_is_exact_on_pixel_boundaries(name):
+    """Edges on pixel boundaries and through corners: exactly the pixels sharing area with the
+    polygon (shapely and exactextract, in pixel units where corners are exact), computed chunk
+    window by chunk window as the job does; centre and fraction keep their references."""
+    from udfs.pixels import members
+
+    geom = aligned.CASES[name]
+    placed = aligned.to_degrees(geom)
+    touched, = aligned.job_pixels(members, [placed], "all-touched")
+    want = aligned.shapely_touched(geom)
+    assert set(touched) == want
+    assert want == aligned.exactextract_touched(geom)
+    # centre rule: GEOS's point test decides every centre off the boundary (the slope-1 edges
+    # run through centres: their ties are the half-open rule's, tested above)
+    center, = aligned.job_pixels(members, [placed], "center")
+    rows, cols = (np.array(a) for a in zip(*want))
+    off = ~shapely.touches(geom, shapely.points(cols + 0.5, rows + 0.5))
+    inside = shapely.contains_xy(geom, cols + 0.5, rows + 0.5)
+    got = np.array([(r, c) in center for r, c in zip(rows.tolist(), cols.tolist())])
+    assert (got[off] == inside[off]).all() and set(center) <= want
+    # fraction: the touched pixels, weighted by their covered share (exact here: whole pixels or
+    # halves and thirds of them along the diagonals)
+    fraction, = aligned.job_pixels(members, [placed], "fraction")
+    assert set(fraction) == want
+    cells = shapely.box(cols, rows, cols + 1, rows + 1)
+    share = dict(zip(zip(rows.tolist(), cols.tolist()), shapely.area(shapely.intersection(geom, cells))))
+    worst = max(abs(w - share[k]) for k, w in fraction.items())
+    assert worst <= 1e-9, worst
+    # GEOS works in degrees here, where a pixel corner carries ~1e-10 px of rounding
+    assert sum(fraction.values()) == pytest.approx(geom.area, rel=1e-10)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -84,11 +85,39 @@ def test_offsets_path_and_pca(job_out, table, sample):
     model = pca.load(Path(job_out) / "_pca_model.json")
     rows = table[table["count"] > 0]
     got = np.stack(rows.pca_components.to_numpy())
-    # the projection written out: scores on the saved components, scaled by the saved range
-    scores = (np.stack(rows["mean"].to_numpy()) - model["center"]) @ np.array(model["components"]).T
-    want = np.clip((scores - model["lo"]) / (np.array(model["hi"]) - model["lo"]), 0, 1)
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, sklearn_rgb(model, np.stack(rows["mean"].to_numpy())), rtol=0, atol=6e-8)
     assert got.min() >= 0 and got.max() <= 1 and got.std(axis=0).min() > 0.05
+
+
+def sklearn_rgb(model: dict, means: np.ndarray) -> np.ndarray:
+    """scikit-learn's own PCA.transform and MinMaxScaler(clip=True) on the saved model, in float32
+    as written."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import MinMaxScaler
+
+    p = PCA(n_components=3)
+    p.mean_, p.components_ = np.asarray(model["center"]), np.asarray(model["components"])
+    p.n_features_in_, p.whiten = p.components_.shape[1], False
+    scale = MinMaxScaler(clip=True).fit(np.array([model["lo"], model["hi"]]))
+    return scale.transform(p.transform(means)).astype(np.float32)
+
+
+def test_pca_model_is_scikit_learns_fit():
+    """pca.fit saves scikit-learn's components and the fit sample's score range; pca.apply is
+    scikit-learn's transform scaled by it."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    means = rng.normal(size=(200, 64)) @ rng.normal(size=(64, 64)) * 0.05
+    model = pca.fit(means, seed=1)
+    p = PCA(n_components=3, random_state=1).fit(means)
+    np.testing.assert_array_equal(model["components"], p.components_)
+    scores = p.transform(means)
+    np.testing.assert_array_equal(model["lo"], scores.min(axis=0))
+    np.testing.assert_array_equal(model["hi"], scores.max(axis=0))
+    fresh = rng.normal(size=(50, 64)) * 0.3  # some fall outside the fit range: clipped to [0, 1]
+    for x in (means, fresh):
+        np.testing.assert_allclose(pca.apply(model, x).astype(np.float32), sklearn_rgb(model, x), rtol=0, atol=6e-8)
 
 
 def test_spark_sedona_sql_over_the_output(spark, job_out, table):
@@ -126,3 +155,52 @@ def test_spark_submit_runs_the_same_job(sample, job_out, tmp_path):
     for col in ("mean", "std", "pca_components", "median"):
         for x, y in zip(a[col], b[col]):
             assert (x is None and y is None) or np.array_equal(x, y)
+
+
+def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out):
+    """On a store whose origin is no shard corner of the global grid, each row's path and offsets
+    are the shard key (ShardLayout, zarr's own chunk-key encoding) and place of the pixel that
+    holds the field's bbox top-left corner, found from the store's coordinate arrays."""
+    import shapely
+    import zarr
+
+    from jobs import zonal_stats
+    from jobs.sample import create_store
+    from udfs.store import ShardLayout, describe
+
+    res, size, shard = 8.983111749910169e-05, 1024, 512
+    xmin, ymax = -93.61234, 42.05678  # 0.6 px and 0.3 px off the global 4096 px shard lattice
+    arr = create_store(tmp_path / "store.zarr", [2024], size, xmin, ymax, res, shard)
+    rng = np.random.default_rng(0)
+    arr[0] = rng.integers(-127, 128, arr.shape[1:], dtype=np.int8)
+    # corners in every shard, on chunk borders, in the last pixel, and west of the store
+    corners = [(3.2, 5.7), (300.5, 600.1), (511.9, 511.9), (512.001, 100.3), (700.4, 1000.6),
+               (1022.5, 1022.5), (255.999, 256.001), (-4.5, 20.2)]
+    geoms = [shapely.box(xmin + c * res, ymax - (r + 1.3) * res, xmin + (c + 1.4) * res, ymax - r * res)
+             for c, r in corners]
+    fields = gpd.GeoDataFrame({"feature_id": np.arange(len(geoms)), "geometry": geoms}, crs="EPSG:4326")
+    fields.to_parquet(tmp_path / "fields.parquet")
+    out = tmp_path / "out"
+    assert zonal_stats.main(["--store", str(tmp_path / "store.zarr"), "--fields", str(tmp_path / "fields.parquet"),
+                             "--out", str(out), "--master", "local[2]"]) == 0
+    rows = ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id").sort_index()
+    info = describe(str(tmp_path / "store.zarr"))
+    layout = ShardLayout(zarr.open_array(tmp_path / "store.zarr" / "embeddings", mode="r"), info.grid)
+    group = zarr.open_group(tmp_path / "store.zarr", mode="r")
+    x, y = group["x"][:], group["y"][:]
+    for fid, (c, r) in enumerate(corners):
+        row = rows.loc[fid]
+        gx, gy = int(row.global_x_offset), int(row.global_y_offset)
+        assert (gx, gy) == (int(np.floor(c)), int(np.floor(r))), fid
+        if gx < 0:  # west of the store: offsets still say where, no shard holds it
+            assert pd.isna(row.path)
+            continue
+        # the pixel whose square holds the corner, by the store's own cell centres
+        assert abs(row.bbox["xmin"] - x[gx]) <= res / 2 and abs(row.bbox["ymax"] - y[gy]) <= res / 2
+        cy, cx = gy // info.grid.chunk, gx // info.grid.chunk
+        assert row.path == layout.key(0, cy, cx)
+        assert (tmp_path / "store.zarr" / row.path).is_file()
+        slot = layout.slot(cy, cx)
+        per = layout.per
+        assert (row.local_y_offset, row.local_x_offset) == (
+            slot // per * info.grid.chunk + gy % info.grid.chunk, slot % per * info.grid.chunk + gx % info.grid.chunk)

@@ -187,3 +187,85 @@ def test_geoparquet_validator_covering(job_out):
 
     failed = {t for f in parts(job_out) for t in gpv.failed(gpv.check(str(f)), "covering")}
     assert not failed, failed
+
+
+@pytest.fixture(scope="module")
+def every_kind(sample, tmp_path_factory, job_out):
+    """An output holding every kind of input row: per-year layers of sample fields, and a null,
+    an empty, an invalid (repaired) and a far-away (outside the store) polygon."""
+    import geopandas as gpd
+    import shapely
+
+    from jobs import zonal_stats
+    from jobs.sample import fields_by_year
+
+    layers = fields_by_year(gpd.read_parquet(sample / "fields.parquet").iloc[:20], (2024, 2025), seed=5)
+    x0, y0, x1, y1 = layers.geometry.iloc[0].bounds
+    odd = gpd.GeoDataFrame({
+        "feature_id": [9001, 9002, 9003, 9004], "label": ["null", "empty", "bowtie", "far"],
+        "year": np.array([2024, 2025, 2025, 2024], np.int32),
+        "geometry": [None, shapely.Polygon(), shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)]),
+                     shapely.box(10, 10, 10.01, 10.01)]}, crs=layers.crs)
+    fields = gpd.GeoDataFrame(pd.concat([layers, odd], ignore_index=True), crs=layers.crs)
+    folder = tmp_path_factory.mktemp("every_kind")
+    fields.to_parquet(folder / "fields.parquet")
+    out = folder / "out"
+    assert zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields", str(folder / "fields.parquet"),
+                             "--out", str(out), "--master", "local[2]", "--stats", "count,mean",
+                             "--pca-model", str(job_out / "_pca_model.json")]) == 0
+    reasons = ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id").reason
+    assert reasons[9001] == "null geometry" and reasons[9002] == "empty geometry"
+    assert reasons[9004] == "outside the store" and pd.isna(reasons[9003])  # repaired, reduced
+    return out
+
+
+def test_geoparquet_validator_over_every_kind_of_row(every_kind):
+    import geoparquet_validator as gpv
+
+    files = parts(every_kind)
+    assert len({f.parent.parent.name for f in files}) == 2  # both years' layers
+    for f in files:
+        report = gpv.check(str(f))
+        assert gpv.conformant(report, "core"), (f, gpv.failed(report))
+        assert not gpv.failed(report, "covering"), (f, gpv.failed(report, "covering"))
+
+
+def test_bbox_is_present_exactly_where_the_geometry_is(every_kind):
+    import shapely
+
+    t = ds.dataset(every_kind, partitioning="hive").to_table().to_pandas().set_index("feature_id")
+    assert (t.bbox.isna() == t.geometry.isna()).all()
+    assert t.bbox[9001] is None
+    assert all(np.isnan(v) for v in t.bbox[9002].values())  # empty: NaN, no extent
+    rest = t.drop(index=[9001, 9002])
+    bounds = shapely.bounds(shapely.from_wkb(rest.geometry))
+    np.testing.assert_array_equal(np.array([[b[k] for k in ("xmin", "ymin", "xmax", "ymax")] for b in rest.bbox]),
+                                  bounds)
+
+
+BBOX_FILTERS = {  # the whole world: every field with an extent, in the two usual forms
+    "within": "bbox.xmin >= -180 AND bbox.xmax <= 180 AND bbox.ymin >= -90 AND bbox.ymax <= 90",
+    "intersects": "bbox.xmin <= 180 AND bbox.xmax >= -180 AND bbox.ymin <= 90 AND bbox.ymax >= -90",
+}
+
+
+def test_bbox_filters_never_select_an_empty_geometry(every_kind, spark, tmp_path):
+    import duckdb
+    import pyarrow.compute as pc
+
+    data = ds.dataset(every_kind, partitioning="hive")
+    # one row per field and year of its layer: all but the null and the empty geometry
+    want = sorted(f for f in data.to_table().column("feature_id").to_pylist() if f not in (9001, 9002))
+    xmin, ymin, xmax, ymax = (pc.field("bbox", k) for k in ("xmin", "ymin", "xmax", "ymax"))
+    arrow = {"within": (xmin >= -180) & (xmax <= 180) & (ymin >= -90) & (ymax <= 90),
+             "intersects": (xmin <= 180) & (xmax >= -180) & (ymin <= 90) & (ymax >= -90)}
+    con = duckdb.connect()
+    for name, where in BBOX_FILTERS.items():
+        got = {
+            "spark": [r.feature_id for r in query.query(spark, every_kind, f"SELECT feature_id FROM fields WHERE {where}").collect()],
+            "duckdb": [r[0] for r in con.sql(f"SELECT feature_id FROM read_parquet('{every_kind}/*/*/*.parquet', "
+                                              f"hive_partitioning = true) WHERE {where}").fetchall()],
+            "pyarrow": data.to_table(filter=arrow[name]).column("feature_id").to_pylist(),
+        }
+        for engine, ids in got.items():
+            assert sorted(ids) == want, (name, engine)

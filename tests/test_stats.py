@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jobs import options
-from tests import reference
+from tests import aligned, reference
 from tests.compare import read
 from tests.conftest import run_job
 
@@ -23,16 +23,41 @@ def load(out):
     return t.set_index(["feature_id", "year"]).sort_index()
 
 
-def run_rule(sample, job_out, tmp_path_factory, rule, stats):
+def run_rule(sample, job_out, tmp_path_factory, rule, stats, fields):
     out = tmp_path_factory.mktemp(rule) / "result"
-    assert run_job(sample / "store.zarr", sample / "fields.parquet", out, "--pixels", rule,
+    assert run_job(sample / "store.zarr", fields, out, "--pixels", rule,
                    "--stats", stats, "--pca-model", str(job_out / "_pca_model.json")) == 0
     return load(out)
+
+
+ALIGNED_IDS = 900_000
 
 
 @pytest.fixture(scope="module")
 def fields(sample):
     return gpd.read_parquet(sample / "fields.parquet")
+
+
+@pytest.fixture(scope="module")
+def with_aligned(sample, fields, tmp_path_factory):
+    """The sample's fields plus tests/aligned.py's polygons on pixel boundaries and corners."""
+    import pandas as pd
+    from udfs.store import describe
+
+    grid = describe(str(sample / "store.zarr")).grid
+    extra = gpd.GeoDataFrame({"feature_id": ALIGNED_IDS + np.arange(len(aligned.CASES)),
+                              "label": "aligned",
+                              "geometry": [aligned.to_degrees(g, grid) for g in aligned.CASES.values()]},
+                             crs=fields.crs)
+    both = gpd.GeoDataFrame(pd.concat([fields, extra], ignore_index=True), crs=fields.crs)
+    path = tmp_path_factory.mktemp("aligned") / "fields.parquet"
+    both.to_parquet(path)
+    return both, path
+
+
+@pytest.fixture(scope="module")
+def all_kinds(kinds):
+    return kinds | {ALIGNED_IDS + i: f"aligned: {name}" for i, name in enumerate(aligned.CASES)}
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +71,15 @@ def center(job_out):
 
 
 @pytest.fixture(scope="module")
-def touched(sample, job_out, tmp_path_factory):
-    return run_rule(sample, job_out, tmp_path_factory, "all-touched", "count,mean,std,median,valid_fraction")
+def touched(sample, job_out, tmp_path_factory, with_aligned):
+    return run_rule(sample, job_out, tmp_path_factory, "all-touched", "count,mean,std,median,valid_fraction",
+                    with_aligned[1])
 
 
 @pytest.fixture(scope="module")
-def fraction(sample, job_out, tmp_path_factory):
-    return run_rule(sample, job_out, tmp_path_factory, "fraction", "count,mean,std,valid_fraction")
+def fraction(sample, job_out, tmp_path_factory, with_aligned):
+    return run_rule(sample, job_out, tmp_path_factory, "fraction", "count,mean,std,valid_fraction",
+                    with_aligned[1])
 
 
 def test_center_quantiles_extremes_and_more_are_exact(center, fields, store):
@@ -83,43 +110,61 @@ def test_center_quantiles_extremes_and_more_are_exact(center, fields, store):
     assert worst <= 2e-15
 
 
-def test_all_touched_matches_gdal(touched, fields, store):
+def test_all_touched_matches_exactextract(touched, with_aligned, store, all_kinds):
+    """Every sample field: exactly the pixels exactextract covers; every polygon on pixel
+    boundaries: exactly those sharing area with it (shapely in pixel units, where the corners
+    are exact: exactextract in degrees gives the pixels beyond a 512 px edge slivers of ~1e-8);
+    their statistics to float64 rounding."""
+    both = with_aligned[0]
     worst = 0.0
-    for fid, geom in zip(fields.feature_id, fields.geometry):
+    for fid, geom in zip(both.feature_id, both.geometry):
         for year in (2024, 2025):
-            ref = reference.field_stats(store, geom, year, all_touched=True)
+            ref = (reference.field_stats(store, geom, year, all_touched=True) if fid < ALIGNED_IDS
+                   else reference.pixel_stats(store, dict.fromkeys(aligned.shapely_touched(
+                       list(aligned.CASES.values())[fid - ALIGNED_IDS]), 1.0), year))
             row = touched.loc[(fid, year)]
-            assert row["count"] == ref["count"], (fid, year)
+            assert row["count"] == ref["count"], (fid, year, all_kinds[fid])
             if ref["count"]:
-                worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
-                            np.abs(np.asarray(row["std"]) - ref["std"]).max())
+                worst = max(worst, reference.rounding_error(row, ref))
                 np.testing.assert_allclose(row["median"], np.median(ref["values"], axis=1),
                                            rtol=1e-15, atol=1e-17)
-    assert worst <= 1e-6
+    print(f"worst mean/std error in units of mean |v|: {worst:.3g}")
+    assert worst <= 1e-12
 
 
-def test_fraction_matches_exactextract(fraction, fields, store, kinds):
-    special = [fid for fid in fields.feature_id if kinds[fid] != "field"]
-    regular = [fid for fid in fields.feature_id if kinds[fid] == "field"][::12]
-    geoms = dict(zip(fields.feature_id, fields.geometry))
+def test_fraction_matches_exactextract(fraction, with_aligned, store, all_kinds):
+    both = with_aligned[0]
+    special = [fid for fid in both.feature_id if all_kinds[fid] != "field" and fid < ALIGNED_IDS]
+    regular = [fid for fid in both.feature_id if all_kinds[fid] == "field"][::12]
+    geoms = dict(zip(both.feature_id, both.geometry))
     worst = 0.0
     for fid in special + regular:
         for year in (2024, 2025):
             ref = reference.fraction_stats(store, geoms[fid], year)
             row = fraction.loc[(fid, year)]
             # exactextract keeps coverage fractions in float32
-            assert row["count"] == pytest.approx(ref["count"], rel=1e-6), (fid, kinds[fid])
+            assert row["count"] == pytest.approx(ref["count"], rel=1e-6), (fid, all_kinds[fid])
             if ref["count"]:
                 worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
                             np.abs(np.asarray(row["std"]) - ref["std"]).max())
+    # the weights are areas, not integers; exactextract's are float32 (~1e-7 relative)
     assert worst <= 1e-6
+    # on pixel boundaries: the covered share of each pixel by shapely in pixel units (exact);
+    # the job's GEOS areas in degrees carry ~1e-10 of a pixel each
+    for i, geom in enumerate(aligned.CASES.values()):
+        for year in (2024, 2025):
+            ref = reference.pixel_stats(store, aligned.shapely_coverage(geom), year)
+            row = fraction.loc[(ALIGNED_IDS + i, year)]
+            assert row["count"] == pytest.approx(ref["count"], rel=1e-10), list(aligned.CASES)[i]
+            assert reference.rounding_error(row, ref) <= 1e-9, list(aligned.CASES)[i]
 
 
 def by_kind(table, kinds, kind, year):
     return next(row for (fid, y), row in table.iterrows() if kinds[fid] == kind and y == year)
 
 
-def test_all_nodata_and_single_pixel_fields_in_every_mode(center, touched, fraction, kinds, fields, store):
+def test_all_nodata_and_single_pixel_fields_in_every_mode(center, touched, fraction, all_kinds, fields, store):
+    kinds = all_kinds
     for table in (center, touched, fraction):
         empty = by_kind(table, kinds, "missing-chunk", 2024)  # its chunk was never written
         assert empty["count"] == 0 and empty["mean"] is None and empty["std"] is None

@@ -5,8 +5,10 @@ half-open edges (W. R. Franklin's PNPOLY): a centre exactly on a west or south e
 on an east or north edge it does not. So two fields sharing an edge split the centres on it
 between them, each counted once. Holes and the parts of a multipolygon follow from the
 even-odd rule (parts are assumed disjoint, as in a valid multipolygon).
-- all-touched: the centre pixels plus every pixel whose square the boundary passes through
-  (GDAL's all_touched=True).
+- all-touched: every pixel whose square shares positive area with the polygon (exactextract's
+  coverage fraction > 0): the centre pixels plus every pixel whose open square the boundary
+  passes through. An edge along a pixel boundary, or through a pixel corner, adds nothing on
+  its outer side (GDAL's all_touched=True differs there: it adds some of those pixels).
 - fraction: every touched pixel weighted by the share of its area inside the polygon
   (exactextract's coverage fraction). A pixel the boundary does not cross is wholly inside
   (weight 1, exactly the centre pixels) or wholly outside; only crossed pixels need an area,
@@ -120,28 +122,55 @@ def runs_to_pairs(runs: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]
     return starts + within, np.repeat(runs[:, 3], lengths)
 
 
+# Cell coordinates within this many pixels of an integer are on that pixel boundary: corners
+# computed from the grid (xmin + i * res, or a centre minus res / 2) land a few ulps (< 1e-9
+# pixel at 180 degrees) off the integer once divided by res.
+SNAP = 1e-7
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _snap(v):
+    k = np.floor(v + 0.5)
+    return k if abs(v - k) <= SNAP else v
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _open_cells(lo, hi):
+    """First and last cell k whose open interval (k, k + 1) meets [lo, hi] (last < first: none).
+
+    A point on an integer (lo == hi == k) lies in no open cell; a span ending on k + 1 does not
+    reach cell k + 1.
+    """
+    if lo == hi:
+        k = np.floor(lo)
+        return (int(k), int(k) - 1) if k == lo else (int(k), int(k))
+    return int(np.floor(lo)), int(np.ceil(hi)) - 1
+
+
 @numba.njit(cache=True, nogil=True)
 def _boundary_cells(edges, offsets, x_left, y_top, res, height, width, out_pix, out_fld):
-    """Cells of the window that each edge passes through (a supercover of the segment)."""
+    """Cells of the window whose open square each edge passes through.
+
+    An edge that runs along a pixel boundary, or meets a cell only at its corner, shares no area
+    with that cell and does not mark it.
+    """
     n = 0
     for f in range(offsets.shape[0] - 1):
         for e in range(offsets[f], offsets[f + 1]):
-            c1, r1 = (edges[e, 0] - x_left) / res, (y_top - edges[e, 1]) / res
-            c2, r2 = (edges[e, 2] - x_left) / res, (y_top - edges[e, 3]) / res
-            lo_c, hi_c = min(c1, c2), max(c1, c2)
-            first = max(int(np.floor(lo_c)), 0)
-            last = min(int(np.floor(hi_c)), width - 1)
-            for c in range(first, last + 1):
+            c1, r1 = _snap((edges[e, 0] - x_left) / res), _snap((y_top - edges[e, 1]) / res)
+            c2, r2 = _snap((edges[e, 2] - x_left) / res), _snap((y_top - edges[e, 3]) / res)
+            first, last = _open_cells(min(c1, c2), max(c1, c2))
+            for c in range(max(first, 0), min(last, width - 1) + 1):
                 if c2 == c1:
                     ra, rb = r1, r2
                 else:
-                    # rows the segment spans inside the column strip [c, c + 1]
-                    xa, xb = max(float(c), lo_c), min(float(c + 1), hi_c)
-                    ra = r1 + (xa - c1) * (r2 - r1) / (c2 - c1)
-                    rb = r1 + (xb - c1) * (r2 - r1) / (c2 - c1)
-                top = max(int(np.floor(min(ra, rb))), 0)
-                bottom = min(int(np.floor(max(ra, rb))), height - 1)
-                for r in range(top, bottom + 1):
+                    # rows the segment spans inside the column strip [c, c + 1]; with integer
+                    # end points the product is exact, so crossings on corners stay integers
+                    xa, xb = max(float(c), min(c1, c2)), min(float(c + 1), max(c1, c2))
+                    ra = _snap(r1 + (xa - c1) * (r2 - r1) / (c2 - c1))
+                    rb = _snap(r1 + (xb - c1) * (r2 - r1) / (c2 - c1))
+                top, bottom = _open_cells(min(ra, rb), max(ra, rb))
+                for r in range(max(top, 0), min(bottom, height - 1) + 1):
                     out_pix[n] = r * width + c
                     out_fld[n] = f
                     n += 1
@@ -176,6 +205,23 @@ def pairs_to_runs(pix: np.ndarray, fld: np.ndarray, width: int) -> np.ndarray:
     return runs[np.lexsort((runs[:, 1], runs[:, 0]))]
 
 
+def union_runs(runs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The union of runs (row, col_start, col_stop, geometry) as maximal runs, sorted by row then
+    column: overlapping or adjacent runs of a geometry's row merge into one."""
+    if not len(runs):
+        return runs
+    r = runs[np.lexsort((runs[:, 1], runs[:, 0], runs[:, 3]))]
+    group = r[:, 3] * height + r[:, 0]
+    # furthest stop so far within each (geometry, row): groups ascend and stops are <= width
+    reach = np.maximum.accumulate(group * (width + 1) + r[:, 2]) - group * (width + 1)
+    start = np.ones(len(r), bool)
+    start[1:] = (group[1:] != group[:-1]) | (r[1:, 1] > reach[:-1])
+    first = np.flatnonzero(start)
+    last = np.r_[first[1:] - 1, len(r) - 1]
+    out = np.column_stack([r[first, 0], r[first, 1], reach[last], r[first, 3]])
+    return out[np.lexsort((out[:, 1], out[:, 0]))]
+
+
 RULES = ("center", "all-touched", "fraction")
 
 
@@ -193,10 +239,10 @@ def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: i
     if rule not in RULES:
         raise ValueError(f"unknown pixel rule {rule!r}; choose among {RULES}")
     bpix, bfld = boundary_pairs(geoms, x_left, y_top, res, height, width)
-    cpix, cfld = runs_to_pairs(runs, width)
     if rule == "all-touched":
-        keys = np.unique(np.r_[cfld * (height * width) + cpix, bfld * (height * width) + bpix])
-        return pairs_to_runs(keys % (height * width), keys // (height * width), width)
+        # as runs: the centre pixels are most of a chunk, the boundary pairs a few thousand
+        return union_runs(np.r_[runs, pairs_to_runs(bpix, bfld, width)], height, width)
+    cpix, cfld = runs_to_pairs(runs, width)
     # fraction: centre pixels the boundary does not cross are wholly inside
     bkeys = bfld * (height * width) + bpix
     interior = ~np.isin(cfld * (height * width) + cpix, bkeys)

@@ -104,7 +104,8 @@ def pca_rgb(model_broadcast):
     @pandas_udf("array<float>")
     @per_task
     def pca_rgb(mean: pd.Series) -> pd.Series:
-        has = mean.notna().to_numpy()
+        # no model (too few means to fit one): null components
+        has = mean.notna().to_numpy() & (model_broadcast.value is not None)
         out = [None] * len(mean)  # a list, not a Series: masked assignment into one is slow
         if has.any():
             rgb = pca.apply(model_broadcast.value, np.stack(mean[has].to_numpy())).astype(np.float32)

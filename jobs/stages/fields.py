@@ -24,11 +24,12 @@ def fields(spark, o: Options, store: StoreInfo, years: list[int]):
     """sql/10_fields.sql over the user's file, checked, restricted to `years`; cached, as every
     later stage reads it."""
     try:
-        df, year_column = load(spark, o.fields, o.year_column)
-        crs, report = source_crs(spark, o.fields, store.grid.crs)
+        column = geometry_column(spark, o.fields)
+        df, year_column = load(spark, o.fields, o.year_column, column)
+        crs, report = source_crs(spark, o.fields, store.grid.crs, column)
         typed = sql(spark, "10_fields.sql", {"fields_input": df}, source_crs=crs,
                     store_crs=store.grid.crs)
-        report |= validate(typed, o.fields)
+        report |= validate(typed, o.fields) | {"geometry_column": column}
         selected, part = select_years(typed, o.fields, year_column, years, store.years,
                                       o.skip_missing_years)
     except (FieldsError, storage.StorageError) as e:
@@ -58,7 +59,42 @@ def year_of(df, column: str, path: str):
                       "be a date, timestamp, 'YYYY-01-01' string or integer (or pass --year-column none)")
 
 
-def source_crs(spark, path: str, store_crs: str) -> tuple[str, dict]:
+def geometry_column(spark, path: str) -> str:
+    """The primary geometry column the file's `geo` metadata names (DuckDB and GDAL write `geom`
+    or `wkb_geometry`); `geometry` for a file without one (load() then says what is wrong)."""
+    try:
+        found = {r.primary_column for r in spark.read.format("geoparquet.metadata").load(path)
+                 .select("primary_column").collect()}
+    except Exception:  # not GeoParquet at all: load() names the problem
+        return "geometry"
+    found.discard(None)
+    if len(found) > 1:
+        raise FieldsError(f"{path}: its files name different primary geometry columns {sorted(found)}; "
+                          "write the fields with one geometry column name")
+    return found.pop() if found else "geometry"
+
+
+def feature_ids(df, path: str):
+    """feature_id as int64: integer columns as they are, strings holding integers converted;
+    anything else refused with examples."""
+    typ = df.schema["feature_id"].dataType
+    if isinstance(typ, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
+        return df
+    col = F.col("feature_id")
+    if isinstance(typ, T.StringType):
+        bad = [r[0] for r in df.where(col.isNotNull() & ~col.rlike(r"^\s*[+-]?\d{1,18}\s*$"))
+               .select("feature_id").limit(3).collect()]
+        if not bad:
+            return df.withColumn("feature_id", F.trim(col).cast("bigint"))
+        raise FieldsError(f"{path}: column 'feature_id' holds strings that are not integers, e.g. "
+                          f"{bad}; the ids must be integers (int64, or strings of digits): number the "
+                          "fields, e.g. with geopandas df['feature_id'] = range(len(df)), and keep "
+                          "your own id in another column")
+    raise FieldsError(f"{path}: column 'feature_id' has type {typ.simpleString()}; the ids must be "
+                      "integers (int64, or strings of digits), e.g. df['feature_id'].astype('int64')")
+
+
+def source_crs(spark, path: str, store_crs: str, column: str = "geometry") -> tuple[str, dict]:
     """The fields' CRS as Sedona's ST_Transform takes it, from the GeoParquet `geo` metadata,
     and its description for the report; `store_crs` when they are the same.
 
@@ -67,11 +103,12 @@ def source_crs(spark, path: str, store_crs: str) -> tuple[str, dict]:
     from pyproj import CRS
 
     meta = (spark.read.format("geoparquet.metadata").load(path)
-            .select("path", F.col("columns")["geometry"]["crs"].alias("crs")).collect())
+            .select("path", F.col("columns")[column]["crs"].alias("crs")).collect())
     found = {r.crs for r in meta}
     if len(found) > 1:
-        raise FieldsError(f"{path}: its files have different CRSs ({len(found)}); write the fields "
-                          "in one CRS")
+        names = sorted({_name(path, r.crs) + " (" + storage.name(r.path) + ")" for r in meta})
+        raise FieldsError(f"{path}: its files have different CRSs: {', '.join(names)}; write the "
+                          "fields in one CRS, e.g. with geopandas' to_crs")
     crs_json = found.pop() if found else None
     if crs_json in (None, "", "null"):
         crs, described = CRS("OGC:CRS84"), "OGC:CRS84 (assumed: the file names no CRS)"
@@ -83,6 +120,10 @@ def source_crs(spark, path: str, store_crs: str) -> tuple[str, dict]:
         return store_crs, {"fields_crs": described}
     epsg = crs.to_epsg()
     return (f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL")), {"fields_crs": described}
+
+
+def _name(path: str, crs_json) -> str:
+    return "OGC:CRS84 (no CRS)" if crs_json in (None, "", "null") else _crs(path, json.loads(crs_json)).to_string()
 
 
 def _crs(path: str, projjson: dict):
@@ -98,7 +139,7 @@ def _crs(path: str, projjson: dict):
                           "an EPSG code, e.g. geopandas' to_crs(4326)") from e
 
 
-def load(spark, path: str, year_column: str | None):
+def load(spark, path: str, year_column: str | None, column: str = "geometry"):
     """Read the GeoParquet and fill the optional columns: sql/10_fields.sql's `fields_input`.
 
     Returns it and the column giving each field's own year, or None (every field, every year).
@@ -110,6 +151,8 @@ def load(spark, path: str, year_column: str | None):
     except Exception as e:
         raise FieldsError(f"cannot read {path} as GeoParquet ({type(e).__name__}: {str(e)[:300]}); "
                           "write it with geopandas.GeoDataFrame.to_parquet or Sedona") from e
+    if column != "geometry":  # the file's primary geometry is the field polygon
+        df = df.drop("geometry").withColumnRenamed(column, "geometry")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise FieldsError(f"{path}: required column(s) {missing} missing (found {df.columns}); "
@@ -118,6 +161,7 @@ def load(spark, path: str, year_column: str | None):
         raise FieldsError(f"{path}: column 'geometry' is {df.schema['geometry'].dataType.simpleString()}, "
                           "not a geometry: the file is plain Parquet without GeoParquet 'geo' metadata; "
                           "write it with geopandas.GeoDataFrame.to_parquet or Sedona")
+    df = feature_ids(df, path)
     for name, typ in OPTIONAL.items():
         if name not in df.columns:
             df = df.withColumn(name, F.lit(None).cast(typ))
@@ -134,14 +178,17 @@ def load(spark, path: str, year_column: str | None):
 
 def validate(fields, path: str) -> dict:
     """Refuse fields the job cannot reduce, naming examples; return counts for the report."""
-    polygons = "geom_type IN ('ST_Polygon', 'ST_MultiPolygon')"
+    polygons = "geom_type IN ('ST_Polygon', 'ST_MultiPolygon', 'ST_GeometryCollection of polygons')"
     row = fields.selectExpr(
         "COUNT(*) AS n",
         "COUNT_IF(feature_id IS NULL) AS null_ids",
         f"COUNT_IF(geometry IS NOT NULL AND NOT {polygons}) AS bad_types",
         "COUNT_IF(geometry IS NULL) AS null_geometries",
         "COUNT_IF(geometry IS NOT NULL AND ST_IsEmpty(geometry)) AS empty_geometries",
-        "COUNT_IF(repaired) AS repaired").first()
+        "COUNT_IF(repaired) AS repaired",
+        "COUNT_IF(geom_type = 'ST_GeometryCollection of polygons') AS collections").first()
+    if row.n == 0:
+        raise FieldsError(f"{path}: the file has no fields (0 rows); nothing to reduce")
     if row.null_ids:
         raise FieldsError(f"{path}: {row.null_ids} field(s) have a null feature_id; give every field an id")
     if row.bad_types:
@@ -156,6 +203,7 @@ def validate(fields, path: str) -> dict:
                           + ", ".join(f"{r.feature_id} ({r.k} rows)" for r in dups)
                           + "; ids must identify one field each (one per year when fields carry a year)")
     report = {"fields": row.n, "null_geometries": row.null_geometries,
+              "collections_reduced_as_polygons": row.collections,
               "empty_geometries": row.empty_geometries, "repaired_geometries": row.repaired}
     if row.repaired:
         report["repaired_examples"] = [r.feature_id for r in fields.where("repaired")

@@ -27,7 +27,10 @@ def check(spark, o: Options) -> tuple[output.Output, dict | None]:
     target = output.Output(spark, o.out, o.mode, storage.secret_values(o.settings))
     try:
         previous = target.check(o.stats, o.pixels)
-        return target, None if previous is None else pca.loads(target.read_text(MODEL), o.out)
+        # a dataset written without a model (too few fields) has none to keep
+        if previous is None or not target.fs.exists(storage.join(o.out, MODEL)):
+            return target, None
+        return target, pca.loads(target.read_text(MODEL), o.out)
     except (output.OutputError, storage.StorageError, ValueError) as e:
         raise JobError(str(e)) from e
 
@@ -45,7 +48,7 @@ def staged(target: output.Output):
         raise
 
 
-def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model: dict,
+def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model: dict | None,
           target: output.Output):
     spark.udf.register("pca_rgb", executor.pca_rgb(spark.sparkContext.broadcast(model)))
     spark.udf.register("hilbert_key", executor.hilbert_key())
@@ -57,7 +60,8 @@ def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model
         result = result.withColumn(name, F.col("quantiles")[i])
     result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats])
     target.write(result, CRS.from_user_input(store.grid.crs).to_json())
-    target.save_text(MODEL, pca.dumps(model))
+    if model is not None:
+        target.save_text(MODEL, pca.dumps(model))
     # what was written, read back: one small query over the partition columns and reason
     written = (target.written().groupBy("time", "label", "reason")
                .agg(F.count("*").alias("rows")).collect())

@@ -9,6 +9,8 @@ from udfs import pca as kernel
 
 
 def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):
+    """The model, or None with the reason in the report when too few means to fit one: the
+    statistics are still written, with null pca_components."""
     if o.pca_model:
         try:
             text = storage.Hadoop(stats.sparkSession).read_text(o.pca_model)
@@ -17,14 +19,15 @@ def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):
             raise JobError(f"--pca-model: {e}") from e
     if previous_model is not None:  # --mode add: new partitions keep the dataset's colours
         return previous_model, {}
+    if with_pixels < 3:  # three components need three points
+        return None, {"pca": f"not fitted: only {with_pixels} field-year(s) have a valid pixel (3 "
+                              "needed), so pca_components are null; pass --pca-model with the "
+                              "_pca_model.json of a larger run to colour them"}
     return fit(stats, with_pixels, o.pca_sample, o.seed), {}
 
 
 def fit(stats, total: int, sample: int, seed: int) -> dict:
     """Fit on a random sample of the field-year means with a valid pixel (`total` of them)."""
-    if total < 3:  # three components need three points
-        raise JobError(f"only {total} field-year(s) have a valid pixel: too few to fit the PCA "
-                       "(3 needed); pass --pca-model with the _pca_model.json of a larger run")
     frac = min(1.0, 1.2 * sample / total)
     # Arrow, not Rows: a Python object per mean would cost more than the fit
     means = (stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean")
