@@ -76,7 +76,7 @@ class Output:
                .mode("append")
                .save(target))
         self._data = self.strategy.data()
-        drop_void_bbox([f for f in self._data[1] if storage.scheme(f) == "file"])
+        drop_void_bbox([f for f in self._data[1] if not storage.is_url(f) or f.startswith("file:")])
 
     def written(self):
         """What this run wrote, as a DataFrame with its partition columns."""
