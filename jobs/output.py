@@ -74,6 +74,8 @@ def drop_void_bbox(staging: Path):
             del col["bbox"]
             table = pq.read_table(f)
             pq.write_table(table.replace_schema_metadata({**meta, b"geo": json.dumps(geo).encode()}), f)
+            # Hadoop's checksum of the old bytes would fail the next read of the file
+            (f.parent / f".{f.name}.crc").unlink(missing_ok=True)
 
 
 def _swap(new: Path, dest: Path):
