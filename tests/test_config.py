@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from jobs import config
 from jobs.progress import Progress
 from jobs.options import parse
 

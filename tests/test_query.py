@@ -126,7 +126,7 @@ def test_year_filter_prunes_partitions(spark, job_out, capsys):
     assert "PartitionFilters: [isnotnull(time" in text and f"= {YEAR}" in text and "(label" in text
     # the same plan through the command line
     assert query.main([str(job_out), f"SELECT COUNT(*) FROM fields WHERE time = '{YEAR}'", "--explain"]) == 0
-    assert f"PartitionFilters: [isnotnull(time#" in capsys.readouterr().out
+    assert "PartitionFilters: [isnotnull(time#" in capsys.readouterr().out
 
 
 def test_area_spheroid_is_geodesic_square_metres(spark, job_out, table):
