@@ -35,6 +35,7 @@ class Options:
     stats: list[str]
     quantiles: dict[str, float]      # the quantile statistics among stats: name -> level
     pixels: str
+    min_coverage: float              # all-touched, fraction: least covered share of a pixel
     pca_model: str | None
     pca_sample: int
     seed: int
@@ -97,6 +98,10 @@ def parse(argv=None) -> Options:
                    help="which pixels count: centre inside (center), every touched pixel "
                         "(all-touched), or touched pixels weighted by covered area (fraction); "
                         "default %(default)s")
+    p.add_argument("--min-coverage", type=float, default=job["min_coverage"], metavar="F",
+                   help="with all-touched or fraction: a pixel counts only when at least F (0..1) "
+                        "of its area is inside the field, as exactextract's min_coverage_frac "
+                        "(default %(default)s: any share)")
     p.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
     p.add_argument("--pca-sample", type=int, default=job["pca_sample"],
                    help="field means sampled to fit the PCA (default %(default)s)")
@@ -128,6 +133,12 @@ def parse(argv=None) -> Options:
     unknown = sorted(set(stats) - set(STATS) - set(qs))
     if unknown:
         p.error(f"unknown statistic(s) {unknown}; choose among {list(STATS)}, median, pNN")
+    if not 0.0 <= args.min_coverage <= 1.0:
+        p.error(f"--min-coverage {args.min_coverage}: give the least covered share of a pixel "
+                "between 0 and 1, e.g. 0.5")
+    if args.min_coverage and args.pixels == "center":
+        p.error("--min-coverage needs --pixels all-touched or fraction (the center rule counts a "
+                "pixel by its centre, not by its covered share)")
     if qs and args.pixels == "fraction":
         p.error(f"quantiles ({', '.join(qs)}) are not available with --pixels fraction: "
                 "weighted quantiles are not implemented; use --pixels center or all-touched")

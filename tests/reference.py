@@ -95,8 +95,9 @@ def coverage(geom, shape, t) -> np.ndarray:
     return cover.reshape(shape)
 
 
-def fraction_stats(ds, geom, year) -> dict:
-    """exactextract's coverage-weighted count, mean and stdev of each band."""
+def fraction_stats(ds, geom, year, min_coverage: float = 0.0) -> dict:
+    """exactextract's coverage-weighted count, mean and stdev of each band (pixels covered at
+    least `min_coverage`, its min_coverage_frac)."""
     import geopandas as gpd
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
@@ -111,7 +112,8 @@ def fraction_stats(ds, geom, year) -> dict:
     rasters = [NumPyRasterSource(v[b], xmin, ymax - h * t.a, xmin + w * t.a, ymax, nodata=nodata,
                                  name=f"b{b}") for b in range(len(v))]
     gdf = gpd.GeoDataFrame({"id": [0]}, geometry=[geom], crs="EPSG:4326")
-    out = exact_extract(rasters, gdf, ["count", "mean", "stdev"], output="pandas")
+    arg = f"(min_coverage_frac={min_coverage})" if min_coverage else ""
+    out = exact_extract(rasters, gdf, [f"count{arg}", f"mean{arg}", f"stdev{arg}"], output="pandas")
     count = float(out["b0_count"].iloc[0])
     if count == 0:
         return {"count": 0.0, "mean": None, "std": None}

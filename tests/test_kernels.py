@@ -238,3 +238,52 @@ def test_all_touched_is_exact_on_pixel_boundaries(name):
     assert worst <= 1e-9, worst
     # GEOS works in degrees here, where a pixel corner carries ~1e-10 px of rounding
     assert sum(fraction.values()) == pytest.approx(geom.area, rel=1e-10)
+
+
+# --- minimum coverage --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(aligned.CASES))
+def test_min_coverage_keeps_exactextracts_pixels(name):
+    """--min-coverage 0.5 on pixel-boundary polygons, whose diagonals cut pixels into exact
+    halves, thirds and twelfths: with fraction, exactly exactextract's pixels of coverage >= 0.5
+    and their weights (its coverage is float32: to 1e-7); with all-touched the same pixels, each
+    weighing 1."""
+    import functools
+
+    from udfs.pixels import members
+
+    geom = aligned.CASES[name]
+    placed = aligned.to_degrees(geom)
+    want = aligned.exactextract_coverage(geom, min_coverage=0.5)
+    assert want and min(want.values()) >= 0.5
+    least = functools.partial(members, min_coverage=0.5)
+    fraction, = aligned.job_pixels(least, [placed], "fraction")
+    assert set(fraction) == set(want)
+    assert max(abs(w - want[k]) for k, w in fraction.items()) <= 1e-7
+    touched, = aligned.job_pixels(least, [placed], "all-touched")
+    assert set(touched) == set(want) and set(touched.values()) == {1.0}
+
+
+def test_min_coverage_on_random_polygons_matches_exactextract():
+    """Polygons in degrees at random places: the pixels kept at each threshold are exactly those
+    exactextract keeps (none of these lie within its float32 rounding of a threshold)."""
+    from udfs.pixels import members
+
+    rng = np.random.default_rng(11)
+    xs, ys = window_centres()
+    res, x_left, y_top = GRID.res, GRID.xmin, GRID.ymax
+    geoms = [random_polygon(rng, rng.uniform(xs[40], xs[200]), rng.uniform(ys[200], ys[40]),
+                            rng.uniform(0.5, 30) * res) for _ in range(12)]
+    pixel_units = [shapely.transform(g, lambda c: np.c_[(c[:, 0] - x_left) / res, (y_top - c[:, 1]) / res])
+                   for g in geoms]
+    for f_min in (0.25, 0.5, 0.99):
+        pix, fld, w = members(geoms, "fraction", x_left, y_top, res, 256, 256, min_coverage=f_min)
+        runs = members(geoms, "all-touched", x_left, y_top, res, 256, 256, min_coverage=f_min)
+        tpix, tfld = runs_to_pairs(runs, 256)
+        for f, g in enumerate(pixel_units):
+            want = aligned.exactextract_coverage(g, min_coverage=f_min)
+            got = dict(zip(zip((pix[fld == f] // 256).tolist(), (pix[fld == f] % 256).tolist()),
+                           w[fld == f].tolist()))
+            assert set(got) == set(want), (f_min, f)
+            assert max(abs(v - want[k]) for k, v in got.items()) <= 1e-6
+            assert set(zip((tpix[tfld == f] // 256).tolist(), (tpix[tfld == f] % 256).tolist())) == set(want)

@@ -159,6 +159,43 @@ def test_fraction_matches_exactextract(fraction, with_aligned, store, all_kinds)
             assert reference.rounding_error(row, ref) <= 1e-9, list(aligned.CASES)[i]
 
 
+MIN_COVERAGE = 0.5
+
+
+@pytest.fixture(scope="module")
+def extras(sample, job_out, tmp_path_factory):
+    """One run for the options beyond the pixel rules: fraction with --min-coverage."""
+    out = tmp_path_factory.mktemp("extras") / "result"
+    assert run_job(sample / "store.zarr", sample / "fields.parquet", out, "--pixels", "fraction",
+                   "--min-coverage", str(MIN_COVERAGE), "--stats", "count,mean,std",
+                   "--pca-model", str(job_out / "_pca_model.json")) == 0
+    return out
+
+
+def test_min_coverage_matches_exactextract(extras, fields, store, kinds):
+    """--pixels fraction --min-coverage 0.5 against exactextract's min_coverage_frac=0.5: the
+    edge cases and every 12th ordinary field, both years."""
+    table = load(extras)
+    special = [fid for fid in fields.feature_id if kinds[fid] != "field"]
+    regular = [fid for fid in fields.feature_id if kinds[fid] == "field"][::12]
+    geoms = dict(zip(fields.feature_id, fields.geometry))
+    worst, dropped = 0.0, 0
+    for fid in special + regular:
+        for year in (2024, 2025):
+            ref = reference.fraction_stats(store, geoms[fid], year, min_coverage=MIN_COVERAGE)
+            row = table.loc[(fid, year)]
+            assert row["count"] == pytest.approx(ref["count"], rel=1e-6, abs=1e-9), (fid, kinds[fid])
+            if ref["count"]:
+                worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
+                            np.abs(np.asarray(row["std"]) - ref["std"]).max())
+            else:
+                dropped += 1
+                assert row["mean"] is None and row["reason"] is not None
+    print(f"min-coverage: worst mean/std difference {worst:.3g}, {dropped} field-years left without a pixel")
+    # exactextract's coverage fractions are float32 (~1e-7 relative), as for plain fraction
+    assert worst <= 1e-6 and dropped > 0
+
+
 def by_kind(table, kinds, kind, year):
     return next(row for (fid, y), row in table.iterrows() if kinds[fid] == kind and y == year)
 

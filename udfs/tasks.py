@@ -33,6 +33,7 @@ class Reduction:
     quant: Quantisation
     bands: int
     rule: str = "center"        # pixels.RULES
+    min_coverage: float = 0.0   # all-touched, fraction: least covered share of a pixel that counts
     extremes: bool = False      # min / max
     histograms: bool = False    # per-code counts for exact quantiles
 
@@ -69,7 +70,8 @@ class Planned:
         r0, r1, c0, c1 = window = g.chunk_window(*self.key)
         self.shape = (red.bands, r1 - r0, c1 - c0)
         geoms = shapely.from_wkb([f["wkb"] for f in fields])
-        self.m = members(geoms, red.rule, *g.window_corner(window), g.res, r1 - r0, c1 - c0)
+        self.m = members(geoms, red.rule, *g.window_corner(window), g.res, r1 - r0, c1 - c0,
+                         red.min_coverage)
         self.ids = np.array([f["feature_id"] for f in fields], np.int64)
         self.chunks = np.array([f["chunks"] for f in fields], np.int32)
         owner = self.m[1] if red.weighted else self.m[:, 3]

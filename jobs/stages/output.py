@@ -87,7 +87,7 @@ def commit(o: Options, target: output.Output, report: dict, seconds: dict,
         "command": storage.redact(" ".join(sys.argv), secrets),
         "store": storage.redact(o.store, secrets), "fields_path": storage.redact(o.fields, secrets),
         "years": years,
-        "stats": o.stats, "pixels": o.pixels, "mode": o.mode,
+        "stats": o.stats, "pixels": o.pixels, "min_coverage": o.min_coverage, "mode": o.mode,
         "versions": versions(),
     }
     target.commit(report)

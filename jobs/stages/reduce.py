@@ -20,7 +20,8 @@ TASKS_PER_BATCH = 16
 
 
 def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, reads: int, field_years: int):
-    red = Reduction(store.grid, store.quant, store.bands, rule=o.pixels, extremes=o.extremes,
+    red = Reduction(store.grid, store.quant, store.bands, rule=o.pixels, min_coverage=o.min_coverage,
+                    extremes=o.extremes,
                     histograms=bool(o.quantiles))
     sc = spark.sparkContext
     counters = {"chunk_reads": sc.accumulator(0), "requests": sc.accumulator(0),
