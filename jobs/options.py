@@ -139,8 +139,5 @@ def parse(argv=None) -> Options:
     if args.min_coverage and args.pixels == "center":
         p.error("--min-coverage needs --pixels all-touched or fraction (the center rule counts a "
                 "pixel by its centre, not by its covered share)")
-    if qs and args.pixels == "fraction":
-        p.error(f"quantiles ({', '.join(qs)}) are not available with --pixels fraction: "
-                "weighted quantiles are not implemented; use --pixels center or all-touched")
     given = {f.name for f in fields(Options)} - {"stats", "quantiles", "settings"}
     return Options(stats=stats, quantiles=qs, settings=d, **{k: getattr(args, k) for k in given})

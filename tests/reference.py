@@ -95,9 +95,10 @@ def coverage(geom, shape, t) -> np.ndarray:
     return cover.reshape(shape)
 
 
-def fraction_stats(ds, geom, year, min_coverage: float = 0.0) -> dict:
+def fraction_stats(ds, geom, year, min_coverage: float = 0.0, qs=()) -> dict:
     """exactextract's coverage-weighted count, mean and stdev of each band (pixels covered at
-    least `min_coverage`, its min_coverage_frac)."""
+    least `min_coverage`, its min_coverage_frac), and its weighted quantile(q) for each level of
+    `qs` ("quantiles": float64[len(qs), bands])."""
     import geopandas as gpd
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
@@ -113,10 +114,15 @@ def fraction_stats(ds, geom, year, min_coverage: float = 0.0) -> dict:
                                  name=f"b{b}") for b in range(len(v))]
     gdf = gpd.GeoDataFrame({"id": [0]}, geometry=[geom], crs="EPSG:4326")
     arg = f"(min_coverage_frac={min_coverage})" if min_coverage else ""
-    out = exact_extract(rasters, gdf, [f"count{arg}", f"mean{arg}", f"stdev{arg}"], output="pandas")
+    quantile_ops = [f"quantile(q={q}{', min_coverage_frac=' + str(min_coverage) if min_coverage else ''})"
+                    for q in qs]
+    out = exact_extract(rasters, gdf, [f"count{arg}", f"mean{arg}", f"stdev{arg}", *quantile_ops],
+                        output="pandas")
     count = float(out["b0_count"].iloc[0])
     if count == 0:
         return {"count": 0.0, "mean": None, "std": None}
     return {"count": count,
             "mean": np.array([out[f"b{b}_mean"].iloc[0] for b in range(len(v))]),
-            "std": np.array([out[f"b{b}_stdev"].iloc[0] for b in range(len(v))])}
+            "std": np.array([out[f"b{b}_stdev"].iloc[0] for b in range(len(v))]),
+            "quantiles": np.array([[out[f"b{b}_quantile_{round(q * 100)}"].iloc[0] for b in range(len(v))]
+                                   for q in qs])}

@@ -88,9 +88,9 @@ def finish_batch(batch: pa.RecordBatch, f: Finish) -> pa.RecordBatch:
                  a * merge(col("lmax"), f.bands, np.maximum) + b) if f.extremes else (None, None))
     if f.qs:
         keys, counts, table = col("hkeys"), col("hcounts"), f.quant.table()
-        qv = [quantiles.from_histogram(quantiles.dense(keys[i].values.to_numpy(),
-                                                       counts[i].values.to_numpy(), f.bands),
-                                       f.qs, table).tolist() if ok[i] else None
+        read = quantiles.from_weighted_histogram if f.weighted else quantiles.from_histogram
+        qv = [read(quantiles.dense(keys[i].values.to_numpy(), counts[i].values.to_numpy(), f.bands,
+                                   f.weighted), f.qs, table).tolist() if ok[i] else None
               for i in range(len(n))]
         qcol = pa.array(qv, pa.list_(pa.list_(pa.float64())))
     else:

@@ -28,7 +28,7 @@ class Partials(NamedTuple):
     s2: np.ndarray      # int64[F, B] sum of u * u (float64: weighted)
     umin: np.ndarray    # int64[F, B] smallest u (+2^40 where count == 0)
     umax: np.ndarray    # int64[F, B] largest u (-2^40 where count == 0)
-    hist: np.ndarray | None  # int32[F, B, 256] valid pixels per code (index code + 128)
+    hist: np.ndarray | None  # int32[F, B, 256] valid pixels per code (index code + 128; float64: weights)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -118,6 +118,20 @@ def _reduce_weighted(data, pix, fld, weight, nfields, valid, square):
     return count, inside, s1.T.copy(), s2.T.copy(), umin.T.copy(), umax.T.copy()
 
 
+@numba.njit(cache=True, nogil=True)
+def _histograms_weighted(data, pix, fld, weight, nfields, valid):
+    """float64[F, B, 256]: summed weights of each code per field and band (valid pixels)."""
+    bands = data.shape[0]
+    hist = np.zeros((nfields, bands, 256))
+    for b in range(bands):
+        row = data[b]
+        for k in range(pix.shape[0]):
+            p = pix[k]
+            if valid[p] != 0:
+                hist[fld[k], b, np.int64(row[p]) + 128] += weight[k]
+    return hist
+
+
 def reduce_chunk(data: np.ndarray, runs: np.ndarray, nfields: int, *, square: bool,
                  nodata: int = -128, extremes: bool = True, histograms: bool = False) -> Partials:
     """Partials of `nfields` fields over one chunk, every member pixel weighing 1.
@@ -136,10 +150,14 @@ def reduce_chunk(data: np.ndarray, runs: np.ndarray, nfields: int, *, square: bo
 
 
 def reduce_chunk_weighted(data: np.ndarray, pix: np.ndarray, fld: np.ndarray, weight: np.ndarray,
-                          nfields: int, *, square: bool, nodata: int = -128) -> Partials:
-    """Partials with each (pixel, field) pair weighted (coverage fractions): float sums."""
+                          nfields: int, *, square: bool, nodata: int = -128,
+                          histograms: bool = False) -> Partials:
+    """Partials with each (pixel, field) pair weighted (coverage fractions): float sums;
+    histograms: also the summed weight of each code per field and band (weighted quantiles)."""
     bands = data.shape[0]
     flat = np.ascontiguousarray(data).reshape(bands, -1)
     valid = valid_pixels(flat, np.int8(nodata))
-    return Partials(*_reduce_weighted(flat, np.asarray(pix, np.int64), np.asarray(fld, np.int64),
-                                      np.asarray(weight, np.float64), nfields, valid, square), None)
+    pix, fld, weight = np.asarray(pix, np.int64), np.asarray(fld, np.int64), np.asarray(weight, np.float64)
+    sums = _reduce_weighted(flat, pix, fld, weight, nfields, valid, square)
+    hist = _histograms_weighted(flat, pix, fld, weight, nfields, valid) if histograms else None
+    return Partials(*sums, hist)

@@ -26,7 +26,8 @@ def partials(weighted: bool) -> pa.Schema:
         ("umin", pa.list_(pa.int64())),      # per band: smallest u (null unless min/max asked)
         ("umax", pa.list_(pa.int64())),
         ("hkeys", pa.list_(pa.int16())),     # histogram: band * 256 + code + 128 ...
-        ("hcounts", pa.list_(pa.int32())),   # ... and its count, for the codes present
+        ("hcounts", pa.list_(pa.float64() if weighted else pa.int32())),  # ... its count (summed
+                                             # weights), for the codes present
         ("skipped", pa.string()),            # the chunk's name when it was skipped (undecodable)
         ("chunks", pa.int32()),              # chunks the field touches (1: no merge needed)
     ])

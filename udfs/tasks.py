@@ -46,7 +46,8 @@ class Reduction:
 
 
 def _sparse(hist: np.ndarray | None, rows: np.ndarray):
-    """Per field, only the codes present: keys band * 256 + code index (int16), counts (int32)."""
+    """Per field, only the codes present: keys band * 256 + code index (int16), counts (int32;
+    summed weights, float64, for weighted pixels)."""
     keys, counts = [], []
     for f in rows:
         if hist is None:
@@ -92,7 +93,8 @@ class Planned:
             if red.weighted:
                 p: Partials = reduce_chunk_weighted(data, self.m[0][active], self.m[1][active],
                                                     self.m[2][active], len(self.ids),
-                                                    square=red.quant.square, nodata=red.quant.nodata)
+                                                    square=red.quant.square, nodata=red.quant.nodata,
+                                                    histograms=red.histograms)
             else:
                 p = reduce_chunk(data, self.m[active], len(self.ids), square=red.quant.square,
                                  nodata=red.quant.nodata, extremes=red.extremes,
