@@ -11,6 +11,14 @@ from udfs.pixels import RULES
 STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized")
 # mean is part of the published schema: always written
 OPTIONAL_STATS = tuple(s for s in STATS if s != "mean")
+# the columns sql/50_output.sql writes whatever the statistics (the kept input columns go
+# beside them, so none may share a name)
+OUTPUT_COLUMNS = ("geometry", "source_store", "global_x_offset", "global_y_offset", "local_x_offset",
+                  "local_y_offset", "path", "feature_id", "bbox", "mean", "pca_components",
+                  "hilbert_key", "complete", "reason", "time", "label")
+# --keep-columns' default: the input columns the published schema has always carried (label is
+# the partition column in any case)
+DEFAULT_KEEP = ("label", "score_mean", "score_std")
 
 
 class JobError(Exception):
@@ -36,6 +44,7 @@ class Options:
     quantiles: dict[str, float]      # the quantile statistics among stats: name -> level
     pixels: str
     min_coverage: float              # all-touched, fraction: least covered share of a pixel
+    keep_columns: tuple[str, ...] | None  # input columns carried into every row; None: all
     pca_model: str | None
     pca_sample: int
     seed: int
@@ -52,6 +61,10 @@ class Options:
     @property
     def extremes(self) -> bool:
         return bool({"min", "max"} & set(self.stats))
+
+    def output_columns(self) -> set[str]:
+        """The columns the output writes besides the kept input columns."""
+        return set(OUTPUT_COLUMNS) | set(self.stats)
 
     @property
     def weighted(self) -> bool:
@@ -102,6 +115,10 @@ def parse(argv=None) -> Options:
                    help="with all-touched or fraction: a pixel counts only when at least F (0..1) "
                         "of its area is inside the field, as exactextract's min_coverage_frac "
                         "(default %(default)s: any share)")
+    p.add_argument("--keep-columns", default=job["keep_columns"], metavar="all|none|A,B",
+                   help="input columns written unchanged into every output row: all, none or a "
+                        "comma-separated list (default %(default)s); label is always the "
+                        "partition column")
     p.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
     p.add_argument("--pca-sample", type=int, default=job["pca_sample"],
                    help="field means sampled to fit the PCA (default %(default)s)")
@@ -139,5 +156,19 @@ def parse(argv=None) -> Options:
     if args.min_coverage and args.pixels == "center":
         p.error("--min-coverage needs --pixels all-touched or fraction (the center rule counts a "
                 "pixel by its centre, not by its covered share)")
-    given = {f.name for f in fields(Options)} - {"stats", "quantiles", "settings"}
-    return Options(stats=stats, quantiles=qs, settings=d, **{k: getattr(args, k) for k in given})
+    keep = keep_columns(args.keep_columns)
+    clash = sorted((set(keep or ()) - {"label"}) & (set(OUTPUT_COLUMNS) | set(stats)))
+    if clash:
+        p.error(f"--keep-columns: {', '.join(clash)} would clash with the output column(s) of the "
+                "same name; rename the input column(s) or leave them out")
+    given = {f.name for f in fields(Options)} - {"stats", "quantiles", "settings", "keep_columns"}
+    return Options(stats=stats, quantiles=qs, settings=d, keep_columns=keep,
+                   **{k: getattr(args, k) for k in given})
+
+
+def keep_columns(text: str) -> tuple[str, ...] | None:
+    """--keep-columns: 'all' -> None, 'none' -> (), 'a,b' -> ('a', 'b')."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if names == ("all",):
+        return None
+    return () if names in ((), ("none",)) else names

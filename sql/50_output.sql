@@ -1,4 +1,4 @@
--- input:  fields (feature_id, layer_year, geometry, label, scores, bbox),
+-- input:  fields (feature_id, layer_year, geometry, label, kept: the input columns carried, bbox),
 --         field_years (feature_id, layer_year, year, t): the years each field is reduced for,
 --         stats (feature_id, year, count, statistics); functions pca_rgb (the broadcast PCA model
 --         applied to a batch of means) and hilbert_key (udfs/spark.py)
@@ -6,8 +6,7 @@
 --         says why in `reason`, and `complete` is false when a skipped chunk held some of its pixels
 SELECT
   f.geometry,
-  f.score_mean,
-  f.score_std,
+  f.kept.*,
   :store                                                        AS source_store,
   gx                                                            AS global_x_offset,
   gy                                                            AS global_y_offset,

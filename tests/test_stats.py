@@ -7,6 +7,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 
+from jobs import options
 from tests import aligned, reference
 from tests.compare import read
 from tests.conftest import run_job
@@ -171,14 +172,85 @@ def test_fraction_matches_exactextract(fraction, with_aligned, store, all_kinds)
 MIN_COVERAGE = 0.5
 
 
-@pytest.fixture(scope="module")
-def extras(sample, job_out, tmp_path_factory):
-    """One run for the options beyond the pixel rules: fraction with --min-coverage."""
-    out = tmp_path_factory.mktemp("extras") / "result"
-    assert run_job(sample / "store.zarr", sample / "fields.parquet", out, "--pixels", "fraction",
-                   "--min-coverage", str(MIN_COVERAGE), "--stats", "count,mean,std",
-                   "--pca-model", str(job_out / "_pca_model.json")) == 0
+def with_columns(fields):
+    """The sample's fields with the columns users bring: strings, numbers, dates, lists,
+    structs, written with GeoParquet 1.1's bbox covering (not carried: the output has its own)."""
+    import datetime
+
+    out = fields.copy()
+    n = len(out)
+    out["crop_code"] = [f"C{i % 7:02d}" for i in range(n)]
+    out["area_ha"] = np.linspace(0.5, 80.0, n)
+    out["farm_id"] = np.arange(n, dtype=np.int32) // 5
+    out["sown"] = [datetime.date(2024, 4, 1) + datetime.timedelta(days=i % 60) for i in range(n)]
+    out["rotation"] = [[i % 3, i % 5] for i in range(n)]
+    out["owner"] = [{"name": f"farm {i // 5}", "since": 1990 + i % 30} for i in range(n)]
+    out.loc[3, "crop_code"] = None
     return out
+
+
+KEPT = ("score_mean", "score_std", "crop_code", "area_ha", "farm_id", "sown", "rotation", "owner")
+
+
+@pytest.fixture(scope="module")
+def extras(sample, job_out, fields, tmp_path_factory):
+    """One run for the options beyond the pixel rules: fraction with --min-coverage, and every
+    input column kept (--keep-columns all)."""
+    path = tmp_path_factory.mktemp("extras") / "fields.parquet"
+    with_columns(fields).to_parquet(path, write_covering_bbox=True)
+    out = path.parent / "result"
+    assert run_job(sample / "store.zarr", path, out, "--pixels", "fraction",
+                   "--min-coverage", str(MIN_COVERAGE), "--stats", "count,mean,std",
+                   "--keep-columns", "all", "--pca-model", str(job_out / "_pca_model.json")) == 0
+    return out
+
+
+def test_keep_columns_carries_every_input_column_unchanged(extras, fields):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    given = pq.read_table(extras.parent / "fields.parquet")
+    written = ds.dataset(extras, format="parquet", partitioning="hive").to_table()
+    o = options.parse(["--store", "s", "--fields", "f", "--out", "o", "--stats", "count,mean,std"])
+    # exactly the published columns, the statistics asked for, and the kept input columns
+    assert set(written.column_names) == o.output_columns() | set(KEPT)
+    names = written.column_names
+    assert names[1:1 + len(KEPT)] == list(KEPT)  # where score_mean, score_std always were
+    for name in KEPT[2:]:  # types as read: string, double, int32, date32, list, struct
+        typ = given.schema.field(name).type
+        # pandas' strings come as Arrow's large_string, Spark writes string: both Parquet STRING
+        assert written.schema.field(name).type == (pa.string() if typ == pa.large_string() else typ), name
+    want = given.select(["feature_id", *KEPT[2:]]).to_pylist()
+    want = {r["feature_id"]: r for r in want}
+    rows = written.select(["feature_id", *KEPT]).to_pylist()
+    assert len(rows) == 2 * len(fields)
+    for r in rows:
+        assert {k: r[k] for k in KEPT[2:]} == {k: want[r["feature_id"]][k] for k in KEPT[2:]}
+    scores = dict(zip(fields.feature_id, fields.score_mean))
+    assert all(r["score_mean"] == scores[r["feature_id"]] for r in rows)
+    assert written.schema.field("score_mean").type == "float"
+
+
+def test_keep_columns_refusals(sample, fields, tmp_path, capsys):
+    """A kept name that is an output column, or not in the file, or (with all) an input column
+    named like an output column: refused naming it, exit 2, nothing written."""
+    with pytest.raises(SystemExit) as e:
+        options.parse(["--store", "s", "--fields", "f", "--out", "o", "--keep-columns", "crop,mean"])
+    assert e.value.code == 2 and "--keep-columns: mean would clash" in capsys.readouterr().err
+    assert options.parse(["--store", "s", "--fields", "f", "--out", "o", "--keep-columns", "none"]).keep_columns == ()
+    path = tmp_path / "fields.parquet"
+    clashing = fields.head(20).assign(count=1)
+    clashing.to_parquet(path)
+    for keep, message in (("all", "input column(s) ['count'] would clash"),
+                          ("score_mean,crop", "--keep-columns names ['crop'], not in the file")):
+        out = tmp_path / f"out-{keep}"
+        assert run_job(sample / "store.zarr", path, out, "--keep-columns", keep) == 2
+        assert message in capsys.readouterr().err and not out.exists()
+    # none: not even the scores, and the input's own `count` is no clash then
+    assert run_job(sample / "store.zarr", path, tmp_path / "none", "--keep-columns", "none") == 0
+    names = read(tmp_path / "none").columns
+    assert "score_mean" not in names and "geometry" in names and "count" in names
 
 
 def test_min_coverage_matches_exactextract(extras, fields, store, kinds):
