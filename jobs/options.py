@@ -8,7 +8,7 @@ from jobs import config, output
 from udfs import quantiles
 from udfs.pixels import RULES
 
-STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized")
+STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized", "change")
 # mean is part of the published schema: always written
 OPTIONAL_STATS = tuple(s for s in STATS if s != "mean")
 # the columns sql/50_output.sql writes whatever the statistics (the kept input columns go
@@ -64,7 +64,7 @@ class Options:
 
     def output_columns(self) -> set[str]:
         """The columns the output writes besides the kept input columns."""
-        return set(OUTPUT_COLUMNS) | set(self.stats)
+        return set(OUTPUT_COLUMNS) | set(self.stats) | ({"change_from"} if "change" in self.stats else set())
 
     @property
     def weighted(self) -> bool:
@@ -157,7 +157,7 @@ def parse(argv=None) -> Options:
         p.error("--min-coverage needs --pixels all-touched or fraction (the center rule counts a "
                 "pixel by its centre, not by its covered share)")
     keep = keep_columns(args.keep_columns)
-    clash = sorted((set(keep or ()) - {"label"}) & (set(OUTPUT_COLUMNS) | set(stats)))
+    clash = sorted((set(keep or ()) - {"label"}) & (set(OUTPUT_COLUMNS) | set(stats) | {"change_from"}))
     if clash:
         p.error(f"--keep-columns: {', '.join(clash)} would clash with the output column(s) of the "
                 "same name; rename the input column(s) or leave them out")

@@ -112,6 +112,24 @@ def test_center_quantiles_extremes_and_more_are_exact(center, fields, store):
     assert worst <= 2e-15
 
 
+def test_change_is_one_minus_the_cosine_of_the_years_means(center, fields, store, kinds):
+    """change (2025 against 2024) against numpy on the reference means: 1e-12; null in 2024 and
+    where either year has no valid pixel."""
+    worst = 0.0
+    for fid, geom in list(zip(fields.feature_id, fields.geometry))[::3]:
+        a, b = (reference.field_stats(store, geom, year)["mean"] for year in (2024, 2025))
+        first, row = center.loc[(fid, 2024)], center.loc[(fid, 2025)]
+        assert np.isnan(first["change"]) and np.isnan(first["change_from"])
+        if a is None or b is None:
+            assert np.isnan(row["change"]) and np.isnan(row["change_from"]), kinds[fid]
+            continue
+        want = 1 - a @ b / np.sqrt((a @ a) * (b @ b))
+        worst = max(worst, abs(row["change"] - want))
+        assert row["change_from"] == 2024
+    print(f"change vs numpy: worst {worst:.3g}")
+    assert worst <= 1e-12
+
+
 def test_all_touched_matches_exactextract(touched, with_aligned, store, all_kinds):
     """Every sample field: exactly the pixels exactextract covers; every polygon on pixel
     boundaries: exactly those sharing area with it (shapely in pixel units, where the corners

@@ -58,7 +58,8 @@ def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model
                                                      "key_prefix", "key_sep")})
     for i, name in enumerate(o.quantiles):  # one list<double>(64) column per quantile
         result = result.withColumn(name, F.col("quantiles")[i])
-    result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats])
+    result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats],
+                         *(["change_from"] if "change" not in o.stats else []))
     target.write(result, CRS.from_user_input(store.grid.crs).to_json())
     if model is not None:
         target.save_text(MODEL, pca.dumps(model))
