@@ -41,6 +41,11 @@ def start(o: Options):
         store = zstore.describe(o.access())
     except zstore.StoreError as e:
         raise JobError(str(e)) from e
+    if store.quant.floats and o.quantiles:
+        raise JobError(f"quantiles ({', '.join(o.quantiles)}) are not available for the {store.quant.dtype} "
+                       f"store {o.store}: exact quantiles are read off the histograms of int8 codes, "
+                       "and a float store's values have no such small set; ask for count, mean, "
+                       "std, min, max, sum instead")
     years = o.years or list(store.years)
     absent = sorted(set(years) - set(store.years))
     if absent:

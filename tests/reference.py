@@ -81,6 +81,24 @@ def field_stats(ds, geom, year, all_touched: bool = False) -> dict:
             "std": v.std(axis=1), "values": v}
 
 
+def float_field_stats(ds, geom, year) -> dict:
+    """A float store's field (centre rule): count, the correctly rounded sum (math.fsum) and the
+    mean from it, std (numpy, two-pass in float64), min, max of the valid values (no band NaN)."""
+    import math
+
+    q, transform = _window(ds, geom, year)
+    if q is None:
+        return {"count": 0}
+    inside = features.geometry_mask([geom], out_shape=q.shape[1:], transform=transform, invert=True)
+    valid = inside & ~np.isnan(q).any(axis=0)
+    if not valid.any():
+        return {"count": 0}
+    v = q[:, valid].astype(np.float64)
+    total = np.array([math.fsum(band) for band in v])
+    return {"count": int(valid.sum()), "sum": total, "mean": total / v.shape[1], "std": v.std(axis=1),
+            "min": v.min(axis=1), "max": v.max(axis=1), "values": v}
+
+
 def coverage(geom, shape, t) -> np.ndarray:
     """exactextract's coverage fraction of each pixel of a window (shape, affine t)."""
     from exactextract import exact_extract

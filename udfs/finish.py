@@ -56,7 +56,7 @@ def statistics(f: Finish, n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> dict
     with np.errstate(divide="ignore", invalid="ignore"):
         nn = n.astype(np.float64)[:, None]
         out = {"mean": a * s1 / nn + b}
-        if f.weighted:
+        if f.weighted or f.quant.floats:  # float sums: no exact integer form
             out["std"] = a * np.sqrt(np.maximum(s2 / nn - (s1 / nn) ** 2, 0.0))
         else:
             var_n2 = nn * s2.astype(np.float64) - s1.astype(np.float64) ** 2

@@ -17,9 +17,9 @@ import shapely
 
 from udfs import schemas
 from udfs.grid import Grid
-from udfs.pixels import members
+from udfs.pixels import members, runs_to_pairs
 from udfs.quant import Quantisation
-from udfs.reduce import Partials, reduce_chunk, reduce_chunk_weighted
+from udfs.reduce import Partials, reduce_chunk, reduce_chunk_float, reduce_chunk_weighted
 
 # (time index, pixel window) -> Future of the int8 chunk (None: undecodable, skipped)
 Submit = Callable[[int, tuple[int, int, int, int]], Future]
@@ -42,7 +42,7 @@ class Reduction:
         return self.rule == "fraction"
 
     def schema(self) -> pa.Schema:
-        return schemas.partials(self.weighted)
+        return schemas.partials(self.weighted, self.quant.floats)
 
 
 def _sparse(hist: np.ndarray | None, rows: np.ndarray):
@@ -88,13 +88,18 @@ class Planned:
         for year, (active, future) in self.reads.items():
             data, skipped = future.result(), None
             if data is None:  # undecodable and skipped on request: its fields say so
-                data = np.full(self.shape, red.quant.nodata, np.int8)
+                data = np.full(self.shape, red.quant.nodata, red.quant.dtype)
                 skipped = red.grid.chunk_name(red.grid.time_index(year), *self.key)
-            if red.weighted:
-                p: Partials = reduce_chunk_weighted(data, self.m[0][active], self.m[1][active],
-                                                    self.m[2][active], len(self.ids),
-                                                    square=red.quant.square, nodata=red.quant.nodata,
-                                                    histograms=red.histograms)
+            if red.quant.floats:
+                pix, fld = ((self.m[0][active], self.m[1][active]) if red.weighted
+                            else runs_to_pairs(self.m[active], self.shape[2]))
+                p: Partials = reduce_chunk_float(data, pix, fld, self.m[2][active] if red.weighted else None,
+                                                 len(self.ids), fill=red.quant.nodata)
+            elif red.weighted:
+                p = reduce_chunk_weighted(data, self.m[0][active], self.m[1][active],
+                                          self.m[2][active], len(self.ids),
+                                          square=red.quant.square, nodata=red.quant.nodata,
+                                          histograms=red.histograms)
             else:
                 p = reduce_chunk(data, self.m[active], len(self.ids), square=red.quant.square,
                                  nodata=red.quant.nodata, extremes=red.extremes,
