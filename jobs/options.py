@@ -30,6 +30,8 @@ EXAMPLES = """examples:
   aef-zonal run --store s3://bucket/aef/v1.zarr --s3-region us-west-2 --fields fields.parquet \\
       --out out/iowa --years 2023 2024 2025 --stats count,mean,std,p50
   aef-zonal run --conf my.toml --out out/more --mode add     # settings from a file (see conf/)
+  aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/change \
+      --pixels fraction --min-coverage 0.5 --stats count,mean,median,change --keep-columns all
 """
 
 
@@ -106,7 +108,10 @@ def parse(argv=None) -> Options:
                                      f"{d['spark']['master']} from the settings)")
     p.add_argument("--stats", default=job["stats"],
                    help=f"comma-separated statistics among {','.join(STATS)}, median and "
-                        "quantiles pNN such as p05,p95 (default %(default)s)")
+                        "quantiles pNN such as p05,p95 (coverage-weighted with --pixels fraction, "
+                        "as exactextract; not for float stores); change: 1 - cosine of the mean "
+                        "with the field's previous year with pixels (and change_from, that year) "
+                        "(default %(default)s)")
     p.add_argument("--pixels", choices=RULES, default=job["pixels"],
                    help="which pixels count: centre inside (center), every touched pixel "
                         "(all-touched), or touched pixels weighted by covered area (fraction); "
