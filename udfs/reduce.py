@@ -91,17 +91,24 @@ def _reduce(data, width, runs, nfields, valid, square, extremes, histograms):
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce_weighted(data, pix, fld, weight, nfields, valid, square):
-    bands = data.shape[0]
+def _weighted_counts(pix, fld, weight, nfields, valid):
+    """Summed weights per field of its valid pixels (count) and of all its pixels (inside)."""
     count = np.zeros(nfields)
     inside = np.zeros(nfields)
+    for k in range(pix.shape[0]):
+        inside[fld[k]] += weight[k]
+        count[fld[k]] += weight[k] * valid[pix[k]]
+    return count, inside
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_weighted(data, pix, fld, weight, nfields, valid, square):
+    bands = data.shape[0]
+    count, inside = _weighted_counts(pix, fld, weight, nfields, valid)
     s1 = np.zeros((bands, nfields))
     s2 = np.zeros((bands, nfields))
     umin = np.full((bands, nfields), _BIG, np.int64)
     umax = np.full((bands, nfields), -_BIG, np.int64)
-    for k in range(pix.shape[0]):
-        inside[fld[k]] += weight[k]
-        count[fld[k]] += weight[k] * valid[pix[k]]
     for b in range(bands):
         row = data[b]
         for k in range(pix.shape[0]):
@@ -156,15 +163,11 @@ def _neumaier(s, c, x):
 @numba.njit(cache=True, nogil=True)
 def _reduce_float(data, pix, fld, weight, nfields, valid):
     bands = data.shape[0]
-    count = np.zeros(nfields)
-    inside = np.zeros(nfields)
+    count, inside = _weighted_counts(pix, fld, weight, nfields, valid)
     s1, c1 = np.zeros((bands, nfields)), np.zeros((bands, nfields))
     s2, c2 = np.zeros((bands, nfields)), np.zeros((bands, nfields))
     vmin = np.full((bands, nfields), np.inf)
     vmax = np.full((bands, nfields), -np.inf)
-    for k in range(pix.shape[0]):
-        inside[fld[k]] += weight[k]
-        count[fld[k]] += weight[k] * valid[pix[k]]
     for b in range(bands):
         row = data[b]
         for k in range(pix.shape[0]):
