@@ -13,10 +13,12 @@ import time
 
 class Progress:
     def __init__(self, sc, reads_total: int, field_years_total: int, counters: dict,
-                 stream=sys.stderr, every: float = 2.0, log_every: float = 30.0):
-        self.sc, self.counters, self.stream = sc, counters, stream
+                 stream=None, every: float = 2.0, log_every: float = 30.0):
+        # sys.stderr when the line is drawn, not when this module was imported (a test's
+        # captured stream is closed by then)
+        self.sc, self.counters, self.stream = sc, counters, stream or sys.stderr
         self.reads_total, self.fy_total = reads_total, field_years_total
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.every = every if self.tty else log_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
