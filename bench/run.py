@@ -1,18 +1,23 @@
 """Benchmark: the job against the decode-only limit on a larger AEF-layout sample.
 
     .venv/bin/python bench/run.py [--size 8192] [--years 2023 2024 2025] [--workers 2]
+                                  [--skip peer half] [--iowa]
 
 Generates the sample once (cached in .cache/bench-SIZE), reads the whole store once so the page
 cache holds it, then measures in the same run:
-  1. the job's wall time, with and without Spark start-up (its own stage timings), and the peak
-     resident memory of the driver, the JVM and each Python worker;
-  2. the decode-only limit: zarr reads and decompresses, once, every inner chunk any field
+  1. the decode-only limit: zarr reads and decompresses, once, every inner chunk any field
      touches, on the same number of processes, doing nothing else; and the same with the job's
      own reader (udfs/store.py), which skips zarr's per-chunk overhead;
+  2. three job runs, each in a fresh process (wall time with Spark start-up, each stage's time,
+     peak resident memory of the driver, the JVM and each Python worker): all fields, the first
+     field alone (start-up and fixed costs), every field cut in four (same chunks, 4x the
+     field-years); and from them the `table` (the performance goals: reduce stage and marginal
+     job against decode-only, field-years per core-second, core time per added field-year);
   3. the exactextract peer on the last year (bench/peer.py), against the job on that year with
      the same pixel rule (fraction) and with the default (center);
-  4. scaling: the same area with each field cut into ~10 pieces, and the western half only;
-and prints field-years per core-second and the ratios; writes bench/bench-SIZE.json.
+  4. the western half of the fields (a run over ~58 % of the chunks);
+  5. with --iowa, Iowa's count: every field cut into 48 (~1.2 M fields, ~3.6 M field-years);
+writes bench/bench-SIZE.json.
 """
 from __future__ import annotations
 
@@ -103,11 +108,12 @@ def warm_page_cache(store: str) -> float:
 
 
 class PeakMemory:
-    """Peak resident memory (VmHWM) of a process tree, sampled from /proc while it runs:
-    the driver's Python, the JVM (driver and, in local mode, executor) and each Python worker."""
+    """Peak resident memory (VmHWM) and CPU time of a process tree, sampled from /proc while it
+    runs: the driver's Python, the JVM (driver and, in local mode, executor) and each Python
+    worker (CPU time as last sampled, so a worker's final fraction of a second may be missed)."""
 
     def __init__(self, root_pid: int, every: float = 0.25):
-        self.root, self.every, self.peaks, self.kinds = root_pid, every, {}, {}
+        self.root, self.every, self.peaks, self.kinds, self.cpu = root_pid, every, {}, {}, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -129,15 +135,18 @@ class PeakMemory:
         return out
 
     def _loop(self):
+        tick = os.sysconf("SC_CLK_TCK")
         while not self._stop.wait(self.every):
             for pid in self._tree():
                 try:
                     status = Path(f"/proc/{pid}/status").read_text()
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
                 except OSError:
                     continue
                 hwm = next((int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM")), 0)
                 self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
+                self.cpu[pid] = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
                 self.kinds[pid] = ("jvm" if "java" in cmd.split(" ")[0] else
                                    "python_worker" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else
                                    "driver_python" if pid == self.root else "other")
@@ -145,12 +154,14 @@ class PeakMemory:
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
-        mb = {}
+        mb, cpu = {}, {}
         for pid, kb in self.peaks.items():
             mb.setdefault(self.kinds[pid], []).append(round(kb / 1024))
+            cpu[self.kinds[pid]] = cpu.get(self.kinds[pid], 0.0) + self.cpu.get(pid, 0.0)
         return {"driver_python_mb": max(mb.get("driver_python", [0])), "jvm_mb": max(mb.get("jvm", [0])),
                 "python_worker_max_mb": max(mb.get("python_worker", [0])),
-                "python_workers": len(mb.get("python_worker", []))}
+                "python_workers": len(mb.get("python_worker", [])),
+                "cpu_s": {k: round(v, 1) for k, v in sorted(cpu.items())}}
 
 
 def run_job(store: str, fields: Path, out: Path, workers: int, *extra: str) -> dict:
@@ -175,27 +186,37 @@ def run_job(store: str, fields: Path, out: Path, workers: int, *extra: str) -> d
 
 
 def split_fields(fields: Path, out: Path, pieces=(5, 2)) -> Path:
-    """Each field cut into up to 5 x 2 pieces along its bbox: ~10x the fields, the same area."""
+    """Each field cut into up to nx x ny pieces along its bbox: more fields, the same area and
+    chunks (ids: the field's id times 100 plus the piece)."""
     if out.exists():
         return out
     import geopandas as gpd
     import shapely
 
     f = gpd.read_parquet(fields)
-    rows = []
     nx, ny = pieces
-    for fid, label, geom in zip(f.feature_id, f.label, f.geometry):
-        x0, y0, x1, y1 = geom.bounds
-        k = 0
-        for i in range(nx):
-            for j in range(ny):
-                cell = shapely.box(x0 + (x1 - x0) * i / nx, y0 + (y1 - y0) * j / ny,
-                                   x0 + (x1 - x0) * (i + 1) / nx, y0 + (y1 - y0) * (j + 1) / ny)
-                part = geom.intersection(cell)
-                if part.geom_type in ("Polygon", "MultiPolygon") and not part.is_empty:
-                    rows.append((int(fid) * 10 + k, label, part))
-                    k += 1
-    gpd.GeoDataFrame(rows, columns=["feature_id", "label", "geometry"], crs=f.crs).to_parquet(out)
+    x0, y0, x1, y1 = shapely.bounds(f.geometry.values).T
+    parts, ids, labels = [], [], []
+    for i in range(nx):
+        for j in range(ny):
+            cells = shapely.box(x0 + (x1 - x0) * i / nx, y0 + (y1 - y0) * j / ny,
+                                x0 + (x1 - x0) * (i + 1) / nx, y0 + (y1 - y0) * (j + 1) / ny)
+            parts.append(shapely.intersection(f.geometry.values, cells))
+            ids.append(f.feature_id.to_numpy() * 100 + i * ny + j)
+            labels.append(f.label.to_numpy())
+    geoms, ids, labels = np.concatenate(parts), np.concatenate(ids), np.concatenate(labels)
+    keep = np.isin(shapely.get_type_id(geoms), (3, 6)) & ~shapely.is_empty(geoms)
+    gpd.GeoDataFrame({"feature_id": ids[keep], "label": labels[keep]}, geometry=geoms[keep],
+                     crs=f.crs).to_parquet(out)
+    return out
+
+
+def one_field(fields: Path, out: Path) -> Path:
+    """The first field alone: a run whose time is Spark start-up and the stages' fixed costs."""
+    if not out.exists():
+        import geopandas as gpd
+
+        gpd.read_parquet(fields).iloc[:1].to_parquet(out)
     return out
 
 
@@ -213,13 +234,32 @@ def half_area(fields: Path, store: str, out: Path) -> Path:
     return out
 
 
+def table(job: dict, one: dict, four: dict, decode_s: float, workers: int) -> dict:
+    """The issue-16 goals, from the runs of one benchmark: the job against the decode-only limit,
+    its marginal cost (a full run minus a one-field run), and the cost of each added field-year
+    (every field cut in four: the same chunks, four times the field-years)."""
+    marginal = job["wall_s"] - one["wall_s"]
+    added = four["field_years"] - job["field_years"]
+    return {
+        "reduce_over_decode": round(job["stages_s"]["reduce"] / decode_s, 2),
+        "marginal_s": round(marginal, 2),
+        "marginal_over_decode": round(marginal / decode_s, 2),
+        "field_years_per_core_second_marginal": round(job["field_years"] / (marginal * workers)),
+        "core_us_per_added_field_year": round(
+            (four["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1),
+        "one_field_wall_s": one["wall_s"],
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--years", type=int, nargs="+", default=[2023, 2024, 2025])
     p.add_argument("--workers", type=int, default=os.cpu_count())
-    p.add_argument("--skip", nargs="*", default=[], choices=("peer", "scaling"),
-                   help="leave out the exactextract peer or the scaling runs")
+    p.add_argument("--skip", nargs="*", default=[], choices=("peer", "half"),
+                   help="leave out the exactextract peer or the half-area run")
+    p.add_argument("--iowa", action="store_true",
+                   help="also the Iowa-count scenario: every field cut into 48 (~1.2 M fields)")
     p.add_argument("--out", help="result JSON (default bench/bench-SIZE.json)")
     a = p.parse_args()
 
@@ -240,19 +280,20 @@ def main() -> int:
     print(f"decode-only: {len(chunks) * len(a.years)} chunks in {decode_s:.2f} s with zarr, "
           f"{reader_s:.2f} s with the job's reader, on {a.workers} processes", flush=True)
 
-    job = run_job(store, fields, results / "job", a.workers)
-    print(f"job: {json.dumps(job)}", flush=True)
+    runs = {}
+    for name, path in (("job", fields), ("one_field", one_field(fields, data / "fields-1.parquet")),
+                       ("four", split_fields(fields, data / "fields-x4.parquet", (2, 2)))):
+        runs[name] = run_job(store, path, results / name, a.workers)
+        print(f"{name}: {json.dumps(runs[name])}", flush=True)
     result = {
         "machine_cores": os.cpu_count(), "workers": a.workers, "size_px": a.size, "years": a.years,
         "command": " ".join(["bench/run.py", *sys.argv[1:]]),
         "chunks_read": len(chunks) * len(a.years), "decode_only_s": round(decode_s, 2),
         "decode_only_reader_s": round(reader_s, 2),
-        "job": job,
-        "ratio_job_after_start_to_decode": round(job["after_start_s"] / decode_s, 2),
-        "ratio_reduce_stage_to_decode": round(job["stages_s"]["reduce"] / decode_s, 2),
-        "ratio_reduce_stage_to_reader_decode": round(job["stages_s"]["reduce"] / reader_s, 2),
-        "field_years_per_core_second": job["field_years_per_core_second"],
+        "table": table(runs["job"], runs["one_field"], runs["four"], decode_s, a.workers),
+        **runs,
     }
+    print(f"table: {json.dumps(result['table'])}", flush=True)
 
     if "peer" not in a.skip:
         import geopandas as gpd
@@ -277,12 +318,15 @@ def main() -> int:
         }
         print(f"peer: {json.dumps(result['peer'])}", flush=True)
 
-    if "scaling" not in a.skip:
-        many = run_job(store, split_fields(fields, data / "fields-x10.parquet"), results / "x10", a.workers)
-        half = run_job(store, half_area(fields, store, data / "fields-half.parquet"), results / "half",
-                       a.workers)
-        result["scaling"] = {"base": job, "ten_times_smaller_fields": many, "half_area": half}
-        print(f"scaling: x10 {json.dumps(many)}\n  half {json.dumps(half)}")
+    if "half" not in a.skip:
+        result["half_area"] = run_job(store, half_area(fields, store, data / "fields-half.parquet"),
+                                      results / "half", a.workers)
+        print(f"half: {json.dumps(result['half_area'])}", flush=True)
+
+    if a.iowa:
+        result["iowa"] = run_job(store, split_fields(fields, data / "fields-x48.parquet", (8, 6)),
+                                 results / "iowa", a.workers)
+        print(f"iowa: {json.dumps(result['iowa'])}", flush=True)
 
     Path(a.out or ROOT / "bench" / f"bench-{a.size}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -69,6 +69,9 @@ class Output:
                .sortWithinPartitions("time", "label", "hilbert_key")
                .write.format("geoparquet")
                .options(**options)
+               # most values are 64-number arrays of distinct doubles: a dictionary never pays,
+               # and trying one took a third of the write
+               .option("parquet.enable.dictionary", "false")
                .option("geoparquet.version", "1.1.0")
                .option("geoparquet.covering.geometry", "bbox")
                .option("geoparquet.crs", crs_projjson)

@@ -1,8 +1,10 @@
-"""Progress of the reduce stage on the console, from accumulators the workers add to.
+"""A long stage's progress on the console: work done of its total, the rate, the time left.
 
-Workers report when a Spark task (a range of chunk tasks) finishes; between those reports the
-line shows Spark's own task counts. On a terminal the line is redrawn in place; otherwise a log
-line is printed every `log_every` seconds.
+Every stage of the chain gets a line (jobs/report.py); Spark's task counts of its running stages
+measure its work. A stage with a `Meter` (the reduce stage: chunk reads, field-years and bytes
+from accumulators the workers add to, which reach the driver as each Spark task ends) shows that
+instead and takes the time left from it. On a terminal the line is redrawn in place; otherwise a
+log line is printed every `log_every` seconds, so a stage shorter than that prints nothing.
 """
 from __future__ import annotations
 
@@ -12,16 +14,16 @@ import time
 
 
 class Progress:
-    def __init__(self, sc, reads_total: int, field_years_total: int, counters: dict,
-                 stream=None, every: float = 2.0, log_every: float = 30.0):
+    def __init__(self, sc, stage: str, meter=None, stream=None, every: float = 2.0,
+                 log_every: float = 30.0):
         # sys.stderr when the line is drawn, not when this module was imported (a test's
         # captured stream is closed by then)
-        self.sc, self.counters, self.stream = sc, counters, stream or sys.stderr
-        self.reads_total, self.fy_total = reads_total, field_years_total
+        self.sc, self.stage, self.meter, self.stream = sc, stage, meter, stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every = every if self.tty else log_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._shown = False
         self.t0 = time.perf_counter()
 
     def __enter__(self):
@@ -31,26 +33,33 @@ class Progress:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self._show(final=True)
+        if self.meter is not None:  # its final count; a stage without one ends with its time
+            self._show(final=True)
+        elif self._shown and self.tty:
+            self.stream.write("\r\033[K")
 
-    def line(self) -> str:
-        elapsed = time.perf_counter() - self.t0
-        reads = self.counters["chunk_reads"].value
-        mb = self.counters["bytes"].value / 1e6
-        fy = self.counters["field_years"].value
+    def tasks(self) -> tuple[int, int]:
+        """Spark tasks done and in all, over the stages running now."""
         tracker = self.sc.statusTracker()
         done = total = 0
         for sid in tracker.getActiveStageIds():
             info = tracker.getStageInfo(sid)
             if info:
                 done, total = done + info.numCompletedTasks, total + info.numTasks
-        left = ""
-        if 0 < reads < self.reads_total:
-            left = f", ~{elapsed * (self.reads_total - reads) / reads:.0f} s left"
-        spark = f" [Spark tasks {done}/{total}]" if total else ""
-        return (f"[aef-zonal] reduce: {reads}/{self.reads_total} chunk reads, "
-                f"{min(fy, self.fy_total):,.0f}/{self.fy_total:,} field-years, {mb:,.0f} MB "
-                f"({mb / max(elapsed, 1e-9):.1f} MB/s), {elapsed:.0f} s{left}{spark}")
+        return done, total
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        done, total = self.tasks()
+        spark = f"Spark tasks {done}/{total}" if total else ""
+        if self.meter is not None:
+            text, fraction = self.meter.text(elapsed), self.meter.fraction()
+            spark = f" [{spark}]" if spark else ""
+        else:
+            text, fraction = spark or "planning", (done / total if total else 0.0)
+            spark = ""
+        left = f", ~{elapsed * (1 - fraction) / fraction:.0f} s left" if 0 < fraction < 1 else ""
+        return f"[aef-zonal] {self.stage}: {text}, {elapsed:.0f} s{left}{spark}"
 
     def _show(self, final: bool = False):
         text = self.line()
@@ -59,6 +68,7 @@ class Progress:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+        self._shown = True
 
     def _loop(self):
         while not self._stop.wait(self.every):

@@ -1,8 +1,11 @@
 """The run report (_run.json) as the stages fill it, their timing, and the console summary."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+
+from jobs.progress import Progress
 
 
 class Chain:
@@ -10,17 +13,21 @@ class Chain:
     the tables it cached so that they are released when the run ends.
 
     A stage is a function returning (result, report part); `chain(name, stage, *args)` returns
-    the result.
+    the result. A part's `_release` lists other tables the stage cached. `meter` (see
+    jobs/progress.py) measures the stage's work for its progress line.
     """
 
     def __init__(self):
+        self.sc = None  # set once Spark runs: from then on each stage shows its progress
         self.report: dict = {}
         self.seconds: dict[str, float] = {}
         self._cached = []
         self._t0 = time.perf_counter()
 
-    def __call__(self, name: str, stage, *args, **kwargs):
-        result, part = stage(*args, **kwargs)
+    def __call__(self, name: str, stage, *args, meter=None, **kwargs):
+        with Progress(self.sc, name, meter) if self.sc else contextlib.nullcontext():
+            result, part = stage(*args, **kwargs)
+        self._cached.extend(part.pop("_release", []))
         self.report.update(part)
         if getattr(result, "is_cached", False):
             self._cached.append(result)

@@ -16,6 +16,7 @@ from udfs import store as zstore
 def run(o: Options) -> dict:
     chain = report.Chain()
     spark, store, years = chain("start spark", start, o)
+    chain.sc = spark.sparkContext
     try:
         target, model_kept = output.check(spark, o)  # refuse a bad --out before any stage
         fields_ = chain("fields", fields.fields, spark, o, store, years)
@@ -23,8 +24,9 @@ def run(o: Options) -> dict:
         tasks = chain("chunk_tasks", assign.chunk_tasks, spark, fields_, field_chunks, years)
         field_years = chain("field_years", assign.field_years, spark, fields_, store.grid, years)
         totals = chain.report
-        partials = chain("reduce", reduce.reduce, spark, o, store, tasks, totals["chunk_tasks"],
-                         totals["chunk_reads_planned"], totals["field_years"])
+        meter = reduce.Meter(spark.sparkContext, totals["chunk_reads_planned"], totals["field_years"])
+        partials = chain("reduce", reduce.reduce, spark, o, store, tasks, totals["chunk_tasks"], meter,
+                         meter=meter)
         stats = chain("aggregate", aggregate.aggregate, spark, o, store, partials)
         model = chain("pca", pca.pca, o, stats, totals["field_years_with_pixels"], model_kept)
         stats = chain("change", change.change, spark, o, stats)

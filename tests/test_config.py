@@ -7,6 +7,7 @@ import time
 import pytest
 
 from jobs.progress import Progress
+from jobs.stages.reduce import Meter
 from jobs.options import parse
 
 pytestmark = pytest.mark.fast
@@ -64,31 +65,52 @@ class _Acc:
 
 
 class _Tracker:
+    def __init__(self, done=5, total=8):
+        self.done, self.total = done, total
+
     def getActiveStageIds(self):
         return [3]
 
     def getStageInfo(self, sid):
-        return type("Info", (), {"numCompletedTasks": 5, "numTasks": 8})()
+        return type("Info", (), {"numCompletedTasks": self.done, "numTasks": self.total})()
 
 
 class _SC:
+    def __init__(self, done=5, total=8):
+        self.tracker = _Tracker(done, total)
+        self.values = iter([])
+
     def statusTracker(self):
-        return _Tracker()
+        return self.tracker
+
+    def accumulator(self, value):
+        return _Acc(next(self.values, value))
+
+
+def _meter(sc, reads, mb, fy, reads_total, fy_total):
+    sc.values = iter([reads, 0, mb * 1e6, fy])  # chunk_reads, requests, bytes, field_years
+    return Meter(sc, reads_total, fy_total)
 
 
 def test_progress_line_counts_rate_and_time_left():
-    counters = {"chunk_reads": _Acc(50), "bytes": _Acc(200e6), "field_years": _Acc(1234.4)}
-    p = Progress(_SC(), reads_total=200, field_years_total=5000, counters=counters, stream=io.StringIO())
+    sc = _SC()
+    p = Progress(sc, "reduce", _meter(sc, 50, 200, 1234.4, 200, 5000), stream=io.StringIO())
     p.t0 -= 10  # ten seconds in
     line = p.line()
     assert "50/200 chunk reads" in line and "1,234/5,000 field-years" in line
     assert "200 MB (20.0 MB/s)" in line and "~30 s left" in line and "[Spark tasks 5/8]" in line
 
 
+def test_progress_of_a_stage_without_meter_counts_spark_tasks():
+    p = Progress(_SC(done=3, total=12), "write", stream=io.StringIO())
+    p.t0 -= 6
+    assert p.line() == "[aef-zonal] write: Spark tasks 3/12, 6 s, ~18 s left"
+
+
 def test_progress_logs_lines_when_not_on_a_terminal():
-    counters = {"chunk_reads": _Acc(200), "bytes": _Acc(1e6), "field_years": _Acc(10.0)}
+    sc = _SC()
     out = io.StringIO()
-    with Progress(_SC(), 200, 10, counters, stream=out, log_every=0.05):
+    with Progress(sc, "reduce", _meter(sc, 200, 1, 10.0, 200, 10), stream=out, log_every=0.05):
         time.sleep(0.2)
     lines = out.getvalue().splitlines()
     assert len(lines) >= 3 and "\r" not in out.getvalue()

@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 
 def fit(means, seed: int) -> dict:
+    # here, not at the top: the workers applying a model never pay scikit-learn's import
+    from sklearn.decomposition import PCA
+
     x = np.asarray(means, np.float64)
     if len(x) < 3:
         raise ValueError(f"need at least 3 fields with valid pixels to fit a PCA, got {len(x)}")

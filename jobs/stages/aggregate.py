@@ -23,4 +23,5 @@ def aggregate(spark, o: Options, store: StoreInfo, partials):
     seen = stats.selectExpr(
         "COUNT_IF(count > 0) AS with_pixels",
         "ARRAY_SORT(ARRAY_DISTINCT(FLATTEN(COLLECT_LIST(skipped_chunks)))) AS skipped").first()
+    partials.unpersist()  # the statistics are cached now: free the partials' memory for the write
     return stats, {"field_years_with_pixels": seen.with_pixels, "skipped_chunks": list(seen.skipped)}

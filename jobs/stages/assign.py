@@ -1,5 +1,6 @@
 """Which chunks each field touches (sql/20_assign.sql), the chunk tasks the reduce stage runs
-(sql/30_chunk_tasks.sql) and the field-years a run writes (sql/35_field_years.sql)."""
+(sql/30_chunk_tasks.sql) and the field-years a run writes (sql/35_field_years.sql; the fields
+stage counted them)."""
 from __future__ import annotations
 
 from pyspark.sql import functions as F
@@ -27,5 +28,4 @@ def chunk_tasks(spark, fields, field_chunks, years: list[int]):
 
 def field_years(spark, fields, grid: Grid, years: list[int]):
     run_years = spark.createDataFrame([(y, grid.time_index(y)) for y in years], "year int, t int")
-    df = sql(spark, "35_field_years.sql", {"fields": fields, "run_years": run_years})
-    return df, {"field_years": df.count()}
+    return sql(spark, "35_field_years.sql", {"fields": fields, "run_years": run_years}), {}

@@ -22,20 +22,21 @@ OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
 
 def fields(spark, o: Options, store: StoreInfo, years: list[int]):
     """sql/10_fields.sql over the user's file, checked, restricted to `years`; cached, as every
-    later stage reads it."""
+    later stage reads it (its checks fill the cache)."""
     try:
-        column = geometry_column(spark, o.fields)
+        meta = geo_metadata(spark, o.fields)
+        column = geometry_column(meta, o.fields)
         df, year_column = load(spark, o.fields, o.year_column, column, o.keep_columns,
                                o.output_columns())
-        crs, report = source_crs(spark, o.fields, store.grid.crs, column)
+        crs, report = source_crs(meta, o.fields, store.grid.crs, column)
         typed = sql(spark, "10_fields.sql", {"fields_input": df}, source_crs=crs,
-                    store_crs=store.grid.crs)
+                    store_crs=store.grid.crs).persist()
         report |= validate(typed, o.fields) | {"geometry_column": column}
         selected, part = select_years(typed, o.fields, year_column, years, store.years,
-                                      o.skip_missing_years)
+                                      o.skip_missing_years, report["fields"])
     except (FieldsError, storage.StorageError) as e:
         raise JobError(str(e)) from e
-    return selected.persist(), report | part
+    return selected, report | part | {"_release": [typed]}
 
 
 class FieldsError(ValueError):
@@ -60,14 +61,22 @@ def year_of(df, column: str, path: str):
                       "be a date, timestamp, 'YYYY-01-01' string or integer (or pass --year-column none)")
 
 
-def geometry_column(spark, path: str) -> str:
+def geo_metadata(spark, path: str) -> list:
+    """Each file's GeoParquet metadata (path, primary_column, columns), read once; empty for a
+    file that is not GeoParquet (load() then names the problem)."""
+    if not storage.Hadoop(spark).exists(path):
+        raise FieldsError(f"fields file {path} does not exist")
+    try:
+        return (spark.read.format("geoparquet.metadata").load(path)
+                .select("path", "primary_column", "columns").collect())
+    except Exception:
+        return []
+
+
+def geometry_column(meta: list, path: str) -> str:
     """The primary geometry column the file's `geo` metadata names (DuckDB and GDAL write `geom`
     or `wkb_geometry`); `geometry` for a file without one (load() then says what is wrong)."""
-    try:
-        found = {r.primary_column for r in spark.read.format("geoparquet.metadata").load(path)
-                 .select("primary_column").collect()}
-    except Exception:  # not GeoParquet at all: load() names the problem
-        return "geometry"
+    found = {r.primary_column for r in meta}
     found.discard(None)
     if len(found) > 1:
         raise FieldsError(f"{path}: its files name different primary geometry columns {sorted(found)}; "
@@ -95,7 +104,7 @@ def feature_ids(df, path: str):
                       "integers (int64, or strings of digits), e.g. df['feature_id'].astype('int64')")
 
 
-def source_crs(spark, path: str, store_crs: str, column: str = "geometry") -> tuple[str, dict]:
+def source_crs(meta: list, path: str, store_crs: str, column: str = "geometry") -> tuple[str, dict]:
     """The fields' CRS as Sedona's ST_Transform takes it, from the GeoParquet `geo` metadata,
     and its description for the report; `store_crs` when they are the same.
 
@@ -103,11 +112,10 @@ def source_crs(spark, path: str, store_crs: str, column: str = "geometry") -> tu
     """
     from pyproj import CRS
 
-    meta = (spark.read.format("geoparquet.metadata").load(path)
-            .select("path", F.col("columns")[column]["crs"].alias("crs")).collect())
-    found = {r.crs for r in meta}
+    crs_of = [(r.path, (r.columns or {}).get(column) and r.columns[column].crs) for r in meta]
+    found = {crs for _, crs in crs_of}
     if len(found) > 1:
-        names = sorted({_name(path, r.crs) + " (" + storage.name(r.path) + ")" for r in meta})
+        names = sorted({_name(path, crs) + " (" + storage.name(f) + ")" for f, crs in crs_of})
         raise FieldsError(f"{path}: its files have different CRSs: {', '.join(names)}; write the "
                           "fields in one CRS, e.g. with geopandas' to_crs")
     crs_json = found.pop() if found else None
@@ -147,8 +155,6 @@ def load(spark, path: str, year_column: str | None, column: str = "geometry",
 
     Returns it and the column giving each field's own year, or None (every field, every year).
     """
-    if not storage.Hadoop(spark).exists(path):
-        raise FieldsError(f"fields file {path} does not exist")
     try:
         df = spark.read.format("geoparquet").load(path)
     except Exception as e:
@@ -211,7 +217,8 @@ def kept_columns(df, given: list[str], path: str, keep: tuple[str, ...] | None,
 
 
 def validate(fields, path: str) -> dict:
-    """Refuse fields the job cannot reduce, naming examples; return counts for the report."""
+    """Refuse fields the job cannot reduce, naming examples; return counts for the report.
+    One pass over the fields (it fills their cache); the examples are looked up only on failure."""
     polygons = "geom_type IN ('ST_Polygon', 'ST_MultiPolygon', 'ST_GeometryCollection of polygons')"
     row = fields.selectExpr(
         "COUNT(*) AS n",
@@ -220,7 +227,9 @@ def validate(fields, path: str) -> dict:
         "COUNT_IF(geometry IS NULL) AS null_geometries",
         "COUNT_IF(geometry IS NOT NULL AND ST_IsEmpty(geometry)) AS empty_geometries",
         "COUNT_IF(repaired) AS repaired",
-        "COUNT_IF(geom_type = 'ST_GeometryCollection of polygons') AS collections").first()
+        "COUNT_IF(geom_type = 'ST_GeometryCollection of polygons') AS collections",
+        # a struct is never null, so a field without a year counts too
+        "COUNT(DISTINCT STRUCT(feature_id, layer_year)) AS distinct_ids").first()
     if row.n == 0:
         raise FieldsError(f"{path}: the file has no fields (0 rows); nothing to reduce")
     if row.null_ids:
@@ -230,9 +239,9 @@ def validate(fields, path: str) -> dict:
         raise FieldsError(f"{path}: {row.bad_types} geometr(y/ies) are not polygons, e.g. "
                           + ", ".join(f"feature_id {r.feature_id}: {r.geom_type}" for r in ex)
                           + "; zonal statistics need Polygon or MultiPolygon fields")
-    dups = (fields.groupBy("feature_id", "layer_year").agg(F.count("*").alias("k"))
-            .where("k > 1").limit(5).collect())
-    if dups:
+    if row.distinct_ids < row.n:
+        dups = (fields.groupBy("feature_id", "layer_year").agg(F.count("*").alias("k"))
+                .where("k > 1").limit(5).collect())
         raise FieldsError(f"{path}: feature_id is not unique, e.g. "
                           + ", ".join(f"{r.feature_id} ({r.k} rows)" for r in dups)
                           + "; ids must identify one field each (one per year when fields carry a year)")
@@ -246,11 +255,12 @@ def validate(fields, path: str) -> dict:
 
 
 def select_years(fields, path: str, year_column: str | None, years: list[int],
-                 store_years: tuple[int, ...], skip_missing: bool):
-    """Fields with their own year: refuse (or drop and count) years the store lacks, keep --years."""
+                 store_years: tuple[int, ...], skip_missing: bool, n: int):
+    """Fields with their own year: refuse (or drop and count) years the store lacks, keep --years.
+    Also the number of field-years the run writes (`n` fields in all)."""
     report = {"year_column": year_column}
     if year_column is None:
-        return fields, report
+        return fields, report | {"field_years": n * len(years)}
     per_year = {r.layer_year: r["count"] for r in fields.groupBy("layer_year").count().collect()}
     if None in per_year:
         raise FieldsError(f"{path}: {per_year[None]} field(s) have no value in year column '{year_column}'")
@@ -261,4 +271,5 @@ def select_years(fields, path: str, year_column: str | None, years: list[int],
                           + f"; the store has {list(store_years)}. Pass --skip-missing-years to drop them")
     report["fields_skipped_missing_year"] = sum(missing.values())
     report["fields_outside_years"] = sum(n for y, n in per_year.items() if y not in years and y not in missing)
+    report["field_years"] = sum(n for y, n in per_year.items() if y in years)
     return fields.where(fields.layer_year.isin(years)), report

@@ -7,7 +7,6 @@ import re
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from jobs.options import JobError, Options
-from jobs.progress import Progress
 from jobs.session import setting
 from udfs import spark as executor
 from udfs.store import StoreInfo
@@ -19,20 +18,40 @@ from udfs.tasks import Reduction
 TASKS_PER_BATCH = 16
 
 
-def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, reads: int, field_years: int):
+class Meter:
+    """What the workers have done of the stage (Spark accumulators they add to, jobs/progress.py
+    shows them): chunk reads, requests, bytes and field-years (a field's share of its chunks)."""
+
+    def __init__(self, sc, reads_total: int, field_years_total: int):
+        self.reads_total, self.fy_total = reads_total, field_years_total
+        self.counters = {"chunk_reads": sc.accumulator(0), "requests": sc.accumulator(0),
+                         "bytes": sc.accumulator(0), "field_years": sc.accumulator(0.0)}
+
+    def value(self, name: str):
+        return self.counters[name].value
+
+    def fraction(self) -> float:
+        return self.value("chunk_reads") / max(self.reads_total, 1)
+
+    def text(self, elapsed: float) -> str:
+        mb = self.value("bytes") / 1e6
+        return (f"{self.value('chunk_reads')}/{self.reads_total} chunk reads, "
+                f"{min(self.value('field_years'), self.fy_total):,.0f}/{self.fy_total:,} field-years, "
+                f"{mb:,.0f} MB ({mb / max(elapsed, 1e-9):.1f} MB/s)")
+
+
+def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, meter: Meter):
     red = Reduction(store.grid, store.quant, store.bands, rule=o.pixels, min_coverage=o.min_coverage,
                     extremes=o.extremes,
                     histograms=bool(o.quantiles))
     sc = spark.sparkContext
-    counters = {"chunk_reads": sc.accumulator(0), "requests": sc.accumulator(0),
-                "bytes": sc.accumulator(0), "field_years": sc.accumulator(0.0)}
+    counters = meter.counters
     n_tasks = max(n_tasks, 1)
     partitions = max(1, min(n_tasks, max(4 * sc.defaultParallelism, n_tasks // 32)))
     body = executor.reduce_partitions(o.access(), red, o.on_bad_chunk == "skip", counters)
     partials = (chunk_tasks.repartitionByRange(partitions, "cy", "cx")
                 .mapInArrow(body, from_arrow_schema(red.schema())).persist())
-    with setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", TASKS_PER_BATCH), \
-            Progress(sc, reads, field_years, counters):
+    with setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", TASKS_PER_BATCH):
         try:
             n = partials.count()
         except Exception as e:
