@@ -15,13 +15,16 @@ def _sample(argv) -> int:
     p.add_argument("--shard", type=int, default=1024, help="shard edge in pixels (default %(default)s)")
     p.add_argument("--years", type=int, nargs="+", default=[2023, 2024, 2025])
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dtype", choices=("int8", "float32"), default="int8",
+                   help="int8: signed-square codes as the AEF mosaic (default); float32: the "
+                        "vectors unquantised, NaN as nodata")
     p.add_argument("--per-year-fields", action="store_true",
                    help="one field layer per year (a 'year' column; shifted and split polygons)")
     a = p.parse_args(argv)
     from jobs.sample import make_sample
     try:
         make_sample(a.out_dir, size=a.size, years=tuple(a.years), seed=a.seed, shard=a.shard,
-                    per_year_fields=a.per_year_fields)
+                    per_year_fields=a.per_year_fields, dtype=a.dtype)
     except ValueError as e:
         print(f"aef-zonal sample: error: {e}", file=sys.stderr)
         return 2

@@ -8,9 +8,17 @@ from jobs import config, output
 from udfs import quantiles
 from udfs.pixels import RULES
 
-STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized")
+STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized", "change")
 # mean is part of the published schema: always written
 OPTIONAL_STATS = tuple(s for s in STATS if s != "mean")
+# the columns sql/50_output.sql writes whatever the statistics (the kept input columns go
+# beside them, so none may share a name)
+OUTPUT_COLUMNS = ("geometry", "source_store", "global_x_offset", "global_y_offset", "local_x_offset",
+                  "local_y_offset", "path", "feature_id", "bbox", "mean", "pca_components",
+                  "hilbert_key", "complete", "reason", "time", "label")
+# --keep-columns' default: the input columns the published schema has always carried (label is
+# the partition column in any case)
+DEFAULT_KEEP = ("label", "score_mean", "score_std")
 
 
 class JobError(Exception):
@@ -22,6 +30,8 @@ EXAMPLES = """examples:
   aef-zonal run --store s3://bucket/aef/v1.zarr --s3-region us-west-2 --fields fields.parquet \\
       --out out/iowa --years 2023 2024 2025 --stats count,mean,std,p50
   aef-zonal run --conf my.toml --out out/more --mode add     # settings from a file (see conf/)
+  aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/change \
+      --pixels fraction --min-coverage 0.5 --stats count,mean,median,change --keep-columns all
 """
 
 
@@ -35,6 +45,8 @@ class Options:
     stats: list[str]
     quantiles: dict[str, float]      # the quantile statistics among stats: name -> level
     pixels: str
+    min_coverage: float              # all-touched, fraction: least covered share of a pixel
+    keep_columns: tuple[str, ...] | None  # input columns carried into every row; None: all
     pca_model: str | None
     pca_sample: int
     seed: int
@@ -51,6 +63,10 @@ class Options:
     @property
     def extremes(self) -> bool:
         return bool({"min", "max"} & set(self.stats))
+
+    def output_columns(self) -> set[str]:
+        """The columns the output writes besides the kept input columns."""
+        return set(OUTPUT_COLUMNS) | set(self.stats) | ({"change_from"} if "change" in self.stats else set())
 
     @property
     def weighted(self) -> bool:
@@ -92,11 +108,22 @@ def parse(argv=None) -> Options:
                                      f"{d['spark']['master']} from the settings)")
     p.add_argument("--stats", default=job["stats"],
                    help=f"comma-separated statistics among {','.join(STATS)}, median and "
-                        "quantiles pNN such as p05,p95 (default %(default)s)")
+                        "quantiles pNN such as p05,p95 (coverage-weighted with --pixels fraction, "
+                        "as exactextract; not for float stores); change: 1 - cosine of the mean "
+                        "with the field's previous year with pixels (and change_from, that year) "
+                        "(default %(default)s)")
     p.add_argument("--pixels", choices=RULES, default=job["pixels"],
                    help="which pixels count: centre inside (center), every touched pixel "
                         "(all-touched), or touched pixels weighted by covered area (fraction); "
                         "default %(default)s")
+    p.add_argument("--min-coverage", type=float, default=job["min_coverage"], metavar="F",
+                   help="with all-touched or fraction: a pixel counts only when at least F (0..1) "
+                        "of its area is inside the field, as exactextract's min_coverage_frac "
+                        "(default %(default)s: any share)")
+    p.add_argument("--keep-columns", default=job["keep_columns"], metavar="all|none|A,B",
+                   help="input columns written unchanged into every output row: all, none or a "
+                        "comma-separated list (default %(default)s); label is always the "
+                        "partition column")
     p.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
     p.add_argument("--pca-sample", type=int, default=job["pca_sample"],
                    help="field means sampled to fit the PCA (default %(default)s)")
@@ -128,8 +155,25 @@ def parse(argv=None) -> Options:
     unknown = sorted(set(stats) - set(STATS) - set(qs))
     if unknown:
         p.error(f"unknown statistic(s) {unknown}; choose among {list(STATS)}, median, pNN")
-    if qs and args.pixels == "fraction":
-        p.error(f"quantiles ({', '.join(qs)}) are not available with --pixels fraction: "
-                "weighted quantiles are not implemented; use --pixels center or all-touched")
-    given = {f.name for f in fields(Options)} - {"stats", "quantiles", "settings"}
-    return Options(stats=stats, quantiles=qs, settings=d, **{k: getattr(args, k) for k in given})
+    if not 0.0 <= args.min_coverage <= 1.0:
+        p.error(f"--min-coverage {args.min_coverage}: give the least covered share of a pixel "
+                "between 0 and 1, e.g. 0.5")
+    if args.min_coverage and args.pixels == "center":
+        p.error("--min-coverage needs --pixels all-touched or fraction (the center rule counts a "
+                "pixel by its centre, not by its covered share)")
+    keep = keep_columns(args.keep_columns)
+    clash = sorted((set(keep or ()) - {"label"}) & (set(OUTPUT_COLUMNS) | set(stats) | {"change_from"}))
+    if clash:
+        p.error(f"--keep-columns: {', '.join(clash)} would clash with the output column(s) of the "
+                "same name; rename the input column(s) or leave them out")
+    given = {f.name for f in fields(Options)} - {"stats", "quantiles", "settings", "keep_columns"}
+    return Options(stats=stats, quantiles=qs, settings=d, keep_columns=keep,
+                   **{k: getattr(args, k) for k in given})
+
+
+def keep_columns(text: str) -> tuple[str, ...] | None:
+    """--keep-columns: 'all' -> None, 'none' -> (), 'a,b' -> ('a', 'b')."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if names == ("all",):
+        return None
+    return () if names in ((), ("none",)) else names

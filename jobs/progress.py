@@ -14,10 +14,12 @@ import time
 
 
 class Progress:
-    def __init__(self, sc, stage: str, meter=None, stream=sys.stderr, every: float = 2.0,
+    def __init__(self, sc, stage: str, meter=None, stream=None, every: float = 2.0,
                  log_every: float = 30.0):
-        self.sc, self.stage, self.meter, self.stream = sc, stage, meter, stream
-        self.tty = stream.isatty()
+        # sys.stderr when the line is drawn, not when this module was imported (a test's
+        # captured stream is closed by then)
+        self.sc, self.stage, self.meter, self.stream = sc, stage, meter, stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.every = every if self.tty else log_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)

@@ -1,4 +1,4 @@
-"""The aef-zonal job: fields -> assign -> chunk tasks -> reduce -> aggregate -> pca -> output.
+"""The aef-zonal job: fields -> assign -> chunk tasks -> reduce -> aggregate -> pca -> change -> output.
 
 Each stage (jobs/stages/) takes the tables it needs and returns its table and its part of the
 report; the SQL stages are the files of sql/, the executor side is udfs/spark.py.
@@ -9,7 +9,7 @@ import sys
 
 from jobs import options, report, session, storage
 from jobs.options import JobError, Options
-from jobs.stages import aggregate, assign, fields, output, pca, reduce
+from jobs.stages import aggregate, assign, change, fields, output, pca, reduce
 from udfs import store as zstore
 
 
@@ -29,6 +29,7 @@ def run(o: Options) -> dict:
                          meter=meter)
         stats = chain("aggregate", aggregate.aggregate, spark, o, store, partials)
         model = chain("pca", pca.pca, o, stats, totals["field_years_with_pixels"], model_kept)
+        stats = chain("change", change.change, spark, o, stats)
         with output.staged(target):
             chain("write", output.write, spark, o, store, fields_, field_years, stats, model, target)
             return output.commit(o, target, chain.report, chain.seconds, years)
@@ -42,6 +43,11 @@ def start(o: Options):
         store = zstore.describe(o.access())
     except zstore.StoreError as e:
         raise JobError(str(e)) from e
+    if store.quant.floats and o.quantiles:
+        raise JobError(f"quantiles ({', '.join(o.quantiles)}) are not available for the {store.quant.dtype} "
+                       f"store {o.store}: exact quantiles are read off the histograms of int8 codes, "
+                       "and a float store's values have no such small set; ask for count, mean, "
+                       "std, min, max, sum instead")
     years = o.years or list(store.years)
     absent = sorted(set(years) - set(store.years))
     if absent:

@@ -244,9 +244,9 @@ def _quantise(v: np.ndarray) -> np.ndarray:
 
 
 def create_store(path, years, size: int, xmin: float, ymax: float, res: float, shard: int,
-                 chunk: int = 256) -> zarr.Array:
-    """An empty store with the AEF layout (group attributes, coordinates, sharded int8 array):
-    every chunk reads as nodata until written."""
+                 chunk: int = 256, dtype: str = "int8") -> zarr.Array:
+    """An empty store with the AEF layout (group attributes, coordinates, sharded int8 array, or
+    an unquantised float32 one with NaN as fill): every chunk reads as nodata until written."""
     group = zarr.open_group(path, mode="w", zarr_format=3)
     quant = {"method": "signed_square", "original_dtype": "float32", "quantized_dtype": "int8",
              "formula": "(x / 127.5) ** 2 * sign(x)", "valid_range": [-127, 127], "nodata": -128}
@@ -257,17 +257,17 @@ def create_store(path, years, size: int, xmin: float, ymax: float, res: float, s
         "spatial:bbox": [xmin, ymax - size * res, xmin + size * res, ymax],
         "spatial:dimensions": ["y", "x"],
         "spatial:registration": "pixel",
-        "geoemb:quantization": quant,
+        **({"geoemb:quantization": quant} if dtype == "int8" else {}),
         "geoemb:dimensions": BANDS,
-        "geoemb:data_type": "int8",
+        "geoemb:data_type": dtype,
         "geoemb:gsd": res,
         "geoemb:model": "synthetic sample (aef-zonal)",
         "geoemb:source_data": "synthetic: crop classes, field offsets, soil and texture, rotation, noise",
     })
     arr = group.create_array(
-        "embeddings", shape=(len(years), BANDS, size, size), dtype="int8",
+        "embeddings", shape=(len(years), BANDS, size, size), dtype=dtype,
         shards=(1, BANDS, shard, shard), chunks=(1, BANDS, chunk, chunk),
-        compressors=ZstdCodec(level=3), fill_value=-128,
+        compressors=ZstdCodec(level=3), fill_value=-128 if dtype == "int8" else np.nan,
         dimension_names=("time", "band", "y", "x"))
     coords = {
         "time": np.asarray(years, dtype=np.int32),
@@ -285,10 +285,12 @@ def create_store(path, years, size: int, xmin: float, ymax: float, res: float, s
 
 def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int = 42,
                 shard: int = 1024, chunk: int = 256, lon: float = -93.65, lat: float = 42.10,
-                per_year_fields: bool = False, log=print) -> tuple[Path, Path]:
+                per_year_fields: bool = False, dtype: str = "int8", log=print) -> tuple[Path, Path]:
     """Write OUT/store.zarr and OUT/fields.parquet; returns their paths.
 
     per_year_fields: fields.parquet holds one layer per year (a `year` column), see fields_by_year.
+    dtype: int8 (signed-square codes, as the mosaic) or float32 (the unit vectors unquantised,
+    NaN where the int8 store has nodata).
     """
     if size % shard or shard % chunk:
         raise ValueError(f"size {size} must be a multiple of the shard edge {shard}, "
@@ -327,7 +329,7 @@ def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int =
         all_touched=True)
 
     store_path = out / "store.zarr"
-    arr = create_store(store_path, years, size, xmin, ymax, res, shard, chunk)
+    arr = create_store(store_path, years, size, xmin, ymax, res, shard, chunk, dtype)
     for t, year in enumerate(years):
         drift = rng.normal(scale=0.15 * sd, size=(len(base), BANDS))
         manage = rng.normal(scale=0.25 * sd, size=(regular, BANDS))  # this year's management
@@ -350,7 +352,7 @@ def make_sample(out_dir, size: int = 2048, years=(2023, 2024, 2025), seed: int =
                     cy, cx = missing[1] * chunk - r0, missing[2] * chunk - c0
                     if 0 <= cy < shard and 0 <= cx < shard:
                         q[:, cy:cy + chunk, cx:cx + chunk] = -128  # all fill: never written
-                arr[t, :, r0:r0 + shard, c0:c0 + shard] = q
+                arr[t, :, r0:r0 + shard, c0:c0 + shard] = q if dtype == "int8" else np.where(q == -128, np.nan, v)
         log(f"store: year {year} written")
     log(f"store: {len(years)} years x {BANDS} bands x {size}^2 px -> {store_path}")
     return store_path, fields_path

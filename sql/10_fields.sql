@@ -1,4 +1,5 @@
--- input:  fields_input  (the GeoParquet as read; optional columns added as NULL by the job)
+-- input:  fields_input  (the GeoParquet as read; optional columns added as NULL by the job;
+--                        `kept`: the input columns carried into the output, a struct)
 -- output: fields        (one row per input field, typed, in the store's CRS, with its bbox and
 --                        geometry type; invalid polygons repaired and flagged `repaired`)
 -- :source_crs is the file's CRS (ST_Transform's form), :store_crs the store's (its proj:code);
@@ -18,8 +19,7 @@ typed AS (
          IF(polygon_collection, 'ST_GeometryCollection of polygons',
             ST_GeometryType(geometry))              AS geom_type,
          COALESCE(CAST(label AS STRING), 'field')   AS label,
-         CAST(score_mean AS FLOAT)                  AS score_mean,
-         CAST(score_std AS FLOAT)                   AS score_std,
+         kept,
          CAST(layer_year AS INT)                    AS layer_year
   FROM (SELECT *, IF(polygon_collection, ST_CollectionExtract(geometry, 3), geometry) AS g FROM given)
 ),
@@ -28,13 +28,13 @@ checked AS (
 ),
 fixed AS (
   -- ST_MakeValid may return a collection with slivers of lower dimension: keep the polygons
-  SELECT feature_id, geom_type, label, score_mean, score_std, layer_year, repaired,
+  SELECT feature_id, geom_type, label, kept, layer_year, repaired,
          IF(repaired, ST_CollectionExtract(ST_MakeValid(geometry), 3), geometry) AS geometry
   FROM checked
 )
 -- an empty geometry has no extent (Sedona gives it infinite bounds): NULL here, like a null
 -- geometry, so no stage assigns it a chunk (50_output.sql writes its bbox covering as NaN)
-SELECT feature_id, geometry, label, score_mean, score_std, layer_year, geom_type, repaired,
+SELECT feature_id, geometry, label, kept, layer_year, geom_type, repaired,
        IF(ST_IsEmpty(geometry), NULL, ST_XMin(geometry)) AS xmin,
        IF(ST_IsEmpty(geometry), NULL, ST_YMin(geometry)) AS ymin,
        IF(ST_IsEmpty(geometry), NULL, ST_XMax(geometry)) AS xmax,

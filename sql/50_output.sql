@@ -1,13 +1,12 @@
--- input:  fields (feature_id, layer_year, geometry, label, scores, bbox),
+-- input:  fields (feature_id, layer_year, geometry, label, kept: the input columns carried, bbox),
 --         field_years (feature_id, layer_year, year, t): the years each field is reduced for,
---         stats (feature_id, year, count, statistics); functions pca_rgb (the broadcast PCA model
---         applied to a batch of means) and hilbert_key (udfs/spark.py)
+--         stats (feature_id, year, count, statistics, change, change_from); functions pca_rgb
+--         (the broadcast PCA model applied to a batch of means) and hilbert_key (udfs/spark.py)
 -- output: output rows in the published schema, one per field and year; a row with count = 0
 --         says why in `reason`, and `complete` is false when a skipped chunk held some of its pixels
 SELECT
   f.geometry,
-  f.score_mean,
-  f.score_std,
+  f.kept.*,
   :store                                                        AS source_store,
   gx                                                            AS global_x_offset,
   gy                                                            AS global_y_offset,
@@ -29,6 +28,7 @@ SELECT
   IF(f.xmin IS NULL, NULL, hilbert_key((f.xmin + f.xmax) / 2, (f.ymin + f.ymax) / 2)) AS hilbert_key,
   COALESCE(s.count, 0L)                                         AS count,
   s.std, s.min, s.max, s.sum, s.mean_normalized, s.valid_fraction, s.quantiles,
+  s.change, s.change_from,
   COALESCE(SIZE(s.skipped_chunks) = 0, TRUE)                    AS complete,
   CASE WHEN s.count > 0 THEN NULL
        WHEN f.geometry IS NULL THEN 'null geometry'

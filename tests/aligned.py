@@ -79,6 +79,12 @@ def shapely_touched(geom, grid: Grid = GRID) -> set[tuple[int, int]]:
 
 def exactextract_touched(geom, grid: Grid = GRID) -> set[tuple[int, int]]:
     """(row, col) of every pixel exactextract gives a coverage fraction > 0."""
+    return set(exactextract_coverage(geom, grid))
+
+
+def exactextract_coverage(geom, grid: Grid = GRID, min_coverage: float = 0.0) -> dict[tuple[int, int], float]:
+    """{(row, col): exactextract's coverage fraction} of the pixels it covers (> 0), with its
+    min_coverage_frac when given."""
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
 
@@ -89,10 +95,13 @@ def exactextract_touched(geom, grid: Grid = GRID) -> set[tuple[int, int]]:
     flipped = affinity.scale(geom, 1, -1, origin=(0, 0))
     raster = NumPyRasterSource(np.zeros((h, w)), c0, -(r0 + h), c0 + w, -r0)
     feature = {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(flipped)}
-    out = exact_extract(raster, [feature], ["cell_id", "coverage"], output="pandas")
+    ops = ["cell_id", "coverage"] if not min_coverage else [
+        f"cell_id(min_coverage_frac={min_coverage})", f"coverage(min_coverage_frac={min_coverage})"]
+    out = exact_extract(raster, [feature], ops, output="pandas")
     cells, cover = np.asarray(out["cell_id"].iloc[0]), np.asarray(out["coverage"].iloc[0])
-    cells = cells[cover > 0]
-    return set(zip((r0 + cells // w).tolist(), (c0 + cells % w).tolist()))
+    keep = cover > 0
+    return dict(zip(zip((r0 + cells[keep] // w).tolist(), (c0 + cells[keep] % w).tolist()),
+                    cover[keep].tolist()))
 
 
 def gdal_touched(geom, grid: Grid = GRID) -> set[tuple[int, int]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ALL_STATS = "count,mean,std,min,max,sum,valid_fraction,mean_normalized,p05,median,p95"
+ALL_STATS = "count,mean,std,min,max,sum,valid_fraction,mean_normalized,change,p05,median,p95"
 
 
 def job_args(store, fields, out, *extra, master: str = "local[2]") -> list[str]:

@@ -81,6 +81,24 @@ def field_stats(ds, geom, year, all_touched: bool = False) -> dict:
             "std": v.std(axis=1), "values": v}
 
 
+def float_field_stats(ds, geom, year) -> dict:
+    """A float store's field (centre rule): count, the correctly rounded sum (math.fsum) and the
+    mean from it, std (numpy, two-pass in float64), min, max of the valid values (no band NaN)."""
+    import math
+
+    q, transform = _window(ds, geom, year)
+    if q is None:
+        return {"count": 0}
+    inside = features.geometry_mask([geom], out_shape=q.shape[1:], transform=transform, invert=True)
+    valid = inside & ~np.isnan(q).any(axis=0)
+    if not valid.any():
+        return {"count": 0}
+    v = q[:, valid].astype(np.float64)
+    total = np.array([math.fsum(band) for band in v])
+    return {"count": int(valid.sum()), "sum": total, "mean": total / v.shape[1], "std": v.std(axis=1),
+            "min": v.min(axis=1), "max": v.max(axis=1), "values": v}
+
+
 def coverage(geom, shape, t) -> np.ndarray:
     """exactextract's coverage fraction of each pixel of a window (shape, affine t)."""
     from exactextract import exact_extract
@@ -95,8 +113,10 @@ def coverage(geom, shape, t) -> np.ndarray:
     return cover.reshape(shape)
 
 
-def fraction_stats(ds, geom, year) -> dict:
-    """exactextract's coverage-weighted count, mean and stdev of each band."""
+def fraction_stats(ds, geom, year, min_coverage: float = 0.0, qs=()) -> dict:
+    """exactextract's coverage-weighted count, mean and stdev of each band (pixels covered at
+    least `min_coverage`, its min_coverage_frac), and its weighted quantile(q) for each level of
+    `qs` ("quantiles": float64[len(qs), bands])."""
     import geopandas as gpd
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
@@ -111,10 +131,16 @@ def fraction_stats(ds, geom, year) -> dict:
     rasters = [NumPyRasterSource(v[b], xmin, ymax - h * t.a, xmin + w * t.a, ymax, nodata=nodata,
                                  name=f"b{b}") for b in range(len(v))]
     gdf = gpd.GeoDataFrame({"id": [0]}, geometry=[geom], crs="EPSG:4326")
-    out = exact_extract(rasters, gdf, ["count", "mean", "stdev"], output="pandas")
+    arg = f"(min_coverage_frac={min_coverage})" if min_coverage else ""
+    quantile_ops = [f"quantile(q={q}{', min_coverage_frac=' + str(min_coverage) if min_coverage else ''})"
+                    for q in qs]
+    out = exact_extract(rasters, gdf, [f"count{arg}", f"mean{arg}", f"stdev{arg}", *quantile_ops],
+                        output="pandas")
     count = float(out["b0_count"].iloc[0])
     if count == 0:
         return {"count": 0.0, "mean": None, "std": None}
     return {"count": count,
             "mean": np.array([out[f"b{b}_mean"].iloc[0] for b in range(len(v))]),
-            "std": np.array([out[f"b{b}_stdev"].iloc[0] for b in range(len(v))])}
+            "std": np.array([out[f"b{b}_stdev"].iloc[0] for b in range(len(v))]),
+            "quantiles": np.array([[out[f"b{b}_quantile_{round(q * 100)}"].iloc[0] for b in range(len(v))]
+                                   for q in qs])}

@@ -134,7 +134,9 @@ def meta_only(sample, tmp_path_factory) -> Path:
     (lambda g, a: g["attributes"].pop("proj:code"), ["no 'proj:code' attribute", "EPSG:4326"]),
     (lambda g, a: g["attributes"]["geoemb:quantization"].update(method="log"),
      ["unknown quantisation method 'log'", "signed_square"]),
-    (lambda g, a: a.update(data_type="float32", fill_value=0.0), ["dtype float32", "int8"]),
+    (lambda g, a: a.update(data_type="int16", fill_value=0), ["dtype int16", "int8", "float32/float16"]),
+    (lambda g, a: a.update(data_type="float32", fill_value=0.0),
+     ["a float32 store with quantisation method 'signed_square'", "linear scale/offset"]),
 ])
 def test_store_problems_are_named(edit, words, meta_only, sample, tmp_path, capsys):
     store = tmp_path / "store.zarr"

@@ -238,3 +238,122 @@ def test_all_touched_is_exact_on_pixel_boundaries(name):
     assert worst <= 1e-9, worst
     # GEOS works in degrees here, where a pixel corner carries ~1e-10 px of rounding
     assert sum(fraction.values()) == pytest.approx(geom.area, rel=1e-10)
+
+
+# --- minimum coverage --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(aligned.CASES))
+def test_min_coverage_keeps_exactextracts_pixels(name):
+    """--min-coverage 0.5 on pixel-boundary polygons, whose diagonals cut pixels into exact
+    halves, thirds and twelfths: with fraction, exactly exactextract's pixels of coverage >= 0.5
+    and their weights (its coverage is float32: to 1e-7); with all-touched the same pixels, each
+    weighing 1."""
+    import functools
+
+    from udfs.pixels import members
+
+    geom = aligned.CASES[name]
+    placed = aligned.to_degrees(geom)
+    want = aligned.exactextract_coverage(geom, min_coverage=0.5)
+    assert want and min(want.values()) >= 0.5
+    least = functools.partial(members, min_coverage=0.5)
+    fraction, = aligned.job_pixels(least, [placed], "fraction")
+    assert set(fraction) == set(want)
+    assert max(abs(w - want[k]) for k, w in fraction.items()) <= 1e-7
+    touched, = aligned.job_pixels(least, [placed], "all-touched")
+    assert set(touched) == set(want) and set(touched.values()) == {1.0}
+
+
+def test_min_coverage_on_random_polygons_matches_exactextract():
+    """Polygons in degrees at random places: the pixels kept at each threshold are exactly those
+    exactextract keeps (none of these lie within its float32 rounding of a threshold)."""
+    from udfs.pixels import members
+
+    rng = np.random.default_rng(11)
+    xs, ys = window_centres()
+    res, x_left, y_top = GRID.res, GRID.xmin, GRID.ymax
+    geoms = [random_polygon(rng, rng.uniform(xs[40], xs[200]), rng.uniform(ys[200], ys[40]),
+                            rng.uniform(0.5, 30) * res) for _ in range(12)]
+    pixel_units = [shapely.transform(g, lambda c: np.c_[(c[:, 0] - x_left) / res, (y_top - c[:, 1]) / res])
+                   for g in geoms]
+    for f_min in (0.25, 0.5, 0.99):
+        pix, fld, w = members(geoms, "fraction", x_left, y_top, res, 256, 256, min_coverage=f_min)
+        runs = members(geoms, "all-touched", x_left, y_top, res, 256, 256, min_coverage=f_min)
+        tpix, tfld = runs_to_pairs(runs, 256)
+        for f, g in enumerate(pixel_units):
+            want = aligned.exactextract_coverage(g, min_coverage=f_min)
+            got = dict(zip(zip((pix[fld == f] // 256).tolist(), (pix[fld == f] % 256).tolist()),
+                           w[fld == f].tolist()))
+            assert set(got) == set(want), (f_min, f)
+            assert max(abs(v - want[k]) for k, v in got.items()) <= 1e-6
+            assert set(zip((tpix[tfld == f] // 256).tolist(), (tpix[tfld == f] % 256).tolist())) == set(want)
+
+
+# --- float stores ------------------------------------------------------------------------------
+
+def test_float_store_quantisation_and_refusals():
+    q = Quantisation.from_attrs({}, "s", "float32", float("nan"))
+    assert (q.floats, q.a, q.b, q.square) == (True, 1.0, 0.0, False) and np.isnan(q.nodata)
+    scaled = Quantisation.from_attrs({"geoemb:quantization": {
+        "method": "linear", "scale": {"type": "scalar", "scale": 0.5, "offset": 2.0}}}, "s", "float16", -9999.0)
+    assert (scaled.a, scaled.b, scaled.nodata, scaled.dtype) == (0.5, 2.0, -9999.0, "float16")
+    # the convention's scale object on an int8 store too
+    assert Quantisation.from_attrs({"geoemb:quantization": {
+        "method": "linear", "scale": {"type": "scalar", "scale": 0.01}}}, "s").a == 0.01
+    for attrs, dtype, message in (
+            ({}, "int16", "embeddings of dtype int16; the embeddings convention defines int8"),
+            ({}, "float64", "embeddings of dtype float64"),
+            ({"geoemb:quantization": {"method": "product_quantization"}}, "float32",
+             "quantisation method 'product_quantization'"),
+            ({"geoemb:quantization": {"method": "linear", "scale": {"type": "array", "array_name": "s"}}},
+             "int8", "'array' scale")):
+        with pytest.raises(ValueError, match=message):
+            Quantisation.from_attrs(attrs, "s", dtype, float("nan"))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_float_reduction_is_compensated(weighted):
+    """Values of mixed magnitude (a cancelling offset of 1e4 on top of unit-vector components) in
+    float32, NaN and the fill value as nodata: sums within 2 u |S| + 1e-6 u sum|x| of the exactly
+    rounded sum (math.fsum; u = 2^-53), counts exact, min and max as stored."""
+    import math
+
+    from udfs.reduce import reduce_chunk_float
+
+    rng = np.random.default_rng(9)
+    data = (rng.normal(0, 0.12, (8, 256, 256)) + rng.choice([-1e4, 1e4], (8, 256, 256))).astype(np.float32)
+    data[:, rng.random((256, 256)) < 0.02] = np.nan
+    data[3, rng.random((256, 256)) < 0.01] = -9999.0   # the fill value in one band masks the pixel
+    xs, ys = window_centres()
+    geoms = [random_polygon(rng, rng.uniform(xs[20], xs[230]), rng.uniform(ys[230], ys[20]),
+                            rng.uniform(2, 120) * GRID.res) for _ in range(12)]
+    from udfs.pixels import members
+
+    if weighted:
+        pix, fld, w = members(geoms, "fraction", GRID.xmin, GRID.ymax, GRID.res, 256, 256)
+    else:
+        pix, fld = runs_to_pairs(centre_runs(geoms, xs, ys), 256)
+        w = None
+    p = reduce_chunk_float(data, pix, fld, w, len(geoms), fill=-9999.0)
+    flat = data.reshape(8, -1).astype(np.float64)
+    valid = ~np.isnan(flat).any(axis=0) & (flat != -9999.0).all(axis=0)
+    u = 2.0 ** -53
+    worst = 0.0
+    for f in range(len(geoms)):
+        sel = (fld == f) & valid[pix]
+        wf = np.ones(sel.sum()) if w is None else w[sel]
+        x = flat[:, pix[sel]]
+        # weights summed plainly: within n u of the exact sum
+        assert p.count[f] == (sel.sum() if w is None else pytest.approx(math.fsum(wf), rel=len(wf) * u))
+        if w is None:
+            assert p.count.dtype == np.int64 and p.inside[f] == (fld == f).sum()
+        for b in range(8):
+            terms = wf * x[b]
+            exact = math.fsum(terms)
+            err = abs(p.s1[f, b] - exact)
+            worst = max(worst, err / (u * np.abs(terms).sum()))
+            assert err <= 2 * u * abs(exact) + 1e-6 * u * np.abs(terms).sum()
+            assert abs(p.s2[f, b] - math.fsum(terms * x[b])) <= 4 * u * (np.abs(terms * x[b])).sum()
+        np.testing.assert_array_equal(p.umin[f], x.min(axis=1))
+        np.testing.assert_array_equal(p.umax[f], x.max(axis=1))
+    print(f"float sums: worst error {worst:.3g} u sum|x|")

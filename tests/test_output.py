@@ -23,7 +23,8 @@ pytestmark = pytest.mark.spark
 COLUMNS = ["geometry", "score_mean", "score_std", "source_store", "global_x_offset",
            "global_y_offset", "local_x_offset", "local_y_offset", "path", "feature_id", "bbox",
            "mean", "pca_components", "hilbert_key", "count", "std", "min", "max", "sum",
-           "mean_normalized", "valid_fraction", "complete", "reason", "p05", "median", "p95"]
+           "mean_normalized", "valid_fraction", "change", "change_from", "complete", "reason", "p05",
+           "median", "p95"]
 
 
 @pytest.fixture(scope="module")

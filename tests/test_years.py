@@ -23,7 +23,7 @@ def yearly(sample, tmp_path_factory, job_out):
     folder = tmp_path_factory.mktemp("yearly")
     fields.to_parquet(folder / "fields.parquet")
     out = folder / "result"
-    assert run_job(sample / "store.zarr", folder / "fields.parquet", out,
+    assert run_job(sample / "store.zarr", folder / "fields.parquet", out, "--stats", "count,mean,std,change",
                    "--pca-model", str(job_out / "_pca_model.json")) == 0
     return fields, out
 
@@ -37,15 +37,28 @@ def test_each_field_reduced_for_its_own_year(sample, yearly):
     both = fields.groupby("feature_id").year.nunique()
     assert (both == 2).sum() > 100, "the same ids appear in both years with different polygons"
     store = reference.open_store(sample / "store.zarr")
-    worst = 0.0
+    worst, means = 0.0, {}
     for fid, year, geom in zip(fields.feature_id, fields.year, fields.geometry):
         ref = reference.field_stats(store, geom, int(year))
         row = got.loc[(fid, int(year))]
         assert row["count"] == ref["count"], (fid, year)
         if ref["count"]:
+            means[fid, int(year)] = ref["mean"]
             worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
                         np.abs(np.asarray(row["std"]) - ref["std"]).max())
     assert worst <= 1e-6
+    # change: the two layers' polygons of an id are the same field (1 - cosine of the reference
+    # means in numpy); null in 2024, for ids only in 2025 and without a valid pixel either year
+    changed = 0
+    for (fid, year), row in got.iterrows():
+        if year == 2025 and (fid, 2024) in means and (fid, 2025) in means:
+            a, b = means[fid, 2024], means[fid, 2025]
+            assert row["change"] == pytest.approx(1 - a @ b / np.sqrt((a @ a) * (b @ b)), abs=1e-12)
+            assert row["change_from"] == 2024
+            changed += 1
+        else:
+            assert pd.isna(row["change"]) and pd.isna(row["change_from"]), (fid, year)
+    assert changed > 100
     assert json.loads((out / "_run.json").read_text())["year_column"] == "year"
 
 

@@ -56,7 +56,7 @@ def statistics(f: Finish, n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> dict
     with np.errstate(divide="ignore", invalid="ignore"):
         nn = n.astype(np.float64)[:, None]
         out = {"mean": a * s1 / nn + b}
-        if f.weighted:
+        if f.weighted or f.quant.floats:  # float sums: no exact integer form
             out["std"] = a * np.sqrt(np.maximum(s2 / nn - (s1 / nn) ** 2, 0.0))
         else:
             var_n2 = nn * s2.astype(np.float64) - s1.astype(np.float64) ** 2
@@ -88,9 +88,9 @@ def finish_batch(batch: pa.RecordBatch, f: Finish) -> pa.RecordBatch:
                  a * merge(col("lmax"), f.bands, np.maximum) + b) if f.extremes else (None, None))
     if f.qs:
         keys, counts, table = col("hkeys"), col("hcounts"), f.quant.table()
-        qv = [quantiles.from_histogram(quantiles.dense(keys[i].values.to_numpy(),
-                                                       counts[i].values.to_numpy(), f.bands),
-                                       f.qs, table).tolist() if ok[i] else None
+        read = quantiles.from_weighted_histogram if f.weighted else quantiles.from_histogram
+        qv = [read(quantiles.dense(keys[i].values.to_numpy(), counts[i].values.to_numpy(), f.bands,
+                                   f.weighted), f.qs, table).tolist() if ok[i] else None
               for i in range(len(n))]
         qcol = pa.array(qv, pa.list_(pa.list_(pa.float64())))
     else:

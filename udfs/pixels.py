@@ -13,6 +13,8 @@ even-odd rule (parts are assumed disjoint, as in a valid multipolygon).
   (exactextract's coverage fraction). A pixel the boundary does not cross is wholly inside
   (weight 1, exactly the centre pixels) or wholly outside; only crossed pixels need an area,
   which GEOS computes (shapely.intersection with the pixel squares).
+- min_coverage (with all-touched or fraction): only pixels at least that share of whose area
+  is inside count, as exactextract's min_coverage_frac.
 
 Hand-written (numba) rather than shapely/rasterio because membership must be many-to-many
 (overlapping fields each get a shared pixel) and run once per chunk for all its fields in a
@@ -223,13 +225,19 @@ def union_runs(runs: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 RULES = ("center", "all-touched", "fraction")
+# coverage shares within this of --min-coverage count as reaching it (GEOS rounding in degrees)
+COVER_SNAP = 1e-9
 
 
-def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: int, width: int):
+def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: int, width: int,
+            min_coverage: float = 0.0):
     """Membership of a window for `rule`.
 
     center, all-touched: int64[R, 4] runs (weight 1 each pixel).
     fraction: (pixel, geometry, weight) arrays, weight in (0, 1].
+    min_coverage (all-touched, fraction): a pixel counts only when at least this share of its
+    area is inside the geometry (exactextract's min_coverage_frac; the weights of those kept
+    stay as they are).
     """
     geoms = np.asarray(geoms, dtype=object)
     xs, ys = centres(x_left, res, width), centres(y_top, -res, height)
@@ -239,11 +247,11 @@ def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: i
     if rule not in RULES:
         raise ValueError(f"unknown pixel rule {rule!r}; choose among {RULES}")
     bpix, bfld = boundary_pairs(geoms, x_left, y_top, res, height, width)
-    if rule == "all-touched":
+    if rule == "all-touched" and not min_coverage:
         # as runs: the centre pixels are most of a chunk, the boundary pairs a few thousand
         return union_runs(np.r_[runs, pairs_to_runs(bpix, bfld, width)], height, width)
     cpix, cfld = runs_to_pairs(runs, width)
-    # fraction: centre pixels the boundary does not cross are wholly inside
+    # centre pixels the boundary does not cross are wholly inside
     bkeys = bfld * (height * width) + bpix
     interior = ~np.isin(cfld * (height * width) + cpix, bkeys)
     weights = np.empty(len(bpix))
@@ -252,6 +260,10 @@ def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: i
         r, c = bpix[sel] // width, bpix[sel] % width
         cells = shapely.box(x_left + c * res, y_top - (r + 1) * res, x_left + (c + 1) * res, y_top - r * res)
         weights[sel] = shapely.area(shapely.intersection(geoms[f], cells)) / (res * res)
-    keep = weights > 0
-    return (np.r_[cpix[interior], bpix[keep]], np.r_[cfld[interior], bfld[keep]],
-            np.r_[np.ones(interior.sum()), np.minimum(weights[keep], 1.0)])
+    # GEOS's areas in degrees carry ~1e-10 of a pixel: a pixel covered exactly `min_coverage`
+    # (half a pixel for 0.5) must not fall below it by that rounding
+    keep = weights >= min_coverage - COVER_SNAP if min_coverage else weights > 0
+    pix, fld = np.r_[cpix[interior], bpix[keep]], np.r_[cfld[interior], bfld[keep]]
+    if rule == "all-touched":
+        return pairs_to_runs(pix, fld, width)
+    return pix, fld, np.r_[np.ones(interior.sum()), np.minimum(weights[keep], 1.0)]

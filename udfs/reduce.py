@@ -26,9 +26,9 @@ class Partials(NamedTuple):
     inside: np.ndarray  # int64[F]    member pixels, valid or not (float64: summed weights)
     s1: np.ndarray      # int64[F, B] sum of u (float64: weighted)
     s2: np.ndarray      # int64[F, B] sum of u * u (float64: weighted)
-    umin: np.ndarray    # int64[F, B] smallest u (+2^40 where count == 0)
-    umax: np.ndarray    # int64[F, B] largest u (-2^40 where count == 0)
-    hist: np.ndarray | None  # int32[F, B, 256] valid pixels per code (index code + 128)
+    umin: np.ndarray    # int64[F, B] smallest u (+2^40 where count == 0; float stores: value, inf)
+    umax: np.ndarray    # int64[F, B] largest u (-2^40 where count == 0; float stores: value, -inf)
+    hist: np.ndarray | None  # int32[F, B, 256] valid pixels per code (index code + 128; float64: weights)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -91,17 +91,24 @@ def _reduce(data, width, runs, nfields, valid, square, extremes, histograms):
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce_weighted(data, pix, fld, weight, nfields, valid, square):
-    bands = data.shape[0]
+def _weighted_counts(pix, fld, weight, nfields, valid):
+    """Summed weights per field of its valid pixels (count) and of all its pixels (inside)."""
     count = np.zeros(nfields)
     inside = np.zeros(nfields)
+    for k in range(pix.shape[0]):
+        inside[fld[k]] += weight[k]
+        count[fld[k]] += weight[k] * valid[pix[k]]
+    return count, inside
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_weighted(data, pix, fld, weight, nfields, valid, square):
+    bands = data.shape[0]
+    count, inside = _weighted_counts(pix, fld, weight, nfields, valid)
     s1 = np.zeros((bands, nfields))
     s2 = np.zeros((bands, nfields))
     umin = np.full((bands, nfields), _BIG, np.int64)
     umax = np.full((bands, nfields), -_BIG, np.int64)
-    for k in range(pix.shape[0]):
-        inside[fld[k]] += weight[k]
-        count[fld[k]] += weight[k] * valid[pix[k]]
     for b in range(bands):
         row = data[b]
         for k in range(pix.shape[0]):
@@ -116,6 +123,85 @@ def _reduce_weighted(data, pix, fld, weight, nfields, valid, square):
             umin[b, f] = min(umin[b, f], u)
             umax[b, f] = max(umax[b, f], u)
     return count, inside, s1.T.copy(), s2.T.copy(), umin.T.copy(), umax.T.copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _histograms_weighted(data, pix, fld, weight, nfields, valid):
+    """float64[F, B, 256]: summed weights of each code per field and band (valid pixels)."""
+    bands = data.shape[0]
+    hist = np.zeros((nfields, bands, 256))
+    for b in range(bands):
+        row = data[b]
+        for k in range(pix.shape[0]):
+            p = pix[k]
+            if valid[p] != 0:
+                hist[fld[k], b, np.int64(row[p]) + 128] += weight[k]
+    return hist
+
+
+@numba.njit(cache=True, nogil=True)
+def valid_float_pixels(data, fill):
+    """uint8[pixels]: 1 where no band holds NaN or the fill value."""
+    bands, npix = data.shape
+    valid = np.ones(npix, np.uint8)
+    for b in range(bands):
+        row = data[b]
+        for p in range(npix):
+            v = row[p]
+            valid[p] &= (v == v) & (v != fill)
+    return valid
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _neumaier(s, c, x):
+    """s + x, with the rounding error of the addition added to the compensation c."""
+    t = s + x
+    c += (s - t) + x if abs(s) >= abs(x) else (x - t) + s
+    return t, c
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_float(data, pix, fld, weight, nfields, valid):
+    bands = data.shape[0]
+    count, inside = _weighted_counts(pix, fld, weight, nfields, valid)
+    s1, c1 = np.zeros((bands, nfields)), np.zeros((bands, nfields))
+    s2, c2 = np.zeros((bands, nfields)), np.zeros((bands, nfields))
+    vmin = np.full((bands, nfields), np.inf)
+    vmax = np.full((bands, nfields), -np.inf)
+    for b in range(bands):
+        row = data[b]
+        for k in range(pix.shape[0]):
+            p = pix[k]
+            if valid[p] == 0:
+                continue
+            f = fld[k]
+            x = np.float64(row[p])
+            wx = weight[k] * x
+            s1[b, f], c1[b, f] = _neumaier(s1[b, f], c1[b, f], wx)
+            s2[b, f], c2[b, f] = _neumaier(s2[b, f], c2[b, f], wx * x)
+            vmin[b, f] = min(vmin[b, f], x)
+            vmax[b, f] = max(vmax[b, f], x)
+    return count, inside, (s1 + c1).T.copy(), (s2 + c2).T.copy(), vmin.T.copy(), vmax.T.copy()
+
+
+def reduce_chunk_float(data: np.ndarray, pix: np.ndarray, fld: np.ndarray, weight: np.ndarray | None,
+                       nfields: int, *, fill: float = np.nan) -> Partials:
+    """Partials of a float store's chunk (values as stored; NaN and `fill` are nodata) over
+    (pixel, field) pairs, weighted (coverage fractions) or each weighing 1 (weight None: counts
+    stay int64). Sums are float64 with Neumaier's compensated summation: each field's sum over
+    one chunk is within 2 u |S| + O(n u^2) sum |x| of the exact one (u = 2^-53), whatever the
+    number of pixels; min, max as stored."""
+    bands = data.shape[0]
+    flat = np.ascontiguousarray(data).reshape(bands, -1)
+    if flat.dtype == np.float16:  # numba has no float16; float32 holds every float16 exactly
+        flat = flat.astype(np.float32)
+    valid = valid_float_pixels(flat, flat.dtype.type(fill))
+    w = np.ones(len(pix)) if weight is None else np.asarray(weight, np.float64)
+    count, inside, *sums = _reduce_float(flat, np.asarray(pix, np.int64), np.asarray(fld, np.int64),
+                                         w, nfields, valid)
+    if weight is None:
+        count, inside = count.astype(np.int64), inside.astype(np.int64)
+    return Partials(count, inside, *sums, None)
 
 
 def reduce_chunk(data: np.ndarray, runs: np.ndarray, nfields: int, *, square: bool,
@@ -136,10 +222,14 @@ def reduce_chunk(data: np.ndarray, runs: np.ndarray, nfields: int, *, square: bo
 
 
 def reduce_chunk_weighted(data: np.ndarray, pix: np.ndarray, fld: np.ndarray, weight: np.ndarray,
-                          nfields: int, *, square: bool, nodata: int = -128) -> Partials:
-    """Partials with each (pixel, field) pair weighted (coverage fractions): float sums."""
+                          nfields: int, *, square: bool, nodata: int = -128,
+                          histograms: bool = False) -> Partials:
+    """Partials with each (pixel, field) pair weighted (coverage fractions): float sums;
+    histograms: also the summed weight of each code per field and band (weighted quantiles)."""
     bands = data.shape[0]
     flat = np.ascontiguousarray(data).reshape(bands, -1)
     valid = valid_pixels(flat, np.int8(nodata))
-    return Partials(*_reduce_weighted(flat, np.asarray(pix, np.int64), np.asarray(fld, np.int64),
-                                      np.asarray(weight, np.float64), nfields, valid, square), None)
+    pix, fld, weight = np.asarray(pix, np.int64), np.asarray(fld, np.int64), np.asarray(weight, np.float64)
+    sums = _reduce_weighted(flat, pix, fld, weight, nfields, valid, square)
+    hist = _histograms_weighted(flat, pix, fld, weight, nfields, valid) if histograms else None
+    return Partials(*sums, hist)

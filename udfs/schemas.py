@@ -14,19 +14,22 @@ def _number(weighted: bool) -> pa.DataType:
     return pa.float64() if weighted else pa.int64()
 
 
-def partials(weighted: bool) -> pa.Schema:
-    """Reduce stage output (udfs/tasks.py): sums per field, year and chunk."""
-    num = _number(weighted)
+def partials(weighted: bool, floats: bool = False) -> pa.Schema:
+    """Reduce stage output (udfs/tasks.py): sums per field, year and chunk (float stores: sums
+    and extremes of the values, doubles)."""
+    num, sums = _number(weighted), _number(weighted or floats)
+    extreme = pa.float64() if floats else pa.int64()
     return pa.schema([
         ("feature_id", pa.int64()), ("year", pa.int32()),
         ("count", num),                      # valid pixels (summed weights)
         ("inside", num),                     # member pixels, valid or not
-        ("s1", pa.list_(num)),               # per band: sum of u
-        ("s2", pa.list_(num)),               # per band: sum of u * u
-        ("umin", pa.list_(pa.int64())),      # per band: smallest u (null unless min/max asked)
-        ("umax", pa.list_(pa.int64())),
+        ("s1", pa.list_(sums)),              # per band: sum of u
+        ("s2", pa.list_(sums)),              # per band: sum of u * u
+        ("umin", pa.list_(extreme)),         # per band: smallest u (null unless min/max asked)
+        ("umax", pa.list_(extreme)),
         ("hkeys", pa.list_(pa.int16())),     # histogram: band * 256 + code + 128 ...
-        ("hcounts", pa.list_(pa.int32())),   # ... and its count, for the codes present
+        ("hcounts", pa.list_(pa.float64() if weighted else pa.int32())),  # ... its count (summed
+                                             # weights), for the codes present
         ("skipped", pa.string()),            # the chunk's name when it was skipped (undecodable)
         ("chunks", pa.int32()),              # chunks the field touches (1: no merge needed)
     ])

@@ -155,8 +155,6 @@ def describe(a: Access | str) -> StoreInfo:
         raise StoreError(f"{url}: no '{ARRAY}' array in the group")
     arr = group[ARRAY]
     attrs = {**dict(arr.attrs), **dict(group.attrs)}  # older copies keep them on the array
-    if arr.dtype != np.int8:
-        raise StoreError(f"{url}: {ARRAY} has dtype {arr.dtype}; only int8 quantised stores are supported")
     dims = tuple(arr.metadata.dimension_names or ())
     if dims != ("time", "band", "y", "x"):
         raise StoreError(f"{url}: {ARRAY} dimensions are {dims}, expected ('time', 'band', 'y', 'x')")
@@ -177,7 +175,7 @@ def describe(a: Access | str) -> StoreInfo:
     except ValueError as e:
         raise StoreError(f"{url}: {e}") from e
     try:
-        quant = Quantisation.from_attrs(attrs, url)
+        quant = Quantisation.from_attrs(attrs, url, str(arr.dtype), arr.metadata.fill_value)
     except ValueError as e:
         raise StoreError(str(e)) from e
     return StoreInfo(url, grid, quant, int(arr.shape[1]))
@@ -203,7 +201,9 @@ class ShardLayout:
         self.per = grid.shard // grid.chunk                   # inner chunks per shard edge
         self.index_bytes = 16 * self.per * self.per + 4       # (offset, length) uint64 pairs + crc32c
         self.shape = (int(arr.shape[1]), grid.chunk, grid.chunk)
-        self.fill = int(arr.metadata.fill_value)
+        # the bytes codec writes little-endian (ShardLayout.check refuses any other order)
+        self.dtype = np.dtype(arr.dtype).newbyteorder("<")
+        self.fill = np.asarray(arr.metadata.fill_value, arr.dtype)
 
     @staticmethod
     def check(arr: zarr.Array, url: str) -> None:
@@ -214,10 +214,12 @@ class ShardLayout:
         ok = (len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)
               and codecs[0].index_location == ShardingCodecIndexLocation.end
               and [type(c) for c in codecs[0].index_codecs] == [BytesCodec, Crc32cCodec]
-              and [type(c) for c in codecs[0].codecs] == [BytesCodec, ZstdCodec])
+              and [type(c) for c in codecs[0].codecs] == [BytesCodec, ZstdCodec]
+              and getattr(codecs[0].codecs[0].endian, "value", "little") == "little")
         if not ok:
             raise StoreError(f"{url}: {ARRAY} codecs are {codecs}; expected the AEF layout "
-                             "(sharding_indexed, index at the end with crc32c, bytes + zstd inside)")
+                             "(sharding_indexed, index at the end with crc32c, little-endian bytes "
+                             "+ zstd inside)")
 
     def key(self, t: int, cy: int, cx: int) -> str:
         return self.grid.shard_key(t, cy * self.grid.chunk, cx * self.grid.chunk)
@@ -237,9 +239,10 @@ class ShardLayout:
 
     def decode(self, raw) -> np.ndarray:
         out = _zstd().decode(raw)
-        if len(out) != np.prod(self.shape):
-            raise ValueError(f"inner chunk decodes to {len(out)} bytes, expected {np.prod(self.shape)}")
-        return np.frombuffer(out, np.int8).reshape(self.shape)
+        size = int(np.prod(self.shape)) * self.dtype.itemsize
+        if len(out) != size:
+            raise ValueError(f"inner chunk decodes to {len(out)} bytes, expected {size}")
+        return np.frombuffer(out, self.dtype).reshape(self.shape)
 
 
 EMPTY = np.uint64(2**64 - 1)
@@ -294,7 +297,7 @@ class ChunkReader:
         try:
             raw = sync(self._fetch(self.layout.key(t, cy, cx), cy, cx))
             if raw is None:  # a missing chunk reads as the fill value: all nodata
-                return np.full((self.layout.shape[0], r1 - r0, c1 - c0), self.layout.fill, np.int8)
+                return np.full((self.layout.shape[0], r1 - r0, c1 - c0), self.layout.fill)
             return self.layout.decode(raw.as_numpy_array())[:, :r1 - r0, :c1 - c0]
         except Exception as e:
             where = f"store {self.access.url}, chunk {g.chunk_name(t, cy, cx)}"

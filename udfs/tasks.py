@@ -17,9 +17,9 @@ import shapely
 
 from udfs import schemas
 from udfs.grid import Grid
-from udfs.pixels import members
+from udfs.pixels import members, runs_to_pairs
 from udfs.quant import Quantisation
-from udfs.reduce import Partials, reduce_chunk, reduce_chunk_weighted
+from udfs.reduce import Partials, reduce_chunk, reduce_chunk_float, reduce_chunk_weighted
 
 # (time index, pixel window) -> Future of the int8 chunk (None: undecodable, skipped)
 Submit = Callable[[int, tuple[int, int, int, int]], Future]
@@ -33,6 +33,7 @@ class Reduction:
     quant: Quantisation
     bands: int
     rule: str = "center"        # pixels.RULES
+    min_coverage: float = 0.0   # all-touched, fraction: least covered share of a pixel that counts
     extremes: bool = False      # min / max
     histograms: bool = False    # per-code counts for exact quantiles
 
@@ -41,11 +42,12 @@ class Reduction:
         return self.rule == "fraction"
 
     def schema(self) -> pa.Schema:
-        return schemas.partials(self.weighted)
+        return schemas.partials(self.weighted, self.quant.floats)
 
 
 def _sparse(hist: np.ndarray | None, rows: np.ndarray):
-    """Per field, only the codes present: keys band * 256 + code index (int16), counts (int32)."""
+    """Per field, only the codes present: keys band * 256 + code index (int16), counts (int32;
+    summed weights, float64, for weighted pixels)."""
     keys, counts = [], []
     for f in rows:
         if hist is None:
@@ -69,7 +71,8 @@ class Planned:
         r0, r1, c0, c1 = window = g.chunk_window(*self.key)
         self.shape = (red.bands, r1 - r0, c1 - c0)
         geoms = shapely.from_wkb([f["wkb"] for f in fields])
-        self.m = members(geoms, red.rule, *g.window_corner(window), g.res, r1 - r0, c1 - c0)
+        self.m = members(geoms, red.rule, *g.window_corner(window), g.res, r1 - r0, c1 - c0,
+                         red.min_coverage)
         self.ids = np.array([f["feature_id"] for f in fields], np.int64)
         self.chunks = np.array([f["chunks"] for f in fields], np.int32)
         owner = self.m[1] if red.weighted else self.m[:, 3]
@@ -85,12 +88,18 @@ class Planned:
         for year, (active, future) in self.reads.items():
             data, skipped = future.result(), None
             if data is None:  # undecodable and skipped on request: its fields say so
-                data = np.full(self.shape, red.quant.nodata, np.int8)
+                data = np.full(self.shape, red.quant.nodata, red.quant.dtype)
                 skipped = red.grid.chunk_name(red.grid.time_index(year), *self.key)
-            if red.weighted:
-                p: Partials = reduce_chunk_weighted(data, self.m[0][active], self.m[1][active],
-                                                    self.m[2][active], len(self.ids),
-                                                    square=red.quant.square, nodata=red.quant.nodata)
+            if red.quant.floats:
+                pix, fld = ((self.m[0][active], self.m[1][active]) if red.weighted
+                            else runs_to_pairs(self.m[active], self.shape[2]))
+                p: Partials = reduce_chunk_float(data, pix, fld, self.m[2][active] if red.weighted else None,
+                                                 len(self.ids), fill=red.quant.nodata)
+            elif red.weighted:
+                p = reduce_chunk_weighted(data, self.m[0][active], self.m[1][active],
+                                          self.m[2][active], len(self.ids),
+                                          square=red.quant.square, nodata=red.quant.nodata,
+                                          histograms=red.histograms)
             else:
                 p = reduce_chunk(data, self.m[active], len(self.ids), square=red.quant.square,
                                  nodata=red.quant.nodata, extremes=red.extremes,

@@ -12,7 +12,7 @@ from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
 
 from jobs import storage
-from jobs.options import JobError, Options
+from jobs.options import DEFAULT_KEEP, JobError, Options
 from jobs.session import sql
 from udfs.store import StoreInfo
 
@@ -26,7 +26,8 @@ def fields(spark, o: Options, store: StoreInfo, years: list[int]):
     try:
         meta = geo_metadata(spark, o.fields)
         column = geometry_column(meta, o.fields)
-        df, year_column = load(spark, o.fields, o.year_column, column)
+        df, year_column = load(spark, o.fields, o.year_column, column, o.keep_columns,
+                               o.output_columns())
         crs, report = source_crs(meta, o.fields, store.grid.crs, column)
         typed = sql(spark, "10_fields.sql", {"fields_input": df}, source_crs=crs,
                     store_crs=store.grid.crs).persist()
@@ -147,8 +148,10 @@ def _crs(path: str, projjson: dict):
                           "an EPSG code, e.g. geopandas' to_crs(4326)") from e
 
 
-def load(spark, path: str, year_column: str | None, column: str = "geometry"):
-    """Read the GeoParquet and fill the optional columns: sql/10_fields.sql's `fields_input`.
+def load(spark, path: str, year_column: str | None, column: str = "geometry",
+         keep: tuple[str, ...] | None = DEFAULT_KEEP, reserved: set[str] = frozenset()):
+    """Read the GeoParquet and fill the optional columns: sql/10_fields.sql's `fields_input`,
+    with the input columns to carry through (`keep`, None: all) in the struct `kept`.
 
     Returns it and the column giving each field's own year, or None (every field, every year).
     """
@@ -168,6 +171,7 @@ def load(spark, path: str, year_column: str | None, column: str = "geometry"):
                           "not a geometry: the file is plain Parquet without GeoParquet 'geo' metadata; "
                           "write it with geopandas.GeoDataFrame.to_parquet or Sedona")
     df = feature_ids(df, path)
+    given = df.columns
     for name, typ in OPTIONAL.items():
         if name not in df.columns:
             df = df.withColumn(name, F.lit(None).cast(typ))
@@ -178,8 +182,38 @@ def load(spark, path: str, year_column: str | None, column: str = "geometry"):
     elif year_column not in df.columns:
         raise FieldsError(f"{path}: no column '{year_column}' (found {df.columns}) for --year-column")
     year = year_of(df, year_column, path) if year_column else F.lit(None)
+    kept = kept_columns(df, given, path, keep, year_column, reserved)
     df = df.withColumn("layer_year", year.cast("int"))
-    return df.select("feature_id", "geometry", *OPTIONAL, "layer_year"), year_column
+    return df.select("feature_id", "geometry", "label", kept, "layer_year"), year_column
+
+
+def kept_columns(df, given: list[str], path: str, keep: tuple[str, ...] | None,
+                 year_column: str | None, reserved: set[str]):
+    """The struct `kept` of the input columns --keep-columns names, values and types as read
+    (score_mean, score_std: float, null when absent, as the published schema has them).
+
+    all: score_mean, score_std and every other input column but the id, the geometry, its
+    GeoParquet 1.1 `bbox` covering (the output writes its own), label (the partition) and the
+    year column (the `time` partition holds it).
+    """
+    scores = [n for n in OPTIONAL if n != "label"]
+    if keep is None:
+        skip = {"feature_id", "geometry", "label", year_column, *scores}
+        names = scores + [c for c in given if c not in skip and not (
+            c == "bbox" and isinstance(df.schema[c].dataType, T.StructType))]
+    else:
+        names = [n for n in keep if n != "label"]
+        missing = [n for n in names if n not in df.columns]
+        if missing:
+            raise FieldsError(f"{path}: --keep-columns names {missing}, not in the file (found "
+                              f"{given}); name columns it has, or pass --keep-columns none")
+    clash = sorted(set(names) & reserved)
+    if clash:
+        raise FieldsError(f"{path}: input column(s) {clash} would clash with the output column(s) "
+                          "of the same name; rename them, or list the columns to keep with "
+                          "--keep-columns a,b,c")
+    return F.struct(*[(F.col(f"`{n}`").cast("float") if n in scores else F.col(f"`{n}`")).alias(n)
+                      for n in names]).alias("kept")
 
 
 def validate(fields, path: str) -> dict:

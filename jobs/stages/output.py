@@ -58,7 +58,8 @@ def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model
                                                      "key_prefix", "key_sep")})
     for i, name in enumerate(o.quantiles):  # one list<double>(64) column per quantile
         result = result.withColumn(name, F.col("quantiles")[i])
-    result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats])
+    result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats],
+                         *(["change_from"] if "change" not in o.stats else []))
     target.write(result, CRS.from_user_input(store.grid.crs).to_json())
     if model is not None:
         target.save_text(MODEL, pca.dumps(model))
@@ -87,7 +88,7 @@ def commit(o: Options, target: output.Output, report: dict, seconds: dict,
         "command": storage.redact(" ".join(sys.argv), secrets),
         "store": storage.redact(o.store, secrets), "fields_path": storage.redact(o.fields, secrets),
         "years": years,
-        "stats": o.stats, "pixels": o.pixels, "mode": o.mode,
+        "stats": o.stats, "pixels": o.pixels, "min_coverage": o.min_coverage, "mode": o.mode,
         "versions": versions(),
     }
     target.commit(report)

@@ -41,7 +41,8 @@ class Meter:
 
 
 def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, meter: Meter):
-    red = Reduction(store.grid, store.quant, store.bands, rule=o.pixels, extremes=o.extremes,
+    red = Reduction(store.grid, store.quant, store.bands, rule=o.pixels, min_coverage=o.min_coverage,
+                    extremes=o.extremes,
                     histograms=bool(o.quantiles))
     sc = spark.sparkContext
     counters = meter.counters
