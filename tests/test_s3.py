@@ -236,7 +236,11 @@ def test_s3_mode_add_replaces_only_its_partitions(s3, s3_out, s3conf, s3_fields,
     assert new25 and not old25 & new25  # every 2025 file replaced, none left behind
     assert {k: body(k) for k in old24} == bodies  # byte for byte, not only the same ETags
     assert len([k for k in after if k.startswith("iowa/_runs/")]) == 2
-    assert_same("results/iowa", job_out, filesystem=s3.arrow_fs())
+    # the added run reduced 2025 alone: no earlier year, so no change (test_faults says more)
+    assert_same("results/iowa", job_out, ignore=("source_store", "change", "change_from"),
+                filesystem=s3.arrow_fs())
+    added = read("results/iowa", s3.arrow_fs()).query("time == '2025-01-01'")
+    assert len(added) and added.change.isna().all()
     report = json.loads(s3.client.get_object(Bucket="results", Key="iowa/_run.json")["Body"].read())
     assert report["mode"] == "add" and report["years"] == [2025]
 
