@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,8 +11,6 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import config
-from tests.conftest import ALL_STATS
 from udfs import pca
 
 pytestmark = pytest.mark.spark
@@ -133,29 +128,6 @@ def test_spark_sedona_sql_over_the_output(spark, job_out, table):
                      "AND time = '2024-01-01'").first().a
     from shapely import wkb
     assert area == pytest.approx(wkb.loads(table.geometry.iloc[0]).area, rel=1e-12)
-
-
-def test_spark_submit_runs_the_same_job(sample, job_out, tmp_path):
-    out = tmp_path / "submitted"
-    root = Path(__file__).resolve().parent.parent
-    spark_submit = Path(sys.executable).parent / "spark-submit"
-    jars = ",".join(str(j) for j in config.sedona_jars())
-    proc = subprocess.run(
-        [str(spark_submit), "--master", "local[2]", "--jars", jars, str(root / "jobs" / "zonal_stats.py"),
-         "--store", str(sample / "store.zarr"), "--fields", str(sample / "fields.parquet"),
-         "--out", str(out), "--stats", ALL_STATS, "--pca-model",
-         str(job_out / "_pca_model.json")],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYSPARK_PYTHON": sys.executable})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = (ds.dataset(d, partitioning="hive").to_table().to_pandas()
-            .sort_values(["time", "feature_id"]).reset_index(drop=True) for d in (job_out, out))
-    assert len(a) == len(b)
-    for col in ("feature_id", "count", "label", "path", "hilbert_key"):
-        assert a[col].equals(b[col]), col
-    for col in ("mean", "std", "pca_components", "median"):
-        for x, y in zip(a[col], b[col]):
-            assert (x is None and y is None) or np.array_equal(x, y)
 
 
 def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out):
