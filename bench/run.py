@@ -13,6 +13,8 @@ cache holds it, then measures in the same run:
      field alone (start-up and fixed costs), every field cut in four (same chunks, 4x the
      field-years); and from them the `table` (the performance goals: reduce stage and marginal
      job against decode-only, field-years per core-second, core time per added field-year);
+     then the writer's floor (bench/writer.py): the rows of the full and the cut-in-four runs
+     written again by the job's writer and by Sedona's alone, per added row;
   3. the exactextract peer on the last year (bench/peer.py), against the job on that year with
      the same pixel rule (fraction) and with the default (center);
   4. the western half of the fields (a run over ~58 % of the chunks);
@@ -234,12 +236,24 @@ def half_area(fields: Path, store: str, out: Path) -> Path:
     return out
 
 
-def table(job: dict, one: dict, four: dict, decode_s: float, workers: int) -> dict:
+def writer_floor(outputs: list[Path], workers: int) -> list[dict]:
+    """bench/writer.py over the outputs, in a fresh process."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "writer.py"), *map(str, outputs),
+                           "--workers", str(workers)], capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def table(job: dict, one: dict, four: dict, decode_s: float, workers: int, floor: list[dict]) -> dict:
     """The issue-16 goals, from the runs of one benchmark: the job against the decode-only limit,
     its marginal cost (a full run minus a one-field run), and the cost of each added field-year
-    (every field cut in four: the same chunks, four times the field-years)."""
+    (every field cut in four: the same chunks, four times the field-years), beside the writer's
+    cost of each added row (`floor`: the full run's and the cut-in-four run's rows rewritten)."""
     marginal = job["wall_s"] - one["wall_s"]
     added = four["field_years"] - job["field_years"]
+
+    def per_added_row(key: str) -> float:
+        return round((floor[1][key] - floor[0][key]) * workers / added * 1e6, 1)
+
     return {
         "reduce_over_decode": round(job["stages_s"]["reduce"] / decode_s, 2),
         "marginal_s": round(marginal, 2),
@@ -247,6 +261,8 @@ def table(job: dict, one: dict, four: dict, decode_s: float, workers: int) -> di
         "field_years_per_core_second_marginal": round(job["field_years"] / (marginal * workers)),
         "core_us_per_added_field_year": round(
             (four["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1),
+        "writer_core_us_per_added_row": per_added_row("job_writer_s"),
+        "sedona_alone_core_us_per_added_row": per_added_row("sedona_alone_s"),
         "one_field_wall_s": one["wall_s"],
     }
 
@@ -285,13 +301,15 @@ def main() -> int:
                        ("four", split_fields(fields, data / "fields-x4.parquet", (2, 2)))):
         runs[name] = run_job(store, path, results / name, a.workers)
         print(f"{name}: {json.dumps(runs[name])}", flush=True)
+    floor = writer_floor([results / "job", results / "four"], a.workers)
+    print(f"writer floor: {json.dumps(floor)}", flush=True)
     result = {
         "machine_cores": os.cpu_count(), "workers": a.workers, "size_px": a.size, "years": a.years,
         "command": " ".join(["bench/run.py", *sys.argv[1:]]),
         "chunks_read": len(chunks) * len(a.years), "decode_only_s": round(decode_s, 2),
         "decode_only_reader_s": round(reader_s, 2),
-        "table": table(runs["job"], runs["one_field"], runs["four"], decode_s, a.workers),
-        **runs,
+        "table": table(runs["job"], runs["one_field"], runs["four"], decode_s, a.workers, floor),
+        **runs, "writer_floor": floor,
     }
     print(f"table: {json.dumps(result['table'])}", flush=True)
 

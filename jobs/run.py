@@ -31,7 +31,7 @@ def run(o: Options) -> dict:
         model = chain("pca", pca.pca, o, stats, totals["field_years_with_pixels"], model_kept)
         stats = chain("change", change.change, spark, o, stats)
         with output.staged(target):
-            chain("write", output.write, spark, o, store, fields_, field_years, stats, model, target)
+            chain("write", output.write, spark, o, store, field_years, stats, model, target)
             return output.commit(o, target, chain.report, chain.seconds, years)
     finally:
         chain.release()

@@ -1,5 +1,5 @@
--- input:  fields (feature_id, layer_year, geometry, label, kept: the input columns carried, bbox),
---         field_years (feature_id, layer_year, year, t): the years each field is reduced for,
+-- input:  field_years (the fields' feature_id, geometry, label, kept: the input columns carried,
+--         bbox; year, t): each field with each year it is reduced for,
 --         stats (feature_id, year, count, statistics, change, change_from); functions pca_rgb
 --         (the broadcast PCA model applied to a batch of means) and hilbert_key (udfs/spark.py)
 -- output: output rows in the published schema, one per field and year; a row with count = 0
@@ -13,7 +13,7 @@ SELECT
   gx - FLOOR(gx / :shard) * :shard                              AS local_x_offset,
   gy - FLOOR(gy / :shard) * :shard                              AS local_y_offset,
   IF(gx >= 0 AND gy >= 0 AND gx < :width AND gy < :height,
-     CONCAT(:key_prefix, fy.t, :key_sep, 0, :key_sep, FLOOR(gy / :shard), :key_sep, FLOOR(gx / :shard)),
+     CONCAT(:key_prefix, f.t, :key_sep, 0, :key_sep, FLOOR(gy / :shard), :key_sep, FLOOR(gx / :shard)),
      NULL)                                                      AS path,
   f.feature_id,
   -- present exactly where the geometry is (GeoParquet covering); an empty geometry has no
@@ -38,9 +38,8 @@ SELECT
        WHEN SIZE(s.skipped_chunks) > 0 THEN 'chunk skipped (undecodable)'
        WHEN s.inside > 0 THEN 'no valid pixel (all nodata)'
        ELSE 'no pixel inside (smaller than the pixel rule)' END  AS reason,
-  CONCAT(CAST(fy.year AS STRING), '-01-01')                     AS time,
+  CONCAT(CAST(f.year AS STRING), '-01-01')                     AS time,
   f.label
 FROM (SELECT *, CAST(FLOOR((xmin - :xmin) / :res) AS BIGINT) AS gx,
-                CAST(FLOOR((:ymax - ymax) / :res) AS BIGINT) AS gy FROM fields) f
-JOIN field_years fy ON f.feature_id = fy.feature_id AND f.layer_year <=> fy.layer_year
-LEFT JOIN stats s ON s.feature_id = fy.feature_id AND s.year = fy.year
+                CAST(FLOOR((:ymax - ymax) / :res) AS BIGINT) AS gy FROM field_years) f
+LEFT JOIN stats s ON s.feature_id = f.feature_id AND s.year = f.year

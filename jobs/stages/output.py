@@ -48,12 +48,12 @@ def staged(target: output.Output):
         raise
 
 
-def write(spark, o: Options, store: StoreInfo, fields, field_years, stats, model: dict | None,
+def write(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | None,
           target: output.Output):
     spark.udf.register("pca_rgb", executor.pca_rgb(spark.sparkContext.broadcast(model)))
     spark.udf.register("hilbert_key", executor.hilbert_key())
     g = store.grid.sql_params()
-    result = sql(spark, "50_output.sql", {"fields": fields, "field_years": field_years, "stats": stats},
+    result = sql(spark, "50_output.sql", {"field_years": field_years, "stats": stats},
                  store=o.store, **{k: g[k] for k in ("xmin", "ymax", "res", "shard", "width", "height",
                                                      "key_prefix", "key_sep")})
     for i, name in enumerate(o.quantiles):  # one list<double>(64) column per quantile
