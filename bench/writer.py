@@ -54,9 +54,9 @@ def job_write(spark, rows, crs: str, target: str):
 
 
 def sedona_write(rows, crs: str, target: str):
-    (rows.write.format("geoparquet").option("parquet.enable.dictionary", "false")
-     .option("geoparquet.version", "1.1.0").option("geoparquet.covering.geometry", "bbox")
-     .option("geoparquet.crs", crs).partitionBy("time", "label").mode("overwrite").save(target))
+    from jobs import output
+
+    output.geoparquet(rows.write, crs).mode("overwrite").save(target)
 
 
 def main() -> int:

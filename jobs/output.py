@@ -65,19 +65,9 @@ class Output:
         self.strategy = storage.commit_for(self.fs, self.out)
         target = self.strategy.begin()
         with self.strategy.writing(self.spark) as options, storage.failing(self.out, self.fs.secrets):
-            (df.repartition("time", "label")
-               .sortWithinPartitions("time", "label", "hilbert_key")
-               .write.format("geoparquet")
-               .options(**options)
-               # most values are 64-number arrays of distinct doubles: a dictionary never pays,
-               # and trying one took a third of the write
-               .option("parquet.enable.dictionary", "false")
-               .option("geoparquet.version", "1.1.0")
-               .option("geoparquet.covering.geometry", "bbox")
-               .option("geoparquet.crs", crs_projjson)
-               .partitionBy("time", "label")
-               .mode("append")
-               .save(target))
+            geoparquet(df.repartition("time", "label")
+                       .sortWithinPartitions("time", "label", "hilbert_key")
+                       .write.options(**options), crs_projjson).mode("append").save(target)
         self._data = self.strategy.data()
         drop_void_bbox([f for f in self._data[1] if not storage.is_url(f) or f.startswith("file:")])
 
@@ -100,6 +90,19 @@ class Output:
     def abort(self):
         if self.strategy is not None:
             self.strategy.abort()
+
+
+def geoparquet(writer, crs_projjson: str):
+    """Sedona's GeoParquet writer as the dataset is written: GeoParquet 1.1 with a bbox covering,
+    the store's CRS, partitioned by time and label."""
+    return (writer.format("geoparquet")
+            # most values are 64-number arrays of distinct doubles: a dictionary never pays, and
+            # trying one took a third of the write
+            .option("parquet.enable.dictionary", "false")
+            .option("geoparquet.version", "1.1.0")
+            .option("geoparquet.covering.geometry", "bbox")
+            .option("geoparquet.crs", crs_projjson)
+            .partitionBy("time", "label"))
 
 
 def drop_void_bbox(files: list[str]):
