@@ -1,18 +1,23 @@
-"""The Spark session the job builds: what its settings must change where the work runs."""
+"""The Python workers: the environment the job's session starts them with, the housekeeping
+around each task (udfs/spark.py)."""
 from __future__ import annotations
 
+import gc
 import os
+import sys
+import types
+import weakref
 
 import pandas as pd
 import pytest
 
 from jobs import config
-
-pytestmark = pytest.mark.spark
+from udfs import spark as executor
 
 PREFIX = "spark.executorEnv."
 
 
+@pytest.mark.spark
 def test_python_workers_run_under_the_executor_env(spark):
     # glibc reads its malloc settings once, when a process starts: they must be in the
     # environment Spark starts the Python workers with, not set from inside a task
@@ -26,3 +31,33 @@ def test_python_workers_run_under_the_executor_env(spark):
 
     got = spark.range(1, numPartitions=1).mapInPandas(env, "name string, value string").collect()
     assert {r.name: r.value for r in got} == want
+
+
+class Cycle:
+    def __init__(self):
+        self.me = self
+
+
+@pytest.mark.fast
+def test_a_task_start_freezes_what_is_alive_and_later_garbage_is_still_collected(monkeypatch):
+    import numba  # noqa: F401  the bulk of a worker's objects: what each collection walked
+
+    gc.collect()  # as PySpark's daemon does after every task
+    before = len(gc.get_objects())
+    monkeypatch.setattr(executor, "_modules_frozen", 0)  # as in a fresh worker
+    try:
+        executor.freeze_imports()
+        frozen = gc.get_freeze_count()
+        assert len(gc.get_objects()) < before / 20 and frozen >= before * 0.9
+        garbage = Cycle()
+        gone = weakref.ref(garbage)
+        del garbage
+        executor.freeze_imports()  # no module imported since: nothing frozen, the cycle neither
+        assert gc.get_freeze_count() == frozen
+        gc.collect()
+        assert gone() is None
+        monkeypatch.setitem(sys.modules, "imported_by_a_task", types.ModuleType("imported_by_a_task"))
+        executor.freeze_imports()  # a module imported since: frozen again
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
