@@ -56,9 +56,12 @@ def test_a_task_start_freezes_what_is_alive_and_later_garbage_is_still_collected
         assert gc.get_freeze_count() <= frozen  # frozen objects still die by reference count
         gc.collect()
         assert gone() is None
+        garbage = Cycle()
+        gone = weakref.ref(garbage)
+        del garbage
         monkeypatch.setitem(sys.modules, "imported_by_a_task", types.ModuleType("imported_by_a_task"))
         frozen = gc.get_freeze_count()
-        executor.freeze_imports()  # a module imported since: frozen again
-        assert gc.get_freeze_count() > frozen
+        executor.freeze_imports()  # a module imported since: frozen again, garbage collected first
+        assert gc.get_freeze_count() > frozen and gone() is None
     finally:
         gc.unfreeze()

@@ -37,16 +37,17 @@ _modules_frozen = 0
 
 
 def freeze_imports():
-    """Move what a Python worker holds at the start of a task out of the cyclic collector's sight
-    (gc.freeze), whenever modules were imported since the last time.
+    """Move what a Python worker holds out of the cyclic collector's sight (gc.freeze) whenever
+    modules were imported since the last time: a handful of times per worker.
 
     PySpark's daemon runs gc.collect() after every task, and a worker that has imported numba,
-    pyarrow and zarr holds ~180,000 objects: ~90 ms a collection, each task. A task starts just
-    after such a collection, so what is alive then is live, and freezing it leaks nothing; the
+    pyarrow and zarr holds ~180,000 objects: ~90 ms a collection, each task. Collected first, so
+    only live objects are frozen (a pandas UDF's later batch may hold its task's garbage); the
     daemon's collections then walk only what later tasks create.
     """
     global _modules_frozen
     if len(sys.modules) != _modules_frozen:
+        gc.collect()
         gc.freeze()
         _modules_frozen = len(sys.modules)
 
