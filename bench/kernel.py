@@ -91,18 +91,26 @@ def _sample(data_dir: str):
     return store, describe(store), geoms, shapely.STRtree(geoms), touched_chunks(fields, store)
 
 
+@functools.cache
+def _chunk_fields(data_dir: str):
+    """Per touched chunk, the fields that intersect it; per field, how many chunks it touches."""
+    import shapely
+
+    _, info, geoms, tree, touched = _sample(data_dir)
+    per_chunk = [tree.query(shapely.box(*info.grid.chunk_footprint(cy, cx)), predicate="intersects")
+                 for cy, cx in touched]
+    return dict(zip(touched, per_chunk)), np.bincount(np.concatenate(per_chunk), minlength=len(geoms))
+
+
 def _tasks(data_dir: str, chunks):
     """The chunk tasks of `chunks` as sql/30_chunk_tasks.sql builds them (every year)."""
     import pyarrow as pa
     import shapely
 
-    _, info, geoms, tree, touched = _sample(data_dir)
+    _, info, geoms, _, _ = _sample(data_dir)
     g = info.grid
     wkb = shapely.to_wkb(geoms)
-    per_chunk = [tree.query(shapely.box(*g.chunk_footprint(cy, cx)), predicate="intersects")
-                 for cy, cx in touched]
-    spans = np.bincount(np.concatenate(per_chunk), minlength=len(geoms))
-    mine = dict(zip(touched, per_chunk))
+    mine, spans = _chunk_fields(data_dir)
     return pa.RecordBatch.from_pylist([
         {"cy": cy, "cx": cx, "fields": [{"feature_id": int(i), "wkb": wkb[i], "years": list(g.years),
                                          "chunks": int(spans[i])} for i in mine[cy, cx]]}
@@ -149,9 +157,7 @@ def as_python_worker() -> None:
     reads its malloc settings once, when the process starts."""
     from jobs import config
 
-    prefix = "spark.executorEnv."
-    env = {k.removeprefix(prefix): str(v) for k, v in config.load()["spark"]["conf"].items()
-           if k.startswith(prefix)}
+    env = config.executor_env()
     if any(os.environ.get(k) != v for k, v in env.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
 
@@ -169,8 +175,6 @@ def main(argv=None) -> int:
     if not a.bare:
         as_python_worker()
 
-    import shapely
-
     from udfs.pixels import members
     from udfs.reduce import _reduce, valid_pixels
     from udfs.store import Access, reader
@@ -178,7 +182,7 @@ def main(argv=None) -> int:
     data_dir = ROOT / ".cache" / f"bench-{a.size}"
     if not (data_dir / "store.zarr" / "zarr.json").exists():
         raise SystemExit(f"no sample in {data_dir}: run bench/run.py --size {a.size} once first")
-    store, info, geoms, tree, touched = _sample(str(data_dir))
+    store, info, geoms, _, touched = _sample(str(data_dir))
     g, nodata = info.grid, np.int8(info.quant.nodata)
     picked = [touched[i] for i in np.linspace(0, len(touched) - 1, a.chunks).astype(int)]
     rd = reader(Access(store), g)
@@ -188,7 +192,7 @@ def main(argv=None) -> int:
     for cy, cx in picked:
         window = g.chunk_window(cy, cx)
         h, w = window[1] - window[0], window[3] - window[2]
-        mine = geoms[tree.query(shapely.box(*g.chunk_footprint(cy, cx)), predicate="intersects")]
+        mine = geoms[_chunk_fields(str(data_dir))[0][cy, cx]]
         runs = members(mine, "center", *g.window_corner(window), g.res, h, w)
         data = rd.submit(0, window).result()
         flat = np.ascontiguousarray(data).reshape(data.shape[0], -1)

@@ -60,6 +60,13 @@ def parse_with_settings(parser, argv):
     return args
 
 
+def executor_env(conf: dict | None = None) -> dict[str, str]:
+    """The environment the settings give the executors' Python workers (spark.executorEnv.*)."""
+    prefix = "spark.executorEnv."
+    return {k.removeprefix(prefix): str(v) for k, v in (conf or load())["spark"]["conf"].items()
+            if k.startswith(prefix)}
+
+
 def sedona_jars(conf: dict | None = None) -> list[Path]:
     """The jar files named in conf, from AEF_ZONAL_JARS (a folder) or .cache/jars."""
     folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR))

@@ -14,15 +14,12 @@ import pytest
 from jobs import config
 from udfs import spark as executor
 
-PREFIX = "spark.executorEnv."
-
 
 @pytest.mark.spark
 def test_python_workers_run_under_the_executor_env(spark):
     # glibc reads its malloc settings once, when a process starts: they must be in the
     # environment Spark starts the Python workers with, not set from inside a task
-    want = {k.removeprefix(PREFIX): str(v) for k, v in config.load()["spark"]["conf"].items()
-            if k.startswith(PREFIX)}
+    want = config.executor_env()
     assert {"MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} <= set(want)
 
     def env(batches):
