@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = files("jobs").parent
 DEFAULTS = ROOT / "conf" / "defaults.toml"
 JAR_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
+CLASS_ARCHIVE = Path(__file__).resolve().parent.parent / ".cache" / "jvm" / "aef-zonal.jsa"
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:
@@ -95,3 +96,14 @@ def s3a_jars() -> list[Path]:
 def jars(conf: dict | None = None) -> list[Path]:
     """Every jar the session needs: Sedona's, then S3A's."""
     return sedona_jars(conf) + s3a_jars()
+
+
+def class_archive_options(archive: Path | None = None) -> list[str]:
+    """The driver JVM's options that map the class archive tools/class_archive.py built, when it
+    exists (AEF_ZONAL_CLASS_ARCHIVE, or .cache/jvm/aef-zonal.jsa): Spark and Sedona's classes
+    then load already parsed and verified. An archive another JDK or class path wrote is
+    ignored by the JVM, silently."""
+    archive = Path(os.environ.get("AEF_ZONAL_CLASS_ARCHIVE", archive or CLASS_ARCHIVE))
+    if not archive.is_file():
+        return []
+    return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]

@@ -19,13 +19,15 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
 
     d = settings or config.load()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    preset = {}
+    preset, launches = {}, False
     active = SparkContext._active_spark_context  # notebooks, Databricks, a test session
     if active is not None:
         preset = dict(active.getConf().getAll())
     elif "PYSPARK_GATEWAY_PORT" in os.environ:  # started by spark-submit: its JVM is already up
         SparkContext._ensure_initialized()
         preset = dict(SparkConf().getAll())
+    else:
+        launches = True
     builder = SedonaContext.builder().appName("aef-zonal")
     if master or "spark.master" not in preset:
         builder = builder.master(master or d["spark"]["master"])
@@ -34,7 +36,12 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
             builder = builder.config("spark.jars", ",".join(str(j) for j in config.jars(d)))
         except FileNotFoundError as e:
             raise JobError(str(e)) from e
-    for key, value in d["spark"].get("conf", {}).items():
+    conf = dict(d["spark"].get("conf", {}))
+    if launches:  # this process starts the driver's JVM
+        java = config.class_archive_options()
+        conf["spark.driver.extraJavaOptions"] = " ".join(
+            filter(None, (conf.get("spark.driver.extraJavaOptions", ""), *java)))
+    for key, value in conf.items():
         if key not in preset:
             builder = builder.config(key, str(value))
     try:

@@ -7,6 +7,7 @@ import os
 import sys
 import types
 import weakref
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -28,6 +29,15 @@ def test_python_workers_run_under_the_executor_env(spark):
 
     got = spark.range(1, numPartitions=1).mapInPandas(env, "name string, value string").collect()
     assert {r.name: r.value for r in got} == want
+
+
+@pytest.mark.spark
+def test_the_driver_jvm_maps_the_class_archive_setup_built(spark):
+    # an archive the JVM cannot use (another JDK, another class path) is ignored silently, so
+    # look at what the running JVM mapped
+    assert config.CLASS_ARCHIVE.is_file(), "make setup builds it (tools/class_archive.py)"
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    assert str(config.CLASS_ARCHIVE) in Path(f"/proc/{pid}/maps").read_text()
 
 
 class Cycle:
