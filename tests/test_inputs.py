@@ -57,6 +57,9 @@ def test_bad_rows_are_kept_with_a_reason(messy):
     assert t.loc[9002, "count"] == 0 and t.loc[9002, "reason"] == "empty geometry"
     assert t.loc[9003, "count"] == 0 and t.loc[9003, "reason"] == "null geometry"
     assert t.loc[9004, "count"] == 0 and t.loc[9004, "reason"] == "outside the store"
+    # no extent, no key (and no colour without a mean); a far-away field still has a key
+    assert pd.isna(t.loc[9002, "hilbert_key"]) and pd.isna(t.loc[9003, "hilbert_key"])
+    assert t.loc[9004, "hilbert_key"] > 0 and t.loc[9004, "pca_components"] is None
     report = json.loads((out / "_run.json").read_text())
     assert report["rows_count_zero"] == {"empty geometry": 1, "null geometry": 1,
                                          "outside the store": 1}

@@ -52,6 +52,14 @@ def test_rows_sorted_by_hilbert_key_in_each_partition(job_out):
         assert (np.diff(keys) >= 0).all()
 
 
+def test_hilbert_key_is_the_bbox_centres(table):
+    from udfs.grid import hilbert_key
+
+    box = table.bbox.apply(pd.Series)
+    want = hilbert_key((box.xmin + box.xmax).to_numpy() / 2, (box.ymin + box.ymax).to_numpy() / 2)
+    np.testing.assert_array_equal(table.hilbert_key.to_numpy(), want)
+
+
 def test_read_back_with_geopandas_one_partition(job_out, table):
     folder = Path(job_out) / "time=2025-01-01" / "label=corn"
     gdf = gpd.read_parquet(next(folder.glob("*.parquet")))
