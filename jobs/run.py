@@ -5,7 +5,9 @@ report; the SQL stages are the files of sql/, the executor side is udfs/spark.py
 """
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 
 from jobs import options, report, session, storage
 from jobs.options import JobError, Options
@@ -52,6 +54,10 @@ def start(o: Options):
     absent = sorted(set(years) - set(store.years))
     if absent:
         raise JobError(f"year(s) {absent} not in store {o.store}; it has {list(store.years)}")
+    # what the driver imports later loads while it waits for the JVM: scikit-learn (the PCA
+    # fit) takes about a second
+    for module in ("pyproj", *(() if o.pca_model else ("sklearn.decomposition",))):
+        threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
     return (session.spark_session(o.master, o.verbose, o.settings), store, years), {}
 
 
