@@ -19,6 +19,7 @@ def run(o: Options) -> dict:
     chain = report.Chain()
     spark, store, years = chain("start spark", start, o)
     chain.sc = spark.sparkContext
+    reduce.warm(spark, o, store)
     try:
         target, model_kept = output.check(spark, o)  # refuse a bad --out before any stage
         fields_ = chain("fields", fields.fields, spark, o, store, years)

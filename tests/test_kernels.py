@@ -357,3 +357,48 @@ def test_float_reduction_is_compensated(weighted):
         np.testing.assert_array_equal(p.umin[f], x.min(axis=1))
         np.testing.assert_array_equal(p.umax[f], x.max(axis=1))
     print(f"float sums: worst error {worst:.3g} u sum|x|")
+
+
+# --- warm-up ---------------------------------------------------------------------------------
+
+WARM = """
+import json
+from concurrent.futures import Future
+import numpy as np, shapely
+from udfs import pixels, reduce, tasks
+from udfs.grid import Grid
+from udfs.store import Quantisation
+
+def compiled():
+    return {n: len(f.signatures) for m in (pixels, reduce) for n, f in vars(m).items()
+            if hasattr(f, "signatures")}
+
+grid = Grid(8.983111749910169e-05, -93.6, 42.1, 512, 512, 256, 512, years=(2024,))
+q = Quantisation.from_attrs({"geoemb:quantization": {"method": "signed_square", "nodata": -128}}, "s")
+red = tasks.Reduction(grid, q, 64, rule=RULE, histograms=True)
+tasks.warm_up(red)
+warm = compiled()
+codes = np.random.default_rng(1).integers(-128, 128, (64, 256, 256)).astype(np.int8)
+chunk = Future()
+chunk.set_result(codes)
+x0, y0, x1, y1 = grid.chunk_footprint(0, 0)
+cuts = [shapely.box(x0 - 1e-3, y0 + 1e-4, (x0 + x1) / 2.01, y1 + 1e-3),
+        shapely.Point((x0 + x1) / 2, (y0 + y1) / 2).buffer((x1 - x0) / 5)]
+task = {"cy": 0, "cx": 0, "fields": [{"feature_id": i, "chunks": 2, "years": [2024],
+                                      "wkb": shapely.to_wkb(g)} for i, g in enumerate(cuts)]}
+tasks.Planned(task, red, lambda t, w: chunk).reduce(red)
+print(json.dumps([warm, compiled()]))
+"""
+
+
+@pytest.mark.parametrize("rule", ["center", "all-touched", "fraction"])
+def test_warm_up_loads_every_kernel_a_first_real_task_runs(rule):
+    # a fresh interpreter: this one may have compiled the kernels already
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WARM.replace("RULE", repr(rule))], check=True,
+                         capture_output=True, text=True).stdout
+    warm, after = json.loads(out)
+    assert sum(warm.values()) > 0 and after == warm

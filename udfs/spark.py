@@ -105,6 +105,21 @@ def reduce_partitions(access, red, skip_bad: bool, counters: dict):
     return reduce_partition
 
 
+def warm_partitions(red):
+    """Run ahead of the reduce stage, one task per core: udfs.tasks.warm_up (imports, kernels)
+    in workers the stages after it reuse; yields nothing."""
+    from udfs import finish, tasks  # noqa: F401  finish: the aggregate stage's worker code
+
+    @per_task
+    def warm_partition(batches):
+        for _ in batches:
+            pass
+        tasks.warm_up(red)
+        yield from ()
+
+    return warm_partition
+
+
 def finish_partitions(fin):
     """The aggregate stage: partial lists -> statistics (udfs/finish.py)."""
     from udfs.finish import finish_batches

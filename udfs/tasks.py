@@ -117,6 +117,20 @@ class Planned:
         return out
 
 
+def warm_up(red: Reduction) -> None:
+    """One task over a chunk of nodata, read from nowhere: a fresh worker imports what the
+    reduce stage runs and loads this run's kernels from numba's cache (~1 CPU-second) before
+    its first real task."""
+    g = red.grid
+    window = g.chunk_window(0, 0)
+    fill = Future()
+    fill.set_result(np.full((red.bands, window[1] - window[0], window[3] - window[2]),
+                            red.quant.nodata, red.quant.dtype))
+    field = {"feature_id": 0, "chunks": 1, "years": [g.years[0]],
+             "wkb": shapely.to_wkb(shapely.box(*g.chunk_footprint(0, 0)))}
+    Planned({"cy": 0, "cx": 0, "fields": [field]}, red, lambda t, w: fill).reduce(red)
+
+
 def reduce_batches(batches: Iterable[pa.RecordBatch], red: Reduction, submit: Submit,
                    lookahead: int = 8, tasks_per_batch: int = 16) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: each input row is a chunk task (cy, cx, fields)."""

@@ -2,7 +2,9 @@
 udfs/tasks.py), one partial row per field, year and chunk. Cached: the aggregate reads it."""
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -40,10 +42,30 @@ class Meter:
                 f"{mb:,.0f} MB ({mb / max(elapsed, 1e-9):.1f} MB/s)")
 
 
+def reduction(o: Options, store: StoreInfo) -> Reduction:
+    return Reduction(store.grid, store.quant, store.bands, rule=o.pixels,
+                     min_coverage=o.min_coverage, extremes=o.extremes, histograms=bool(o.quantiles))
+
+
+def warm(spark, o: Options, store: StoreInfo) -> threading.Thread:
+    """Python workers started, and this run's reduction loaded into them, while the driver
+    plans the stages before the reduce (the JVM's work there leaves the cores mostly idle);
+    the reduce and aggregate stages then reuse these workers. A failure here is left to the
+    reduce stage, which reports it."""
+    n = max(1, spark.sparkContext.defaultParallelism - 1)  # a core left for the driver's jobs
+    body = executor.warm_partitions(reduction(o, store))
+
+    def run():
+        with contextlib.suppress(Exception):
+            spark.range(n, numPartitions=n).mapInArrow(body, "id long").collect()
+
+    thread = threading.Thread(target=run, name="aef-zonal warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, meter: Meter):
-    red = Reduction(store.grid, store.quant, store.bands, rule=o.pixels, min_coverage=o.min_coverage,
-                    extremes=o.extremes,
-                    histograms=bool(o.quantiles))
+    red = reduction(o, store)
     sc = spark.sparkContext
     counters = meter.counters
     n_tasks = max(n_tasks, 1)
