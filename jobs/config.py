@@ -98,12 +98,12 @@ def jars(conf: dict | None = None) -> list[Path]:
     return sedona_jars(conf) + s3a_jars()
 
 
-def class_archive_options(archive: Path | None = None) -> list[str]:
+def class_archive_options() -> list[str]:
     """The driver JVM's options that map the class archive tools/class_archive.py built, when it
     exists (AEF_ZONAL_CLASS_ARCHIVE, or .cache/jvm/aef-zonal.jsa): Spark and Sedona's classes
     then load already parsed and verified. An archive another JDK or class path wrote is
     ignored by the JVM, silently."""
-    archive = Path(os.environ.get("AEF_ZONAL_CLASS_ARCHIVE", archive or CLASS_ARCHIVE))
+    archive = Path(os.environ.get("AEF_ZONAL_CLASS_ARCHIVE", CLASS_ARCHIVE))
     if not archive.is_file():
         return []
     return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]

@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/class_archive.py [ARCHIVE]
 
-A local-mode run spends most of Spark's start-up loading, parsing and verifying classes (Spark's,
+A local-mode run spends much of Spark's start-up loading, parsing and verifying classes (Spark's,
 Sedona's, GeoTools'). The JDK's dynamic class-data sharing writes the classes a JVM loaded into
 an archive as it exits (-XX:ArchiveClassesAtExit); a later JVM given that archive maps them
 ready-made (jobs/config.class_archive_options). The classes recorded are those of a short job on

@@ -106,8 +106,8 @@ def reduce_partitions(access, red, skip_bad: bool, counters: dict):
 
 
 def warm_partitions(red):
-    """Run ahead of the reduce stage, one task per core: udfs.tasks.warm_up (imports, kernels)
-    in workers the stages after it reuse; yields nothing."""
+    """Run ahead of the reduce stage (jobs/stages/reduce.warm): udfs.tasks.warm_up (imports,
+    kernels) in workers the stages after it reuse; yields nothing."""
     from udfs import finish, tasks  # noqa: F401  finish: the aggregate stage's worker code
 
     @per_task

@@ -47,7 +47,7 @@ def reduction(o: Options, store: StoreInfo) -> Reduction:
                      min_coverage=o.min_coverage, extremes=o.extremes, histograms=bool(o.quantiles))
 
 
-def warm(spark, o: Options, store: StoreInfo) -> threading.Thread:
+def warm(spark, o: Options, store: StoreInfo) -> None:
     """Python workers started, and this run's reduction loaded into them, while the driver
     plans the stages before the reduce (the JVM's work there leaves the cores mostly idle);
     the reduce and aggregate stages then reuse these workers. A failure here is left to the
@@ -59,9 +59,7 @@ def warm(spark, o: Options, store: StoreInfo) -> threading.Thread:
         with contextlib.suppress(Exception):
             spark.range(n, numPartitions=n).mapInArrow(body, "id long").collect()
 
-    thread = threading.Thread(target=run, name="aef-zonal warm-up", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=run, name="aef-zonal warm-up", daemon=True).start()
 
 
 def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, meter: Meter):
