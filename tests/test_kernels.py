@@ -145,6 +145,23 @@ def test_reduce_matches_naive_numpy(chunk_case):
             np.testing.assert_allclose(q.a * p.umax[f], hi, atol=1e-15)
 
 
+def test_integer_sums_are_exact_in_runs_with_and_without_nodata(chunk_case):
+    """Runs wholly valid and runs holding nodata pixels (the kernel takes a different loop for
+    each) both give numpy's exact integer sums of u = sign(q) q^2 over valid member pixels."""
+    data, geoms = chunk_case
+    xs, ys = window_centres()
+    runs = centre_runs(geoms, xs, ys)
+    valid = (data != -128).all(axis=0)
+    whole = np.array([valid[r, c0:c1].all() for r, c0, c1, _ in runs])
+    assert whole.any() and not whole.all()
+    p = reduce_chunk(data, runs, len(geoms), square=True)
+    u = data.astype(np.int64) * np.abs(data.astype(np.int64))
+    for f, m in enumerate(membership(geoms)):
+        sel = m & valid
+        assert p.count[f] == sel.sum() and p.inside[f] == m.sum()
+        assert (p.s1[f] == u[:, sel].sum(axis=1)).all() and (p.s2[f] == (u[:, sel] ** 2).sum(axis=1)).all()
+
+
 def test_partials_of_pieces_merge_to_the_whole(chunk_case):
     """Sums are additive over any split of the pixels: what the aggregate SQL stage relies on."""
     data, geoms = chunk_case
