@@ -24,7 +24,7 @@ def run(o: Options) -> dict:
         target, model_kept = output.check(spark, o)  # refuse a bad --out before any stage
         fields_ = chain("fields", fields.fields, spark, o, store, years)
         field_chunks = chain("assign", assign.assign, spark, fields_, store.grid)
-        tasks = chain("chunk_tasks", assign.chunk_tasks, spark, fields_, field_chunks, years)
+        tasks = chain("chunk_tasks", assign.chunk_tasks, spark, field_chunks, years)
         field_years = chain("field_years", assign.field_years, spark, fields_, store.grid, years)
         totals = chain.report
         meter = reduce.Meter(spark.sparkContext, totals["chunk_reads_planned"], totals["field_years"])

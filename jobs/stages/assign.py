@@ -16,9 +16,9 @@ def assign(spark, fields, grid: Grid):
     return field_chunks, {}
 
 
-def chunk_tasks(spark, fields, field_chunks, years: list[int]):
+def chunk_tasks(spark, field_chunks, years: list[int]):
     """Cached: the reduce stage reads it twice (its totals, then the tasks)."""
-    tasks = sql(spark, "30_chunk_tasks.sql", {"fields": fields, "field_chunks": field_chunks},
+    tasks = sql(spark, "30_chunk_tasks.sql", {"field_chunks": field_chunks},
                 years=F.array(*[F.lit(y) for y in years])).persist()
     totals = tasks.selectExpr(
         "COUNT(*) AS tasks",
