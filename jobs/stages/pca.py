@@ -29,7 +29,8 @@ def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):
 def fit(stats, total: int, sample: int, seed: int) -> dict:
     """Fit on a random sample of the field-year means with a valid pixel (`total` of them)."""
     frac = min(1.0, 1.2 * sample / total)
-    # Arrow, not Rows: a Python object per mean would cost more than the fit
+    # Arrow, not Rows: a Python object per mean would cost more than the fit; cut to `sample`
+    # here rather than by limit(), which scans the partitions in a series of growing jobs
     means = (stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean")
-             .limit(sample).toArrow().column("mean").combine_chunks())
-    return kernel.fit(means.flatten().to_numpy().reshape(len(means), -1), seed)
+             .toArrow().column("mean").combine_chunks())
+    return kernel.fit(means.flatten().to_numpy().reshape(len(means), -1)[:sample], seed)
