@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -178,8 +179,11 @@ def test_optional_tile_basemap(chromium, job_out, tmp_path):
 
     with browser.open_map(chromium, path, offline=False, route=serve) as opened:
         opened.page.wait_for_function("aefDeck.props.layers[0].isLoaded", timeout=60_000)
-        opened.page.wait_for_timeout(500)  # the frame after the tiles arrived
-        corner = opened.screenshot()[20, 20]
+        # drawn on a later frame, whose delay under the software renderer varies: poll the pixel
+        deadline = time.monotonic() + 30
+        while (corner := opened.screenshot()[20, 20]).tolist() == [255, 255, 255] \
+                and time.monotonic() < deadline:
+            opened.page.wait_for_timeout(100)
         assert opened.errors == []
     assert asked and all(u.startswith("https://tiles.test/") for u in asked), asked
     assert np.abs(corner.astype(int) - (10, 200, 30)).max() <= 2, corner

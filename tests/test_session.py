@@ -2,18 +2,15 @@
 around each task (udfs/spark.py)."""
 from __future__ import annotations
 
-import gc
 import os
+import subprocess
 import sys
-import types
-import weakref
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from jobs import config
-from udfs import spark as executor
 
 
 @pytest.mark.spark
@@ -40,35 +37,42 @@ def test_the_driver_jvm_maps_the_class_archive_setup_built(spark):
     assert str(config.CLASS_ARCHIVE) in Path(f"/proc/{pid}/maps").read_text()
 
 
+# In a fresh interpreter, as a worker is: in the test process other threads (the S3 test
+# server's, the job's warm-up imports) add and drop modules while this runs.
+FREEZE_SCENARIO = """
+import gc, sys, types, weakref
+import numba  # the bulk of a worker's objects: what each collection walked
+from udfs import spark as executor
+
 class Cycle:
     def __init__(self):
         self.me = self
 
+gc.collect()  # as PySpark's daemon does after every task
+before = len(gc.get_objects())
+executor.freeze_imports()
+frozen = gc.get_freeze_count()
+assert len(gc.get_objects()) < before / 20 and frozen >= before * 0.9, (before, frozen)
+garbage = Cycle()
+gone = weakref.ref(garbage)
+del garbage
+executor.freeze_imports()  # no module imported since: nothing frozen, the cycle neither
+assert gc.get_freeze_count() <= frozen, (gc.get_freeze_count(), frozen)
+gc.collect()  # frozen objects still die by reference count
+assert gone() is None
+garbage = Cycle()
+gone = weakref.ref(garbage)
+del garbage
+sys.modules["imported_by_a_task"] = types.ModuleType("imported_by_a_task")
+frozen = gc.get_freeze_count()
+executor.freeze_imports()  # a module imported since: frozen again, garbage collected first
+assert gc.get_freeze_count() > frozen and gone() is None, (gc.get_freeze_count(), frozen)
+print("ok")
+"""
+
 
 @pytest.mark.fast
-def test_a_task_start_freezes_what_is_alive_and_later_garbage_is_still_collected(monkeypatch):
-    import numba  # noqa: F401  the bulk of a worker's objects: what each collection walked
-
-    gc.collect()  # as PySpark's daemon does after every task
-    before = len(gc.get_objects())
-    monkeypatch.setattr(executor, "_modules_frozen", 0)  # as in a fresh worker
-    try:
-        executor.freeze_imports()
-        frozen = gc.get_freeze_count()
-        assert len(gc.get_objects()) < before / 20 and frozen >= before * 0.9
-        garbage = Cycle()
-        gone = weakref.ref(garbage)
-        del garbage
-        executor.freeze_imports()  # no module imported since: nothing frozen, the cycle neither
-        assert gc.get_freeze_count() <= frozen  # frozen objects still die by reference count
-        gc.collect()
-        assert gone() is None
-        garbage = Cycle()
-        gone = weakref.ref(garbage)
-        del garbage
-        monkeypatch.setitem(sys.modules, "imported_by_a_task", types.ModuleType("imported_by_a_task"))
-        frozen = gc.get_freeze_count()
-        executor.freeze_imports()  # a module imported since: frozen again, garbage collected first
-        assert gc.get_freeze_count() > frozen and gone() is None
-    finally:
-        gc.unfreeze()
+def test_a_task_start_freezes_what_is_alive_and_later_garbage_is_still_collected():
+    run = subprocess.run([sys.executable, "-c", FREEZE_SCENARIO], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[1], timeout=120)
+    assert run.returncode == 0 and run.stdout == "ok\n", run.stderr
