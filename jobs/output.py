@@ -12,6 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
+from pyspark.sql import functions as F
+
 from jobs import storage
 
 MODES = ("error", "overwrite", "add")
@@ -61,11 +63,13 @@ class Output:
         return self.fs.read_text(storage.join(self.out, rel))
 
     def write(self, df, crs_projjson: str):
-        """The partitions, sorted by Hilbert key within each."""
+        """The partitions, sorted by Hilbert key within each file. Rebalanced rather than
+        repartitioned: one task per (time, label) would cap the write at as many tasks as
+        partitions; adaptive execution splits a large one into ~64 MB pieces."""
         self.strategy = storage.commit_for(self.fs, self.out)
         target = self.strategy.begin()
         with self.strategy.writing(self.spark) as options, storage.failing(self.out, self.fs.secrets):
-            geoparquet(df.repartition("time", "label")
+            geoparquet(df.hint("rebalance", F.col("time"), F.col("label"))
                        .sortWithinPartitions("time", "label", "hilbert_key")
                        .write.options(**options), crs_projjson).mode("append").save(target)
         self._data = self.strategy.data()
