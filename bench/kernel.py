@@ -121,11 +121,12 @@ def _reduce_part(args) -> dict:
     """One process's share of the chunk tasks through udfs.tasks.reduce_batches, after one
     task to load the kernels."""
     from udfs.store import Access, reader
+    from udfs.finish import Finish
     from udfs.tasks import Reduction, reduce_batches
 
     data_dir, part, parts = args
     store, info, _, _, touched = _sample(data_dir)
-    red = Reduction(info.grid, info.quant, info.bands)
+    red = Reduction(info.grid, info.quant, info.bands, Finish(info.quant, info.bands))
     rd = reader(Access(store), info.grid)
     chunks = touched[part::parts]
     tasks = _tasks(data_dir, chunks)

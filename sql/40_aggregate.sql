@@ -1,11 +1,12 @@
 -- input:  partials   (feature_id, year, count, inside, s1, s2, umin, umax, hkeys, hcounts, skipped,
---                     chunks): sums per field and chunk (udfs/reduce.py; integers, or doubles for
---                     coverage-weighted pixels)
+--                     chunks, finished): sums per field and chunk (udfs/reduce.py; integers, or
+--                     doubles for coverage-weighted pixels)
 -- output: partial_lists (feature_id, year, count, inside, l1, l2, lmin, lmax, hkeys, hcounts,
---                     skipped_chunks): per field and year, pixel counts summed and the per-chunk
---                     sums listed, for udfs/finish.py to merge and turn into statistics
--- A field inside one chunk (`chunks` = 1, most of them) has a single partial per year: it skips
--- the grouping (no shuffle). Histograms merge by concatenation (repeated codes add up later).
+--                     skipped_chunks): per field-year that spans chunks, pixel counts summed and
+--                     the per-chunk sums listed, for udfs/finish.py to merge and turn into statistics
+-- A field inside one chunk (`chunks` = 1, most of them) was finished by the reduce stage
+-- (sql/42_statistics.sql takes it from there). Histograms merge by concatenation (repeated codes
+-- add up later).
 SELECT feature_id, year,
        SUM(count) AS count, SUM(inside) AS inside,
        COLLECT_LIST(s1) AS l1, COLLECT_LIST(s2) AS l2,
@@ -15,9 +16,3 @@ SELECT feature_id, year,
 FROM partials
 WHERE chunks > 1
 GROUP BY feature_id, year
-UNION ALL
-SELECT feature_id, year, count, inside, ARRAY(s1), ARRAY(s2),
-       IF(:extremes, ARRAY(umin), NULL), IF(:extremes, ARRAY(umax), NULL), hkeys, hcounts,
-       IF(skipped IS NULL, ARRAY(), ARRAY(skipped))
-FROM partials
-WHERE chunks = 1

@@ -176,6 +176,57 @@ def test_partials_of_pieces_merge_to_the_whole(chunk_case):
     assert (np.maximum(top.umax, bottom.umax) == whole.umax).all()
 
 
+def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
+    """A task's fields that touch no other chunk come out finished (udfs/finish.py on the worker),
+    exactly as the aggregate stage finishes a field-year from the list of its partials (here
+    one, from numpy), with their sums null; the others keep their sums and no statistics."""
+    from concurrent.futures import Future
+
+    import pyarrow as pa
+
+    from udfs import tasks
+    from udfs.finish import Finish, finish_batch
+
+    data, geoms = chunk_case
+    q = Quantisation.from_attrs(SIGNED_SQUARE, "s")
+    grid = Grid(GRID.res, GRID.xmin, GRID.ymax, 512, 512, 256, 512, years=(2024,))
+    fin = Finish(q, 64, extremes=True, sums=True, normalized=True, qs=(0.05, 0.5))
+    red = tasks.Reduction(grid, q, 64, fin)
+    chunk = Future()
+    chunk.set_result(data)
+    spans = [1 + i % 2 for i in range(len(geoms))]
+    task = {"cy": 0, "cx": 0, "fields": [{"feature_id": i, "wkb": shapely.to_wkb(g), "years": [2024],
+                                          "chunks": c} for i, (g, c) in enumerate(zip(geoms, spans))]}
+    rows = [r for b in tasks.reduce_batches([pa.RecordBatch.from_pylist([task])], red, lambda t, w: chunk)
+            for r in b.to_pylist()]
+    members = membership(geoms)
+    assert sorted(r["feature_id"] for r in rows) == [f for f, m in enumerate(members) if m.any()]
+    valid = (data != -128).all(axis=0)
+    u = np.sign(data.astype(np.int64)) * data.astype(np.int64) ** 2
+    lists = pa.schema([("feature_id", pa.int64()), ("year", pa.int32()), ("count", pa.int64()),
+                       ("inside", pa.int64()), *[(k, pa.list_(pa.list_(pa.int64()))) for k in ("l1", "l2", "lmin", "lmax")],
+                       ("hkeys", pa.list_(pa.int16())), ("hcounts", pa.list_(pa.int32())),
+                       ("skipped_chunks", pa.list_(pa.string()))])
+    for r in rows:
+        f = r["feature_id"]
+        sel = members[f] & valid
+        v = u[:, sel]
+        if spans[f] == 2:  # merged by the aggregate stage: its sums, no statistics
+            assert r["finished"] is None and r["s1"] == v.sum(axis=1).tolist()
+            continue
+        assert all(r[k] is None for k in tasks.SUMS) and sel.any()
+        keys, counts = np.unique((np.arange(64)[:, None] * 256 + data[:, sel] + 128).reshape(-1),
+                                 return_counts=True)
+        one = pa.RecordBatch.from_pylist([{
+            "feature_id": f, "year": 2024, "count": int(sel.sum()), "inside": int(members[f].sum()),
+            "l1": [v.sum(axis=1).tolist()], "l2": [(v * v).sum(axis=1).tolist()],
+            "lmin": [v.min(axis=1).tolist()], "lmax": [v.max(axis=1).tolist()],
+            "hkeys": keys.tolist(), "hcounts": counts.tolist(), "skipped_chunks": []}], schema=lists)
+        expected = finish_batch(one, fin).to_pylist()[0]
+        assert r["finished"] == {k: expected[k] for k in r["finished"]}
+        np.testing.assert_allclose(r["finished"]["mean"], q.a * v.mean(axis=1), rtol=1e-14)
+
+
 def test_linear_store_sums_codes():
     data = np.arange(-3, 5, dtype=np.int8).reshape(1, 2, 4)
     runs = np.array([[0, 0, 4, 0], [1, 0, 4, 0]])
@@ -383,6 +434,7 @@ import json
 from concurrent.futures import Future
 import numpy as np, shapely
 from udfs import pixels, reduce, tasks
+from udfs.finish import Finish
 from udfs.grid import Grid
 from udfs.store import Quantisation
 
@@ -392,7 +444,7 @@ def compiled():
 
 grid = Grid(8.983111749910169e-05, -93.6, 42.1, 512, 512, 256, 512, years=(2024,))
 q = Quantisation.from_attrs({"geoemb:quantization": {"method": "signed_square", "nodata": -128}}, "s")
-red = tasks.Reduction(grid, q, 64, rule=RULE, histograms=True)
+red = tasks.Reduction(grid, q, 64, Finish(q, 64, weighted=RULE == "fraction", qs=(0.5,)), rule=RULE)
 tasks.warm_up(red)
 warm = compiled()
 codes = np.random.default_rng(1).integers(-128, 128, (64, 256, 256)).astype(np.int8)

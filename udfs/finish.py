@@ -2,7 +2,8 @@
 
 The aggregate SQL (sql/40_aggregate.sql) groups each field-year's partials from udfs/reduce.py
 into lists; this module merges the lists and turns sums into statistics, a batch of field-years
-at a time with numpy (vectorised, where Spark's array lambdas go element by element).
+at a time with numpy (vectorised, where Spark's array lambdas go element by element). A field
+inside one chunk is finished the same way by the reduce stage (udfs/tasks.py), from a list of one.
 
 value = a * u + b, so with n valid pixels, S1 = sum(u) and S2 = sum(u^2) per band:
   mean = a * S1 / n + b,  std = a * sqrt(n * S2 - S1^2) / n,  sum = a * S1 + b * n.

@@ -31,7 +31,10 @@ def partials(weighted: bool, floats: bool = False) -> pa.Schema:
         ("hcounts", pa.list_(pa.float64() if weighted else pa.int32())),  # ... its count (summed
                                              # weights), for the codes present
         ("skipped", pa.string()),            # the chunk's name when it was skipped (undecodable)
-        ("chunks", pa.int32()),              # chunks the field touches (1: no merge needed)
+        ("chunks", pa.int32()),              # chunks the field touches
+        # a field inside one chunk (chunks = 1) has all its pixels here: its statistics, finished
+        # on the worker (the sums above are then null); null for a field that needs a merge
+        ("finished", finished(weighted)),
     ])
 
 
@@ -45,6 +48,11 @@ def statistics(weighted: bool) -> pa.Schema:
         ("quantiles", pa.list_(lists)),      # one list per asked quantile, in --stats order
         ("skipped_chunks", pa.list_(pa.string())),
     ])
+
+
+def finished(weighted: bool) -> pa.StructType:
+    """A finished field-year's statistics inside a partials row: `statistics` without the keys."""
+    return pa.struct(list(statistics(weighted))[2:])
 
 
 def rows_as_lists(a: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:

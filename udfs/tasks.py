@@ -16,6 +16,7 @@ import pyarrow as pa
 import shapely
 
 from udfs import schemas
+from udfs.finish import Finish, finish_batch
 from udfs.grid import Grid
 from udfs.pixels import members, runs_to_pairs
 from udfs.quant import Quantisation
@@ -23,23 +24,32 @@ from udfs.reduce import Partials, reduce_chunk, reduce_chunk_float, reduce_chunk
 
 # (time index, pixel window) -> Future of the int8 chunk (None: undecodable, skipped)
 Submit = Callable[[int, tuple[int, int, int, int]], Future]
-COLUMNS = tuple(schemas.partials(False).names)
+COLUMNS = tuple(n for n in schemas.partials(False).names if n != "finished")
+SUMS = ("s1", "s2", "umin", "umax", "hkeys", "hcounts")  # null in a row finished on the worker
 
 
 @dataclass(frozen=True)
 class Reduction:
-    """What every task of a run computes."""
+    """What every task of a run computes: partial sums, and the statistics (`finish`) of the
+    fields that lie inside one chunk."""
     grid: Grid
     quant: Quantisation
     bands: int
+    finish: Finish              # the run's statistics, which say what the sums must hold
     rule: str = "center"        # pixels.RULES
     min_coverage: float = 0.0   # all-touched, fraction: least covered share of a pixel that counts
-    extremes: bool = False      # min / max
-    histograms: bool = False    # per-code counts for exact quantiles
 
     @property
     def weighted(self) -> bool:
         return self.rule == "fraction"
+
+    @property
+    def extremes(self) -> bool:  # min / max
+        return self.finish.extremes
+
+    @property
+    def histograms(self) -> bool:  # per-code counts, for exact quantiles
+        return bool(self.finish.qs)
 
     def schema(self) -> pa.Schema:
         return schemas.partials(self.weighted, self.quant.floats)
@@ -160,17 +170,52 @@ def _prefetched(tasks: Iterable[dict], red: Reduction, submit: Submit, lookahead
 def _batch(parts: dict[str, list], red: Reduction) -> pa.RecordBatch:
     schema = red.schema()
     n = sum(len(ids) for ids in parts["feature_id"])
-    columns = []
+    columns = {}
     for field in schema:
         k, typ = field.name, field.type
+        if k == "finished":
+            continue
         if k in ("hkeys", "hcounts"):
-            columns.append(schemas.ragged(parts[k], typ.value_type))
+            columns[k] = schemas.ragged(parts[k], typ.value_type)
         elif k == "skipped":
-            columns.append(pa.array(parts[k], typ))
+            columns[k] = pa.array(parts[k], typ)
         elif not parts[k]:  # min/max not asked for: null, so no 2 x 64 int64 per row reach the JVM
-            columns.append(pa.nulls(n, typ))
+            columns[k] = pa.nulls(n, typ)
         elif pa.types.is_list(typ):
-            columns.append(schemas.rows_as_lists(np.concatenate(parts[k]).reshape(-1, red.bands)))
+            columns[k] = schemas.rows_as_lists(np.concatenate(parts[k]).reshape(-1, red.bands))
         else:
-            columns.append(pa.array(np.concatenate(parts[k]), typ))
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
+            columns[k] = pa.array(np.concatenate(parts[k]), typ)
+    return _finish_whole(columns, red.finish, schema)
+
+
+def _finish_whole(columns: dict[str, pa.Array], fin: Finish, schema: pa.Schema) -> pa.RecordBatch:
+    """Fields inside this chunk (chunks = 1, most fields) have all their pixels in this row:
+    finished here by udfs/finish.py, as the aggregate stage finishes the others, so their sums
+    need no trip through the JVM to a finishing worker and back. Their sums become null."""
+    whole = columns["chunks"].to_numpy() == 1
+    rows = np.flatnonzero(whole)
+    typ = schema.field("finished").type
+    if len(rows):
+        one = {k: columns[k].take(pa.array(rows)) for k in columns}
+        single = pa.array(np.arange(len(rows) + 1, dtype=np.int32))  # each row a list of one partial
+        lists = pa.RecordBatch.from_pydict({
+            "feature_id": one["feature_id"], "year": one["year"], "count": one["count"],
+            "inside": one["inside"],
+            **{name: pa.ListArray.from_arrays(single, one[sums])
+               for name, sums in (("l1", "s1"), ("l2", "s2"), ("lmin", "umin"), ("lmax", "umax"))},
+            "hkeys": one["hkeys"], "hcounts": one["hcounts"],
+            "skipped_chunks": pa.array([[] if s is None else [s] for s in one["skipped"].to_pylist()],
+                                       pa.list_(pa.string())),
+        })
+        stats = finish_batch(lists, fin)
+        at = np.zeros(len(whole), np.int64)
+        at[rows] = np.arange(len(rows))
+        finished = pa.StructArray.from_arrays(stats.columns[2:], fields=list(typ)).take(
+            pa.array(at, mask=~whole))
+        for k in SUMS:
+            a = columns[k]
+            columns[k] = pa.ListArray.from_arrays(a.offsets, a.values, mask=pa.array(
+                whole | a.is_null().to_numpy(zero_copy_only=False)))
+    else:
+        finished = pa.nulls(len(whole), typ)
+    return pa.RecordBatch.from_arrays([*columns.values(), finished], schema=schema)

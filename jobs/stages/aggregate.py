@@ -1,5 +1,7 @@
-"""The aggregate stage: each field-year's partials grouped (sql/40_aggregate.sql) and turned into
-statistics on the workers (udfs/finish.py). Cached: the PCA and the output read it."""
+"""The aggregate stage: the partials of each field-year that spans chunks grouped
+(sql/40_aggregate.sql) and turned into statistics on the workers (udfs/finish.py), beside the
+field-years the reduce stage finished (sql/42_statistics.sql). Cached: the PCA and the output read
+it."""
 from __future__ import annotations
 
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -11,15 +13,21 @@ from udfs.finish import Finish
 from udfs.store import StoreInfo
 
 
+def finish(o: Options, store: StoreInfo) -> Finish:
+    """The statistics every field-year of the run gets (the reduce stage finishes some)."""
+    return Finish(store.quant, store.bands, weighted=o.weighted, extremes=o.extremes,
+                  sums="sum" in o.stats, normalized="mean_normalized" in o.stats,
+                  qs=tuple(o.quantiles.values()))
+
+
 def aggregate(spark, o: Options, store: StoreInfo, partials):
-    fin = Finish(store.quant, store.bands, weighted=o.weighted, extremes=o.extremes,
-                 sums="sum" in o.stats, normalized="mean_normalized" in o.stats,
-                 qs=tuple(o.quantiles.values()))
+    fin = finish(o, store)
     # a few large Arrow batches per core: each Python task has a fixed cost, a batch of
     # field-years hardly any
-    stats = (sql(spark, "40_aggregate.sql", {"partials": partials}, extremes=o.extremes)
-             .coalesce(2 * spark.sparkContext.defaultParallelism)
-             .mapInArrow(executor.finish_partitions(fin), from_arrow_schema(fin.schema())).persist())
+    merged = (sql(spark, "40_aggregate.sql", {"partials": partials}, extremes=o.extremes)
+              .coalesce(2 * spark.sparkContext.defaultParallelism)
+              .mapInArrow(executor.finish_partitions(fin), from_arrow_schema(fin.schema())))
+    stats = sql(spark, "42_statistics.sql", {"merged": merged, "partials": partials}).persist()
     seen = stats.selectExpr(
         "COUNT_IF(count > 0) AS with_pixels",
         "ARRAY_SORT(ARRAY_DISTINCT(FLATTEN(COLLECT_LIST(skipped_chunks)))) AS skipped").first()

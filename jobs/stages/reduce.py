@@ -1,5 +1,6 @@
 """The reduce stage: every chunk task read and reduced on the workers (udfs/spark.py ->
-udfs/tasks.py), one partial row per field, year and chunk. Cached: the aggregate reads it."""
+udfs/tasks.py), one partial row per field, year and chunk; a field inside one chunk leaves it
+finished. Cached: the aggregate reads it."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from jobs.options import JobError, Options
 from jobs.session import setting
+from jobs.stages import aggregate
 from udfs import spark as executor
 from udfs.store import StoreInfo
 from udfs.tasks import Reduction
@@ -43,8 +45,8 @@ class Meter:
 
 
 def reduction(o: Options, store: StoreInfo) -> Reduction:
-    return Reduction(store.grid, store.quant, store.bands, rule=o.pixels,
-                     min_coverage=o.min_coverage, extremes=o.extremes, histograms=bool(o.quantiles))
+    return Reduction(store.grid, store.quant, store.bands, aggregate.finish(o, store), rule=o.pixels,
+                     min_coverage=o.min_coverage)
 
 
 def warm(spark, o: Options, store: StoreInfo) -> None:
