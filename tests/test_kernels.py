@@ -225,6 +225,10 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
         expected = finish_batch(one, fin).to_pylist()[0]
         assert r["finished"] == {k: expected[k] for k in r["finished"]}
         np.testing.assert_allclose(r["finished"]["mean"], q.a * v.mean(axis=1), rtol=1e-14)
+    # output batches close once they hold rows_per_batch rows: one task's rows each here
+    sizes = [b.num_rows for b in tasks.reduce_batches([pa.RecordBatch.from_pylist([task] * 3)], red,
+                                                      lambda t, w: chunk, rows_per_batch=1)]
+    assert sizes == [len(rows)] * 3
 
 
 def test_linear_store_sums_codes():

@@ -142,16 +142,20 @@ def warm_up(red: Reduction) -> None:
 
 
 def reduce_batches(batches: Iterable[pa.RecordBatch], red: Reduction, submit: Submit,
-                   lookahead: int = 8, tasks_per_batch: int = 16) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: each input row is a chunk task (cy, cx, fields)."""
+                   lookahead: int = 8, rows_per_batch: int = 4096) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: each input row is a chunk task (cy, cx, fields). Output batches close
+    after the task that brings them to `rows_per_batch` rows: a worker's memory then stays the
+    same however many fields share a chunk."""
     tasks = (t for batch in batches for t in batch.to_pylist())
     parts = {k: [] for k in COLUMNS}
-    for n, result in enumerate(_prefetched(tasks, red, submit, lookahead), 1):
+    rows = 0
+    for result in _prefetched(tasks, red, submit, lookahead):
         for k, v in result.items():
             parts[k].extend(v)
-        if n % tasks_per_batch == 0 and parts["feature_id"]:
+        rows += sum(len(ids) for ids in result["feature_id"])
+        if rows >= rows_per_batch:
             yield _batch(parts, red)
-            parts = {k: [] for k in COLUMNS}
+            parts, rows = {k: [] for k in COLUMNS}, 0
     if parts["feature_id"]:
         yield _batch(parts, red)
 
@@ -188,6 +192,13 @@ def _batch(parts: dict[str, list], red: Reduction) -> pa.RecordBatch:
     return _finish_whole(columns, red.finish, schema)
 
 
+def _listed(names: pa.Array) -> pa.Array:
+    """A list per row: [name], or [] where the name is null."""
+    offsets = np.zeros(len(names) + 1, np.int32)
+    np.cumsum(names.is_valid().to_numpy(zero_copy_only=False), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), names.drop_null())
+
+
 def _finish_whole(columns: dict[str, pa.Array], fin: Finish, schema: pa.Schema) -> pa.RecordBatch:
     """Fields inside this chunk (chunks = 1, most fields) have all their pixels in this row:
     finished here by udfs/finish.py, as the aggregate stage finishes the others, so their sums
@@ -204,8 +215,7 @@ def _finish_whole(columns: dict[str, pa.Array], fin: Finish, schema: pa.Schema) 
             **{name: pa.ListArray.from_arrays(single, one[sums])
                for name, sums in (("l1", "s1"), ("l2", "s2"), ("lmin", "umin"), ("lmax", "umax"))},
             "hkeys": one["hkeys"], "hcounts": one["hcounts"],
-            "skipped_chunks": pa.array([[] if s is None else [s] for s in one["skipped"].to_pylist()],
-                                       pa.list_(pa.string())),
+            "skipped_chunks": _listed(one["skipped"]),
         })
         stats = finish_batch(lists, fin)
         at = np.zeros(len(whole), np.int64)
