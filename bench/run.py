@@ -149,17 +149,19 @@ class PeakMemory:
                 hwm = next((int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM")), 0)
                 self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
                 self.cpu[pid] = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
-                self.kinds[pid] = ("jvm" if "java" in cmd.split(" ")[0] else
-                                   "python_worker" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else
-                                   "driver_python" if pid == self.root else "other")
+                if pid not in self.kinds and cmd:  # an exiting process shows no command line
+                    self.kinds[pid] = ("jvm" if "java" in cmd.split(" ")[0] else
+                                       "python_worker" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else
+                                       "driver_python" if pid == self.root else "other")
 
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
         mb, cpu = {}, {}
         for pid, kb in self.peaks.items():
-            mb.setdefault(self.kinds[pid], []).append(round(kb / 1024))
-            cpu[self.kinds[pid]] = cpu.get(self.kinds[pid], 0.0) + self.cpu.get(pid, 0.0)
+            kind = self.kinds.get(pid, "other")
+            mb.setdefault(kind, []).append(round(kb / 1024))
+            cpu[kind] = cpu.get(kind, 0.0) + self.cpu.get(pid, 0.0)
         return {"driver_python_mb": max(mb.get("driver_python", [0])), "jvm_mb": max(mb.get("jvm", [0])),
                 "python_worker_max_mb": max(mb.get("python_worker", [0])),
                 "python_workers": len(mb.get("python_worker", [])),
