@@ -149,10 +149,13 @@ class PeakMemory:
                 hwm = next((int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM")), 0)
                 self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
                 self.cpu[pid] = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
-                if pid not in self.kinds and cmd:  # an exiting process shows no command line
-                    self.kinds[pid] = ("jvm" if "java" in cmd.split(" ")[0] else
-                                       "python_worker" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else
-                                       "driver_python" if pid == self.root else "other")
+                kind = ("jvm" if "java" in cmd.split(" ")[0] else
+                        "python_worker" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else
+                        "driver_python" if pid == self.root else "other")
+                # the JVM is a launcher script until it execs java; an exiting worker shows no
+                # command line: a process keeps the first kind other than "other" it showed
+                if self.kinds.get(pid, "other") == "other":
+                    self.kinds[pid] = kind
 
     def stop(self) -> dict:
         self._stop.set()
