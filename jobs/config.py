@@ -107,3 +107,13 @@ def class_archive_options() -> list[str]:
     if not archive.is_file():
         return []
     return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
+
+
+def jit_options(field_years: int | None, conf: dict) -> list[str]:
+    """The driver JVM's compilers for a run of `field_years` (None: not known before the JVM
+    starts): C1 only for a short run, the JVM's default C1 and C2 from [spark]
+    c2_from_field_years on (conf/defaults.toml says why)."""
+    c2_from = conf["spark"]["c2_from_field_years"]
+    if c2_from == 0 or (field_years is not None and field_years >= c2_from):
+        return []
+    return ["-XX:TieredStopAtLevel=1"]

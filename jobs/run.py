@@ -59,7 +59,9 @@ def start(o: Options):
     # fit) takes about a second
     for module in ("pyproj", *(() if o.pca_model else ("sklearn.decomposition",))):
         threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
-    return (session.spark_session(o.master, o.verbose, o.settings), store, years), {}
+    rows = storage.local_rows(o.fields)
+    return (session.spark_session(o.master, o.verbose, o.settings,
+                                  None if rows is None else rows * len(years)), store, years), {}
 
 
 def main(argv=None) -> int:

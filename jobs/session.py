@@ -11,9 +11,11 @@ from jobs.options import JobError
 SQL = config.ROOT / "sql"
 
 
-def spark_session(master: str | None, verbose: bool, settings: dict | None = None):
+def spark_session(master: str | None, verbose: bool, settings: dict | None = None,
+                  field_years: int | None = None):
     """A Sedona-enabled session. Under spark-submit (or in a running session), what it was given
-    (--master, --conf, --jars, --packages) wins; the settings here only fill what is unset."""
+    (--master, --conf, --jars, --packages) wins; the settings here only fill what is unset.
+    `field_years`: the run's size as far as it is known before the JVM starts (its compilers)."""
     from pyspark import SparkConf, SparkContext
     from sedona.spark import SedonaContext
 
@@ -38,7 +40,7 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
             raise JobError(str(e)) from e
     conf = dict(d["spark"].get("conf", {}))
     if launches:  # this process starts the driver's JVM
-        java = config.class_archive_options()
+        java = config.class_archive_options() + config.jit_options(field_years, d)
         conf["spark.driver.extraJavaOptions"] = " ".join(
             filter(None, (conf.get("spark.driver.extraJavaOptions", ""), *java)))
     for key, value in conf.items():

@@ -81,6 +81,20 @@ def is_url(path: str) -> bool:
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", str(path))) or str(path).startswith("file:")
 
 
+def local_rows(path: str) -> int | None:
+    """Rows of a local Parquet file or folder, from its footers alone; None for another
+    filesystem or what pyarrow cannot read (the fields stage then says what is wrong)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if is_url(path) and not str(path).startswith("file:"):
+        return None
+    try:
+        return ds.dataset(urlsplit(str(path)).path, format="parquet").count_rows()
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
 def name(url: str) -> str:
     return str(url).rstrip("/").rsplit("/", 1)[-1]
 
