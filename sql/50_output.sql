@@ -4,7 +4,9 @@
 --         (the broadcast PCA model applied to a batch of means) and hilbert_key (udfs/spark.py)
 -- output: output rows in the published schema, one per field and year; a row with count = 0
 --         says why in `reason`, and `complete` is false when a skipped chunk held some of its pixels
-SELECT
+-- The join hashes the field-years and streams the statistics, the larger side: a sort-merge join
+-- sorts both, and sorting the statistics of millions of field-years spills.
+SELECT /*+ SHUFFLE_HASH(f) */
   f.geometry,
   f.kept.*,
   :store                                                        AS source_store,
