@@ -1,7 +1,8 @@
 """The aggregate stage: the partials of each field-year that spans chunks grouped
 (sql/40_aggregate.sql) and turned into statistics on the workers (udfs/finish.py), beside the
-field-years the reduce stage finished (sql/42_statistics.sql). Cached: the PCA and the output read
-it."""
+field-years the reduce stage finished (sql/42_statistics.sql). Only the merged field-years are
+cached: the finished ones, most of a run with many small fields, are read from the partials'
+cache through the union rather than copied into a second cache of the same size."""
 from __future__ import annotations
 
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -26,10 +27,11 @@ def aggregate(spark, o: Options, store: StoreInfo, partials):
     # field-years hardly any
     merged = (sql(spark, "40_aggregate.sql", {"partials": partials}, extremes=o.extremes)
               .coalesce(2 * spark.sparkContext.defaultParallelism)
-              .mapInArrow(executor.finish_partitions(fin), from_arrow_schema(fin.schema())))
-    stats = sql(spark, "42_statistics.sql", {"merged": merged, "partials": partials}).persist()
+              .mapInArrow(executor.finish_partitions(fin), from_arrow_schema(fin.schema()))
+              .persist())
+    stats = sql(spark, "42_statistics.sql", {"merged": merged, "partials": partials})
     seen = stats.selectExpr(
         "COUNT_IF(count > 0) AS with_pixels",
         "ARRAY_SORT(ARRAY_DISTINCT(FLATTEN(COLLECT_LIST(skipped_chunks)))) AS skipped").first()
-    partials.unpersist()  # the statistics are cached now: free the partials' memory for the write
-    return stats, {"field_years_with_pixels": seen.with_pixels, "skipped_chunks": list(seen.skipped)}
+    return stats, {"field_years_with_pixels": seen.with_pixels, "skipped_chunks": list(seen.skipped),
+                   "_release": [merged]}
