@@ -18,7 +18,8 @@ cache holds it, then measures in the same run:
   3. the exactextract peer on the last year (bench/peer.py), against the job on that year with
      the same pixel rule (fraction) and with the default (center);
   4. the western half of the fields (a run over ~58 % of the chunks);
-  5. with --iowa, Iowa's count: every field cut into 48 (~1.2 M fields, ~3.6 M field-years);
+  5. with --iowa, Iowa's count: every field cut into 48 (~1.2 M fields, ~3.6 M field-years),
+     its cost per field-year added to the full run, and the writer's floor at that scale;
 writes bench/bench-SIZE.json.
 """
 from __future__ import annotations
@@ -272,6 +273,18 @@ def table(job: dict, one: dict, four: dict, decode_s: float, workers: int, floor
     }
 
 
+def at_scale(job: dict, iowa: dict, floor: list[dict], workers: int) -> dict:
+    """The cost of each field-year Iowa's count adds to the full run, beside the writer's cost of
+    each added row at that scale."""
+    added = iowa["field_years"] - job["field_years"]
+    return {
+        "iowa_core_us_per_added_field_year": round(
+            (iowa["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1),
+        "iowa_writer_core_us_per_added_row": round(
+            (floor[1]["job_writer_s"] - floor[0]["job_writer_s"]) * workers / added * 1e6, 1),
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=8192)
@@ -350,6 +363,10 @@ def main() -> int:
         result["iowa"] = run_job(store, split_fields(fields, data / "fields-x48.parquet", (8, 6)),
                                  results / "iowa", a.workers)
         print(f"iowa: {json.dumps(result['iowa'])}", flush=True)
+        # at this size the job (and so the writer's floor) compiles with C1 and C2
+        result["iowa_writer_floor"] = writer_floor([results / "job", results / "iowa"], a.workers)
+        result["table"] |= at_scale(runs["job"], result["iowa"], result["iowa_writer_floor"], a.workers)
+        print(f"at Iowa's count: {json.dumps(result['iowa_writer_floor'])}", flush=True)
 
     Path(a.out or ROOT / "bench" / f"bench-{a.size}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -1,7 +1,8 @@
 """The writer's floor: the rows a job run wrote, read back and cached, written again by the job's
 own writer (jobs/output.py: shuffle by partition, sort by Hilbert key, Sedona's GeoParquet) and
 by Sedona's writer alone (no shuffle, no sort). What is left of a run's time beyond these is the
-job's own per-row cost.
+job's own per-row cost. The session compiles as a job run of the largest output's size would
+(jobs/config.jit_options: C1 alone below [spark] c2_from_field_years rows, C1 and C2 from there).
 
     python bench/writer.py OUTPUT... [--workers N]   one JSON line per output folder
 """
@@ -65,9 +66,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count())
     a = p.parse_args()
 
-    from jobs import session
+    from jobs import session, storage
 
-    spark = session.spark_session(f"local[{a.workers}]", False)
+    rows = max(storage.local_rows(folder) or 0 for folder in a.outputs)
+    spark = session.spark_session(f"local[{a.workers}]", False, None, rows)
     # partition values as written (strings), not inferred dates
     spark.conf.set("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
     with tempfile.TemporaryDirectory(dir=ROOT / "out") as scratch:
