@@ -5,12 +5,12 @@
 On the sample of bench/run.py (generated there, cached in .cache/bench-SIZE), for --chunks
 inner chunks that fields touch (spread over the store, first year), the best of --repeat runs of:
   - read: the job's reader (udfs/store.py) fetching and decompressing the chunk, one thread;
-  - members: udfs.pixels.members of the chunk's fields (center rule), once per chunk task;
-  - valid mask and kernel: udfs.reduce.reduce_chunk's two passes (default statistics);
+  - members: aef_zonal.udfs.pixels.members of the chunk's fields (center rule), once per chunk task;
+  - valid mask and kernel: aef_zonal.udfs.reduce.reduce_chunk's two passes (default statistics);
   - bound: every value of the chunk summed as u and u * u into one accumulator per band, the
     kernel's arithmetic without runs or fields (the least a pass over 4 M int8 values costs);
 milliseconds per chunk, and a check on every chunk that the kernel's sums equal numpy's.
-Then the reduce stage's whole Python side without Spark: udfs.tasks.reduce_batches over every
+Then the reduce stage's whole Python side without Spark: aef_zonal.udfs.tasks.reduce_batches over every
 chunk task of the sample (built as sql/30_chunk_tasks.sql builds them, all years), split over
 --workers processes (default: one per core, as the job's Python workers and the decode-only
 limit) with the job's reader and its threads, wall and CPU seconds: what the stage would cost
@@ -34,7 +34,6 @@ import numba
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -84,7 +83,7 @@ def _sample(data_dir: str):
     import shapely
 
     from bench.run import touched_chunks
-    from udfs.store import describe
+    from aef_zonal.udfs.store import describe
 
     store, fields = str(Path(data_dir) / "store.zarr"), Path(data_dir) / "fields.parquet"
     geoms = gpd.read_parquet(fields).geometry.values
@@ -118,11 +117,11 @@ def _tasks(data_dir: str, chunks):
 
 
 def _reduce_part(args) -> dict:
-    """One process's share of the chunk tasks through udfs.tasks.reduce_batches, after one
+    """One process's share of the chunk tasks through aef_zonal.udfs.tasks.reduce_batches, after one
     task to load the kernels."""
-    from udfs.store import Access, reader
-    from udfs.finish import Finish
-    from udfs.tasks import Reduction, reduce_batches
+    from aef_zonal.udfs.store import Access, reader
+    from aef_zonal.udfs.finish import Finish
+    from aef_zonal.udfs.tasks import Reduction, reduce_batches
 
     data_dir, part, parts = args
     store, info, _, _, touched = _sample(data_dir)
@@ -139,7 +138,7 @@ def _reduce_part(args) -> dict:
 
 
 def without_spark(data_dir: Path, workers: int) -> dict:
-    """udfs.tasks.reduce_batches over every chunk task, split over `workers` processes started
+    """aef_zonal.udfs.tasks.reduce_batches over every chunk task, split over `workers` processes started
     (and their data loaded) before the clock starts, as the decode-only limit of bench/run.py."""
     with mp.get_context("spawn").Pool(workers, initializer=_sample, initargs=(str(data_dir),)) as pool:
         pool.map(time.sleep, [0.5] * workers)  # every process loaded before the clock starts
@@ -156,7 +155,7 @@ def without_spark(data_dir: Path, workers: int) -> dict:
 def as_python_worker() -> None:
     """Run this script again under the Python workers' environment unless it already is: glibc
     reads its malloc settings once, when the process starts."""
-    from jobs import config
+    from aef_zonal import config
 
     env = config.executor_env()
     if any(os.environ.get(k) != v for k, v in env.items()):
@@ -176,9 +175,9 @@ def main(argv=None) -> int:
     if not a.bare:
         as_python_worker()
 
-    from udfs.pixels import members
-    from udfs.reduce import _reduce, valid_pixels
-    from udfs.store import Access, reader
+    from aef_zonal.udfs.pixels import members
+    from aef_zonal.udfs.reduce import _reduce, valid_pixels
+    from aef_zonal.udfs.store import Access, reader
 
     data_dir = ROOT / ".cache" / f"bench-{a.size}"
     if not (data_dir / "store.zarr" / "zarr.json").exists():

@@ -1,6 +1,6 @@
 """File size and time to first paint of `aef-zonal map` pages at 10^3 and 10^5 fields.
 
-    .venv/bin/python bench/map_paint.py OUT [--year 2025] [--fields 1000 100000] [--pan]
+    .venv/bin/python -m bench.map_paint OUT [--year 2025] [--fields 1000 100000] [--pan]
 
 Tiles the year's fields of OUT (an aef-zonal output, e.g. the demo's out/result) side by side
 until there are N, writes the page and opens it in headless Chromium (software WebGL, network
@@ -22,9 +22,8 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jobs import map as html_map  # noqa: E402
-from tests import browser  # noqa: E402
+from aef_zonal import map as html_map
+from tests import browser
 
 
 def tiled(table: pa.Table, n: int) -> pa.Table:

@@ -26,7 +26,7 @@ def geotiff(store: str, t: int, path: Path) -> Path:
     import zarr
     from affine import Affine
 
-    from udfs.store import describe
+    from aef_zonal.udfs.store import describe
 
     g = describe(store).grid
     arr = zarr.open_group(store, mode="r")["embeddings"]

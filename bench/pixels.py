@@ -5,7 +5,7 @@
 The fields are the built-in sample's (jobs/sample.py: quarter-quarter sections and the edge
 cases, ~40 fields a chunk) on a 1024 px grid, plus the same fields moved onto the pixel lattice
 (every vertex rounded to a pixel corner: the edges that lie on pixel boundaries). For each rule,
-the best of --repeat runs of udfs.pixels.members over each of the 16 chunks, summed and divided
+the best of --repeat runs of aef_zonal.udfs.pixels.members over each of the 16 chunks, summed and divided
 by 16: milliseconds per chunk.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ import time
 import numpy as np
 import shapely
 
-from jobs import sample
-from udfs.grid import Grid
-from udfs.pixels import RULES, members
+from aef_zonal import sample
+from aef_zonal.udfs.grid import Grid
+from aef_zonal.udfs.pixels import RULES, members
 
 
 def chunk_fields(size: int = 1024):

@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
@@ -46,7 +45,7 @@ def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
     import geopandas as gpd
     import shapely
 
-    from udfs.store import describe
+    from aef_zonal.udfs.store import describe
 
     g = describe(store).grid
     f = gpd.read_parquet(fields_path)
@@ -61,7 +60,7 @@ def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
 def _open(store: str):
     import zarr
 
-    from udfs.store import describe
+    from aef_zonal.udfs.store import describe
 
     return zarr.open_group(store, mode="r")["embeddings"], describe(store).grid
 
@@ -76,14 +75,14 @@ def _decode(args):
 
 @functools.lru_cache(maxsize=1)
 def _reader(store: str):
-    from udfs.store import Access, describe, reader
+    from aef_zonal.udfs.store import Access, describe, reader
 
     g = describe(store).grid
     return reader(Access(store), g), g
 
 
 def _decode_reader(args):
-    """The job's own read path (udfs.store.ChunkReader), with nothing else done."""
+    """The job's own read path (aef_zonal.udfs.store.ChunkReader), with nothing else done."""
     store, t, cy, cx = args
     r, g = _reader(store)
     r.submit(t, g.chunk_window(cy, cx)).result()
@@ -234,7 +233,7 @@ def half_area(fields: Path, store: str, out: Path) -> Path:
         return out
     import geopandas as gpd
 
-    from udfs.store import describe
+    from aef_zonal.udfs.store import describe
 
     g = describe(store).grid
     f = gpd.read_parquet(fields)
@@ -297,7 +296,7 @@ def main() -> int:
     p.add_argument("--out", help="result JSON (default bench/bench-SIZE.json)")
     a = p.parse_args()
 
-    from jobs.sample import make_sample
+    from aef_zonal.sample import make_sample
 
     data = ROOT / ".cache" / f"bench-{a.size}"
     if not (data / "store.zarr" / "zarr.json").exists() or not (data / "fields.parquet").exists():

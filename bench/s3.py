@@ -1,6 +1,6 @@
 """Object-storage latency: the job against a local S3 server, without and with per-request latency.
 
-    .venv/bin/python bench/s3.py [--store out/sample/store.zarr] [--fields out/sample/fields.parquet]
+    .venv/bin/python -m bench.s3 [--store out/sample/store.zarr] [--fields out/sample/fields.parquet]
                                  [--latency 0.04] [--workers 2]
 
 The store is copied into moto's S3 server (tests/s3server.py) behind a proxy that sleeps
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def floor(spark, folder: str, scratch: Path) -> dict:
@@ -47,7 +46,7 @@ def output_crs(folder: str) -> str:
 
 
 def job_write(spark, rows, crs: str, target: str):
-    from jobs import output
+    from aef_zonal import output
 
     out = output.Output(spark, target, "overwrite")
     out.write(rows, crs)
@@ -55,7 +54,7 @@ def job_write(spark, rows, crs: str, target: str):
 
 
 def sedona_write(rows, crs: str, target: str):
-    from jobs import output
+    from aef_zonal import output
 
     output.geoparquet(rows.write, crs).mode("overwrite").save(target)
 
@@ -66,10 +65,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count())
     a = p.parse_args()
 
-    from jobs import session, storage
+    from aef_zonal import session, storage
 
     rows = max(storage.local_rows(folder) or 0 for folder in a.outputs)
-    spark = session.spark_session(f"local[{a.workers}]", False, None, rows)
+    spark, _ = session.spark_session(f"local[{a.workers}]", False, None, rows)
     # partition values as written (strings), not inferred dates
     spark.conf.set("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
     with tempfile.TemporaryDirectory(dir=ROOT / "out") as scratch:

@@ -1,1 +1,29 @@
-"""Orchestration of aef-zonal: the Spark job, the sample data and the command line."""
+"""aef-zonal: per-field statistics of the AlphaEarth Foundations embeddings mosaic on Spark +
+Sedona.
+
+    import aef_zonal
+    run = aef_zonal.zonal_stats(fields, store="s3://…/aef-mosaic/", years=[2024, 2025],
+                                stats=["count", "mean", "std"])
+    run.df                      # the output rows, a Spark DataFrame
+    run.write("s3://bucket/out")  # the committed GeoParquet dataset, as `aef-zonal run` writes it
+
+The package's parts: the driver (this package: options, session, stages, output), the
+executor side (`aef_zonal.udfs`), the stages' SQL (`aef_zonal.sql`) and the defaults
+(`aef_zonal.conf`).
+"""
+from __future__ import annotations
+
+__all__ = ["zonal_stats", "ZonalStats", "spark_session", "JobError"]
+
+
+def __getattr__(name: str):
+    # the API loads on first use: Spark's Python workers import aef_zonal.udfs, never the driver
+    if name in ("zonal_stats", "ZonalStats", "spark_session"):
+        from aef_zonal import run
+
+        return getattr(run, name)
+    if name == "JobError":
+        from aef_zonal.errors import JobError
+
+        return JobError
+    raise AttributeError(f"module 'aef_zonal' has no attribute {name!r}")

@@ -21,7 +21,7 @@ def _sample(argv) -> int:
     p.add_argument("--per-year-fields", action="store_true",
                    help="one field layer per year (a 'year' column; shifted and split polygons)")
     a = p.parse_args(argv)
-    from jobs.sample import make_sample
+    from aef_zonal.sample import make_sample
     try:
         make_sample(a.out_dir, size=a.size, years=tuple(a.years), seed=a.seed, shard=a.shard,
                     per_year_fields=a.per_year_fields, dtype=a.dtype)
@@ -32,22 +32,22 @@ def _sample(argv) -> int:
 
 
 def _run(argv) -> int:
-    from jobs import run
+    from aef_zonal import run
     return run.main(argv)
 
 
 def _plot(argv) -> int:
-    from jobs import plot
+    from aef_zonal import plot
     return plot.main(argv)
 
 
 def _map(argv) -> int:
-    from jobs import map as html_map
+    from aef_zonal import map as html_map
     return html_map.main(argv)
 
 
 def _sql(argv) -> int:
-    from jobs import query
+    from aef_zonal import query
     return query.main(argv)
 
 

@@ -7,12 +7,14 @@ import tomllib
 from importlib.resources import files
 from pathlib import Path
 
-# sql/ and conf/ sit beside the jobs package both in the checkout and in the zip that
-# `make pyfiles` builds, so a driver without a checkout (cluster deploy mode) reads them too
-ROOT = files("jobs").parent
-DEFAULTS = ROOT / "conf" / "defaults.toml"
-JAR_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jars"
-CLASS_ARCHIVE = Path(__file__).resolve().parent.parent / ".cache" / "jvm" / "aef-zonal.jsa"
+from aef_zonal.errors import JobError
+
+DEFAULTS = files("aef_zonal.conf") / "defaults.toml"
+# what `make setup` fetches into a checkout; an installed wheel has neither, and the session then
+# asks Spark for the jars by their Maven coordinates (jobs/session.py)
+CACHE = Path(__file__).resolve().parent.parent / ".cache"
+JAR_DIR = CACHE / "jars"
+CLASS_ARCHIVE = CACHE / "jvm" / "aef-zonal.jsa"
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:
@@ -69,7 +71,8 @@ def executor_env(conf: dict | None = None) -> dict[str, str]:
 
 
 def sedona_jars(conf: dict | None = None) -> list[Path]:
-    """The jar files named in conf, from AEF_ZONAL_JARS (a folder) or .cache/jars."""
+    """The jar files of the Sedona coordinates in conf, from AEF_ZONAL_JARS (a folder) or
+    .cache/jars."""
     folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR))
     jars = []
     for coord in (conf or load())["spark"]["sedona_jars"]:
@@ -93,9 +96,21 @@ def s3a_jars() -> list[Path]:
     return jars
 
 
-def jars(conf: dict | None = None) -> list[Path]:
-    """Every jar the session needs: Sedona's, then S3A's."""
-    return sedona_jars(conf) + s3a_jars()
+def jar_settings(conf: dict, s3: bool = False) -> dict[str, str]:
+    """The Spark settings that put the JVM side on a session the job starts: the local cache's
+    jars (`make setup`, or the folder AEF_ZONAL_JARS names), else their Maven coordinates for
+    Spark to resolve once into its Ivy cache (spark.jars.packages); S3A's only for a run that
+    names an s3 URL, as they are many."""
+    if "AEF_ZONAL_JARS" in os.environ or JAR_DIR.is_dir():
+        try:
+            return {"spark.jars": ",".join(str(j) for j in sedona_jars(conf) + s3a_jars())}
+        except FileNotFoundError as e:
+            raise JobError(str(e)) from e
+    spark = conf["spark"]
+    if not s3:
+        return {"spark.jars.packages": ",".join(spark["sedona_jars"])}
+    return {"spark.jars.packages": ",".join([*spark["sedona_jars"], *spark["s3a_packages"]]),
+            "spark.jars.excludes": ",".join(spark["s3a_excludes"])}
 
 
 def class_archive_options() -> list[str]:

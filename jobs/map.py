@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.plot import NO_PIXEL as NO_PIXEL_RGBA
-from jobs.query import OutputError, output_years
+from aef_zonal.plot import NO_PIXEL as NO_PIXEL_RGBA
+from aef_zonal.query import OutputError, output_years
 
 DECK_VERSION = "9.4.0"
 # the npm packages whose standalone bundle the page inlines (their tarballs, as `npm pack` names

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+import os
+from dataclasses import dataclass
 
-from jobs import config, output
-from udfs import quantiles
-from udfs.pixels import RULES
+from aef_zonal import config, output
+from aef_zonal.errors import JobError
+from aef_zonal.udfs import quantiles
+from aef_zonal.udfs.pixels import RULES
 
 STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized", "change")
 # mean is part of the published schema: always written
@@ -19,10 +21,6 @@ OUTPUT_COLUMNS = ("geometry", "source_store", "global_x_offset", "global_y_offse
 # --keep-columns' default: the input columns the published schema has always carried (label is
 # the partition column in any case)
 DEFAULT_KEEP = ("label", "score_mean", "score_std")
-
-
-class JobError(Exception):
-    """A problem with the inputs or options; the message says what and how to fix it."""
 
 
 EXAMPLES = """examples:
@@ -38,8 +36,8 @@ EXAMPLES = """examples:
 @dataclass(frozen=True)
 class Options:
     store: str
-    fields: str
-    out: str
+    fields: object                   # a path or URL, or a Spark DataFrame (the API)
+    out: str | None                  # None: the API's run, written by ZonalStats.write
     years: list[int] | None          # None: every year of the store
     master: str | None
     stats: list[str]
@@ -73,8 +71,8 @@ class Options:
         return self.pixels == "fraction"
 
     def access(self):
-        """How workers reach the store (udfs.store.Access)."""
-        from udfs.store import Access
+        """How workers reach the store (aef_zonal.udfs.store.Access)."""
+        from aef_zonal.udfs.store import Access
 
         st = self.settings["store"]
         return Access(self.store, region=self.s3_region, endpoint=self.s3_endpoint,
@@ -83,12 +81,26 @@ class Options:
 
 
 def parse(argv=None) -> Options:
+    """`aef-zonal run`'s argv -> Options (argparse's usage and exit 2 on a bad option)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--conf")
     try:
         d = config.load(pre.parse_known_args(argv)[0].conf)
     except ValueError as e:
         pre.error(str(e))
+    p = parser(d)
+    args = vars(p.parse_args(argv))
+    args.pop("conf")
+    try:
+        o = build(d, **args)
+    except JobError as e:
+        p.error(str(e))
+    if o.out is None:
+        p.error("--out is required (or set job.out in a --conf file)")
+    return o
+
+
+def parser(d: dict) -> argparse.ArgumentParser:
     job, st = d["job"], d["store"]
     p = argparse.ArgumentParser(
         prog="aef-zonal run",
@@ -146,34 +158,65 @@ def parse(argv=None) -> Options:
                    help="retries per store request on 5xx, throttling, dropped connections "
                         "(default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
-    args = p.parse_args(argv)
-    for name in ("store", "fields", "out"):
-        if not getattr(args, name):
-            p.error(f"--{name} is required (or set job.{name} in a --conf file)")
-    stats = [s.strip() for s in args.stats.split(",") if s.strip()]
+    return p
+
+
+def build(d: dict, *, store, fields, out=None, years=None, master=None, stats=None, pixels=None,
+          min_coverage=None, keep_columns=None, pca_model=None, pca_sample=None, seed=None,
+          year_column=None, skip_missing_years=False, mode="error", on_bad_chunk=None,
+          s3_region=None, s3_endpoint=None, retries=None, verbose=False) -> Options:
+    """Options from keywords (the API's, or argv's): None takes the settings' default (`d`,
+    conf/defaults.toml with a --conf file over it). Refuses what cannot run with a JobError
+    whose message names the option and the fix."""
+    job, st = d["job"], d["store"]
+    store = store or job["store"] or None
+    fields = job["fields"] or None if fields is None else fields
+    for name, value in (("store", store), ("fields", fields)):
+        if value is None or (isinstance(value, str) and not value):
+            raise JobError(f"--{name} is required (or set job.{name} in a --conf file)")
+    if isinstance(stats, str) or stats is None:
+        stats = (job["stats"] if stats is None else stats).split(",")
+    stats = [s.strip() for s in stats if s.strip()]
     qs = quantiles.parse(stats)
     unknown = sorted(set(stats) - set(STATS) - set(qs))
     if unknown:
-        p.error(f"unknown statistic(s) {unknown}; choose among {list(STATS)}, median, pNN")
-    if not 0.0 <= args.min_coverage <= 1.0:
-        p.error(f"--min-coverage {args.min_coverage}: give the least covered share of a pixel "
-                "between 0 and 1, e.g. 0.5")
-    if args.min_coverage and args.pixels == "center":
-        p.error("--min-coverage needs --pixels all-touched or fraction (the center rule counts a "
-                "pixel by its centre, not by its covered share)")
-    keep = keep_columns(args.keep_columns)
+        raise JobError(f"unknown statistic(s) {unknown}; choose among {list(STATS)}, median, pNN")
+    pixels = job["pixels"] if pixels is None else pixels
+    if pixels not in RULES:
+        raise JobError(f"pixels '{pixels}': choose among {list(RULES)}")
+    min_coverage = float(job["min_coverage"] if min_coverage is None else min_coverage)
+    if not 0.0 <= min_coverage <= 1.0:
+        raise JobError(f"--min-coverage {min_coverage}: give the least covered share of a pixel "
+                       "between 0 and 1, e.g. 0.5")
+    if min_coverage and pixels == "center":
+        raise JobError("--min-coverage needs --pixels all-touched or fraction (the center rule "
+                       "counts a pixel by its centre, not by its covered share)")
+    if mode not in output.MODES:
+        raise JobError(f"mode '{mode}': choose among {list(output.MODES)}")
+    on_bad_chunk = job["on_bad_chunk"] if on_bad_chunk is None else on_bad_chunk
+    if on_bad_chunk not in ("fail", "skip"):
+        raise JobError(f"on_bad_chunk '{on_bad_chunk}': choose fail or skip")
+    keep = keep_columns_of(job["keep_columns"] if keep_columns is None else keep_columns)
     clash = sorted((set(keep or ()) - {"label"}) & (set(OUTPUT_COLUMNS) | set(stats) | {"change_from"}))
     if clash:
-        p.error(f"--keep-columns: {', '.join(clash)} would clash with the output column(s) of the "
-                "same name; rename the input column(s) or leave them out")
-    given = {f.name for f in fields(Options)} - {"stats", "quantiles", "settings", "keep_columns"}
-    return Options(stats=stats, quantiles=qs, settings=d, keep_columns=keep,
-                   **{k: getattr(args, k) for k in given})
+        raise JobError(f"--keep-columns: {', '.join(clash)} would clash with the output column(s) "
+                       "of the same name; rename the input column(s) or leave them out")
+    return Options(
+        store=str(store), fields=fields if not isinstance(fields, os.PathLike) else str(fields),
+        out=None if out is None else str(out), years=list(years or job["years"]) or None,
+        master=master, stats=stats, quantiles=qs, pixels=pixels, min_coverage=min_coverage,
+        keep_columns=keep, pca_model=None if pca_model is None else str(pca_model),
+        pca_sample=int(job["pca_sample"] if pca_sample is None else pca_sample),
+        seed=int(job["seed"] if seed is None else seed), year_column=year_column,
+        skip_missing_years=bool(skip_missing_years), mode=mode, on_bad_chunk=on_bad_chunk,
+        s3_region=s3_region or st["region"] or None, s3_endpoint=s3_endpoint or st["endpoint"] or None,
+        retries=int(st["retries"] if retries is None else retries), verbose=bool(verbose), settings=d)
 
 
-def keep_columns(text: str) -> tuple[str, ...] | None:
-    """--keep-columns: 'all' -> None, 'none' -> (), 'a,b' -> ('a', 'b')."""
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+def keep_columns_of(given) -> tuple[str, ...] | None:
+    """--keep-columns: 'all' -> None, 'none' -> (), 'a,b' or ['a', 'b'] -> ('a', 'b')."""
+    parts = given.split(",") if isinstance(given, str) else given
+    names = tuple(dict.fromkeys(n.strip() for n in parts if n.strip()))
     if names == ("all",):
         return None
     return () if names in ((), ("none",)) else names

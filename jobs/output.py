@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from jobs import storage
+from aef_zonal import storage
 
 MODES = ("error", "overwrite", "add")
 

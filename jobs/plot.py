@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 
-from jobs import config, storage
-from jobs.query import OutputError, output_years
+from aef_zonal import config, storage
+from aef_zonal.query import OutputError, output_years
 
 WIDTH_IN, DPI = 10.0, 130  # 1300 px wide
 MAX_MAP_HEIGHT_IN = 12.0

@@ -14,7 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from jobs import storage
+from aef_zonal import storage
 
 PARTITION = re.compile(r"time=(\d{4})-01-01")
 
@@ -87,7 +87,7 @@ def write_single_file(df, target: Path) -> None:
 
 
 def parse_args(argv):
-    from jobs import config
+    from aef_zonal import config
 
     p = argparse.ArgumentParser(
         prog="aef-zonal sql",
@@ -119,9 +119,9 @@ def main(argv=None) -> int:
     import pyarrow.parquet as pq
     from pyspark.errors import PySparkException
 
-    from jobs.session import spark_session
+    from aef_zonal.session import spark_session
 
-    spark = spark_session(args.master, args.verbose, args.settings)
+    spark, _ = spark_session(args.master, args.verbose, args.settings)
     if not args.verbose:  # PySpark logs a failed query's JVM stack as JSON; the message below says it
         from pyspark.logger import PySparkLogger
 

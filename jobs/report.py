@@ -5,7 +5,7 @@ import contextlib
 import sys
 import time
 
-from jobs.progress import Progress
+from aef_zonal.progress import Progress
 
 
 class Chain:

@@ -4,28 +4,38 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from importlib.resources import files
 
-from jobs import config, storage
-from jobs.options import JobError
+from aef_zonal import config, storage
+from aef_zonal.errors import JobError
 
-SQL = config.ROOT / "sql"
+SQL = files("aef_zonal.sql")
 
 
 def spark_session(master: str | None, verbose: bool, settings: dict | None = None,
-                  field_years: int | None = None):
-    """A Sedona-enabled session. Under spark-submit (or in a running session), what it was given
-    (--master, --conf, --jars, --packages) wins; the settings here only fill what is unset.
-    `field_years`: the run's size as far as it is known before the JVM starts (its compilers)."""
+                  field_years: int | None = None, *, spark=None, s3: bool = False):
+    """A Sedona-enabled session and whether this call started it.
+
+    A caller's session (`spark`, or the one already running: a notebook, Databricks, a test) is
+    used as it is: its settings are never changed, Sedona's functions are registered in it if
+    they are not yet. Under spark-submit, what it was given (--master, --conf, --jars,
+    --packages) wins; the settings here only fill what is unset. A session started here gets
+    the settings' [spark.conf], and Sedona's jars (and, when the run names an `s3` URL, S3A's)
+    from the local cache `make setup` fills, or else by their Maven coordinates through Spark's
+    own resolution (spark.jars.packages). `field_years`: the run's size as far as it is known
+    before the JVM starts (its compilers)."""
     from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
     from sedona.spark import SedonaContext
 
     d = settings or config.load()
+    if spark is None and SparkContext._active_spark_context is not None:
+        spark = SparkSession.builder.getOrCreate()
+    if spark is not None:
+        return _with_sedona(spark, d), False
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     preset, launches = {}, False
-    active = SparkContext._active_spark_context  # notebooks, Databricks, a test session
-    if active is not None:
-        preset = dict(active.getConf().getAll())
-    elif "PYSPARK_GATEWAY_PORT" in os.environ:  # started by spark-submit: its JVM is already up
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # started by spark-submit: its JVM is already up
         SparkContext._ensure_initialized()
         preset = dict(SparkConf().getAll())
     else:
@@ -33,12 +43,9 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
     builder = SedonaContext.builder().appName("aef-zonal")
     if master or "spark.master" not in preset:
         builder = builder.master(master or d["spark"]["master"])
-    if not {"spark.jars", "spark.jars.packages"} & set(preset):
-        try:
-            builder = builder.config("spark.jars", ",".join(str(j) for j in config.jars(d)))
-        except FileNotFoundError as e:
-            raise JobError(str(e)) from e
     conf = dict(d["spark"].get("conf", {}))
+    if not {"spark.jars", "spark.jars.packages"} & set(preset):
+        conf |= config.jar_settings(d, s3=s3)
     if launches:  # this process starts the driver's JVM
         java = config.class_archive_options() + config.jit_options(field_years, d)
         conf["spark.driver.extraJavaOptions"] = " ".join(
@@ -46,30 +53,57 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
     for key, value in conf.items():
         if key not in preset:
             builder = builder.config(key, str(value))
-    try:
-        spark = SedonaContext.create(builder.getOrCreate())
-    except TypeError as e:  # py4j's JavaPackage: the Sedona classes are not on the driver
-        raise JobError("Sedona's jars are not on the driver's classpath; with spark-submit pass "
-                       "them with --jars (see README: Running with spark-submit)") from e
+    spark = _with_sedona(builder.getOrCreate(), d)
     spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
-    storage.configure(spark, d)
+    return spark, True
+
+
+def _with_sedona(spark, settings: dict):
+    """`spark` with Sedona's functions registered and `s3://` bound (storage.configure)."""
+    from sedona.spark import SedonaContext
+
+    try:
+        spark = SedonaContext.create(spark)
+    except TypeError as e:  # py4j's JavaPackage: the Sedona classes are not on the driver
+        raise JobError(
+            "Sedona's classes are not in this Spark session; start it with "
+            f"spark.jars.packages={','.join(settings['spark']['sedona_jars'])} (the session's "
+            "configuration before it starts, spark-submit --packages, or a cluster library of "
+            "those Maven coordinates)") from e
+    storage.configure(spark, settings)
     return spark
 
 
+@contextlib.contextmanager
+def job_settings(spark, settings: dict, owned: bool):
+    """The settings' Spark SQL options (spark.sql.*) in a caller's session while the job's stages
+    run, restored afterwards; a session the job started has them already."""
+    if owned:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        for key, value in settings["spark"].get("conf", {}).items():
+            if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
+                stack.enter_context(setting(spark, key, value))
+        yield
+
+
 def sql(spark, name: str, tables: dict, **params):
-    """Run sql/<name> over `tables` (the inputs its header names, bound to those names just
-    before the query is analysed) with its named parameters."""
-    for view, df in tables.items():
-        df.createOrReplaceTempView(view)
-    return spark.sql((SQL / name).read_text(), args=params)
+    """Run sql/<name> over `tables` (the inputs its header names, `{name}` in its text: Spark
+    binds each to a temporary view of its own for this query, so no view of the caller's
+    session is replaced) with its named parameters."""
+    return spark.sql((SQL / name).read_text(), args=params, **tables)
 
 
 @contextlib.contextmanager
 def setting(spark, key: str, value):
     """A Spark SQL setting for the actions inside the block only."""
-    before = spark.conf.get(key)
+    before = spark.conf.get(key, None)
     spark.conf.set(key, str(value))
     try:
         yield
     finally:
-        spark.conf.set(key, before)
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)

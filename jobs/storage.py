@@ -95,6 +95,11 @@ def local_rows(path: str) -> int | None:
         return None
 
 
+def is_s3(url: str) -> bool:
+    """Whether `url` is an S3 URL (Hadoop's S3A connector reads and writes it)."""
+    return urlsplit(str(url)).scheme in ("s3", "s3a")
+
+
 def name(url: str) -> str:
     return str(url).rstrip("/").rsplit("/", 1)[-1]
 
@@ -261,7 +266,8 @@ class Hadoop:
                 raise StorageError(f"cannot rename {src} to {dst}")
 
     def parent(self, url: str) -> str:
-        return self._jvm.org.apache.hadoop.fs.Path(str(url)).getParent().toString()
+        parent = self._jvm.org.apache.hadoop.fs.Path(str(url)).getParent().toString()
+        return parent or "."  # a bare name: a folder in the working directory
 
     def abort_uploads(self, url: str) -> int:
         """Abort the pending multipart uploads under `url` (S3A only): what a killed writer left."""

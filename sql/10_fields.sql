@@ -11,7 +11,7 @@ WITH given AS (
          ST_GeometryType(geometry) = 'ST_GeometryCollection'
            AND ST_IsEmpty(ST_CollectionExtract(geometry, 1))
            AND ST_IsEmpty(ST_CollectionExtract(geometry, 2)) AS polygon_collection
-  FROM fields_input
+  FROM {fields_input}
 ),
 typed AS (
   SELECT CAST(feature_id AS BIGINT)                 AS feature_id,

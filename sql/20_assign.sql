@@ -12,7 +12,7 @@ WITH spans AS (
          LEAST(CAST(FLOOR((:ymax - ymin) / :chunk_deg) AS INT), :chunk_rows - 1)   AS cy1,
          GREATEST(CAST(FLOOR((xmin - :xmin) / :chunk_deg) AS INT), 0)               AS cx0,
          LEAST(CAST(FLOOR((xmax - :xmin) / :chunk_deg) AS INT), :chunk_cols - 1)   AS cx1
-  FROM fields
+  FROM {fields}
   WHERE geometry IS NOT NULL AND NOT ST_IsEmpty(geometry)
 ),
 touched AS (

@@ -8,5 +8,5 @@ SELECT cy, cx,
          'wkb', ST_AsBinary(geometry),
          'years', CASE WHEN layer_year IS NULL THEN :years ELSE ARRAY(layer_year) END,
          'chunks', chunks)) AS fields
-FROM field_chunks
+FROM {field_chunks}
 GROUP BY cy, cx

@@ -4,5 +4,5 @@
 --         run year for a field without its own year, else that year alone; with the field's
 --         columns, so that the output needs no join back to the fields (a shuffle of geometries)
 SELECT f.*, y.year, y.t
-FROM fields f CROSS JOIN run_years y
+FROM {fields} f CROSS JOIN {run_years} y
 WHERE f.layer_year IS NULL OR f.layer_year = y.year

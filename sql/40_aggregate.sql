@@ -13,6 +13,6 @@ SELECT feature_id, year,
        IF(:extremes, COLLECT_LIST(umin), NULL) AS lmin, IF(:extremes, COLLECT_LIST(umax), NULL) AS lmax,
        FLATTEN(COLLECT_LIST(hkeys)) AS hkeys, FLATTEN(COLLECT_LIST(hcounts)) AS hcounts,
        COLLECT_SET(skipped) AS skipped_chunks
-FROM partials
+FROM {partials}
 WHERE chunks > 1
 GROUP BY feature_id, year

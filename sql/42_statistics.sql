@@ -4,6 +4,6 @@
 --                   its statistics from the reduce stage, finished by the same udfs/finish.py
 -- output: stats    (feature_id, year, count, inside, sum, mean, std, min, max, mean_normalized,
 --                   valid_fraction, quantiles, skipped_chunks): one row per field-year
-SELECT * FROM merged
+SELECT * FROM {merged}
 UNION ALL
-SELECT feature_id, year, finished.* FROM partials WHERE chunks = 1
+SELECT feature_id, year, finished.* FROM {partials} WHERE chunks = 1

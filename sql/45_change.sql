@@ -8,7 +8,7 @@ WITH previous AS (
   SELECT *,
          IF(count > 0, LAST(IF(count > 0, year, NULL), TRUE) OVER w, NULL) AS change_from,
          IF(count > 0, LAST(IF(count > 0, mean, NULL), TRUE) OVER w, NULL) AS previous_mean
-  FROM stats
+  FROM {stats}
   WINDOW w AS (PARTITION BY feature_id ORDER BY year ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 )
 SELECT *,

@@ -43,5 +43,5 @@ SELECT /*+ SHUFFLE_HASH(f) */
   CONCAT(CAST(f.year AS STRING), '-01-01')                     AS time,
   f.label
 FROM (SELECT *, CAST(FLOOR((xmin - :xmin) / :res) AS BIGINT) AS gx,
-                CAST(FLOOR((:ymax - ymax) / :res) AS BIGINT) AS gy FROM field_years) f
-LEFT JOIN stats s ON s.feature_id = f.feature_id AND s.year = f.year
+                CAST(FLOOR((:ymax - ymax) / :res) AS BIGINT) AS gy FROM {field_years}) f
+LEFT JOIN {stats} s ON s.feature_id = f.feature_id AND s.year = f.year

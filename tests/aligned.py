@@ -14,7 +14,7 @@ import shapely
 import shapely.geometry
 from shapely import affinity
 
-from udfs.grid import Grid
+from aef_zonal.udfs.grid import Grid
 
 RES = 8.983111749910169e-05
 GRID = Grid(RES, -93.6, 42.1, 1024, 1024, 256, 512)

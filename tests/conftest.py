@@ -18,14 +18,14 @@ def job_args(store, fields, out, *extra, master: str = "local[2]") -> list[str]:
 
 def run_job(store, fields, out, *extra, master: str = "local[2]") -> int:
     """The job in this process (its Spark session shared by the tests); its exit code."""
-    from jobs import run
+    from aef_zonal import run
 
     return run.main(job_args(store, fields, out, *extra, master=master))
 
 
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory) -> Path:
-    from jobs.sample import make_sample
+    from aef_zonal.sample import make_sample
 
     out = tmp_path_factory.mktemp("sample")
     # 1024 px with 512 px shards: 4 shards, 16 inner chunks a year; the first year has one

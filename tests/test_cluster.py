@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyspark
 import pytest
 
-from jobs import config
+from aef_zonal import config
 from tests.conftest import ALL_STATS
 from tests.s3server import S3Server
 
@@ -142,13 +142,13 @@ def assert_close(x_col, y_col, atol: float, name: str):
 def test_standalone_cluster_gives_the_local_output(sample, job_out, cluster, tmp_path):
     python = executor_python(tmp_path)
     # on its own the executors' interpreter has the third-party packages but not the job
-    probe = subprocess.run([str(python), "-c", "import numba, pyspark, zarr, udfs"], cwd=tmp_path,
+    probe = subprocess.run([str(python), "-c", "import numba, pyspark, zarr, aef_zonal"], cwd=tmp_path,
                            env=base_env(), capture_output=True, text=True)
-    assert "No module named 'udfs'" in probe.stderr, probe.stderr
+    assert "No module named 'aef_zonal'" in probe.stderr, probe.stderr
 
     pyfiles = tmp_path / "aef_zonal.zip"
     subprocess.run([sys.executable, str(ROOT / "tools" / "pyfiles.py"), str(pyfiles)], check=True)
-    jars = ",".join(str(j) for j in config.jars())
+    jars = config.jar_settings(config.load())["spark.jars"]
     driver_cwd = tmp_path / "driver"
     driver_cwd.mkdir()
     with S3Server() as s3:

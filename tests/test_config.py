@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from jobs.progress import Progress
-from jobs.stages.reduce import Meter
-from jobs.options import parse
+from aef_zonal.progress import Progress
+from aef_zonal.stages.reduce import Meter
+from aef_zonal.options import parse
 
 pytestmark = pytest.mark.fast
 
@@ -121,7 +121,7 @@ def test_a_long_run_gets_c2_and_a_short_or_unknown_one_c1_only(tmp_path):
     import geopandas as gpd
     import shapely
 
-    from jobs import config, storage
+    from aef_zonal import config, storage
 
     path = tmp_path / "fields.parquet"
     gpd.GeoDataFrame({"feature_id": range(3)}, geometry=[shapely.box(0, 0, 1, 1)] * 3,

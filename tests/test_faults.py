@@ -15,10 +15,10 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from jobs.run import main
+from aef_zonal.run import main
 from tests.compare import assert_same, read, same
 from tests.conftest import ALL_STATS, job_args, run_job
-from udfs.store import describe
+from aef_zonal.udfs.store import describe
 
 pytestmark = pytest.mark.spark
 
@@ -88,7 +88,7 @@ def test_interrupted_run_then_same_command(sample, tmp_path, job_out):
     out = tmp_path / "out"
     cmd = job_args(sample / "store.zarr", sample / "fields.parquet", out, "--stats", ALL_STATS,
                    "--pca-model", str(job_out / "_pca_model.json"))
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", *cmd], start_new_session=True,
+    proc = subprocess.Popen([sys.executable, "-m", "aef_zonal.cli", "run", *cmd], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=Path(__file__).resolve().parent.parent)
     deadline = time.time() + 600

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from udfs.finish import Finish, finish_batch, merge, statistics
-from udfs.quant import Quantisation
+from aef_zonal.udfs.finish import Finish, finish_batch, merge, statistics
+from aef_zonal.udfs.quant import Quantisation
 
 pytestmark = pytest.mark.fast
 
@@ -115,8 +115,8 @@ def weighted_case(seed, size=24, bands=3):
 
 
 def weighted_quantiles_of_job(data, pix, w):
-    from udfs.quantiles import dense, from_weighted_histogram
-    from udfs.reduce import reduce_chunk_weighted
+    from aef_zonal.udfs.quantiles import dense, from_weighted_histogram
+    from aef_zonal.udfs.reduce import reduce_chunk_weighted
 
     p = reduce_chunk_weighted(data, pix, np.zeros(len(pix), np.int64), w, 1, square=True,
                               histograms=True)

@@ -12,11 +12,11 @@ import pyarrow.dataset as ds
 import pytest
 import shapely
 
-from jobs.sample import create_store
+from aef_zonal.sample import create_store
 from tests import reference
 from tests.compare import read
 from tests.conftest import run_job
-from udfs.store import describe
+from aef_zonal.udfs.store import describe
 
 pytestmark = pytest.mark.spark
 

@@ -7,10 +7,10 @@ import shapely
 from shapely import affinity
 
 from tests import aligned
-from udfs.grid import Grid, hilbert_key
-from udfs.pixels import centre_runs, runs_to_pairs
-from udfs.reduce import reduce_chunk
-from udfs.store import Quantisation
+from aef_zonal.udfs.grid import Grid, hilbert_key
+from aef_zonal.udfs.pixels import centre_runs, runs_to_pairs
+from aef_zonal.udfs.reduce import reduce_chunk
+from aef_zonal.udfs.store import Quantisation
 
 pytestmark = pytest.mark.fast
 
@@ -184,8 +184,8 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
 
     import pyarrow as pa
 
-    from udfs import tasks
-    from udfs.finish import Finish, finish_batch
+    from aef_zonal.udfs import tasks
+    from aef_zonal.udfs.finish import Finish, finish_batch
 
     data, geoms = chunk_case
     q = Quantisation.from_attrs(SIGNED_SQUARE, "s")
@@ -254,7 +254,7 @@ def test_hilbert_key_is_a_bijection_on_a_small_grid():
 
 
 def test_fraction_weights_add_up_to_the_area_and_all_touched_covers_center():
-    from udfs.pixels import members
+    from aef_zonal.udfs.pixels import members
 
     rng = np.random.default_rng(5)
     xs, ys = window_centres()
@@ -284,7 +284,7 @@ def test_all_touched_is_exact_on_pixel_boundaries(name):
     """Edges on pixel boundaries and through corners: exactly the pixels sharing area with the
     polygon (shapely and exactextract, in pixel units where corners are exact), computed chunk
     window by chunk window as the job does; centre and fraction keep their references."""
-    from udfs.pixels import members
+    from aef_zonal.udfs.pixels import members
 
     geom = aligned.CASES[name]
     placed = aligned.to_degrees(geom)
@@ -322,7 +322,7 @@ def test_min_coverage_keeps_exactextracts_pixels(name):
     weighing 1."""
     import functools
 
-    from udfs.pixels import members
+    from aef_zonal.udfs.pixels import members
 
     geom = aligned.CASES[name]
     placed = aligned.to_degrees(geom)
@@ -339,7 +339,7 @@ def test_min_coverage_keeps_exactextracts_pixels(name):
 def test_min_coverage_on_random_polygons_matches_exactextract():
     """Polygons in degrees at random places: the pixels kept at each threshold are exactly those
     exactextract keeps (none of these lie within its float32 rounding of a threshold)."""
-    from udfs.pixels import members
+    from aef_zonal.udfs.pixels import members
 
     rng = np.random.default_rng(11)
     xs, ys = window_centres()
@@ -390,7 +390,7 @@ def test_float_reduction_is_compensated(weighted):
     rounded sum (math.fsum; u = 2^-53), counts exact, min and max as stored."""
     import math
 
-    from udfs.reduce import reduce_chunk_float
+    from aef_zonal.udfs.reduce import reduce_chunk_float
 
     rng = np.random.default_rng(9)
     data = (rng.normal(0, 0.12, (8, 256, 256)) + rng.choice([-1e4, 1e4], (8, 256, 256))).astype(np.float32)
@@ -399,7 +399,7 @@ def test_float_reduction_is_compensated(weighted):
     xs, ys = window_centres()
     geoms = [random_polygon(rng, rng.uniform(xs[20], xs[230]), rng.uniform(ys[230], ys[20]),
                             rng.uniform(2, 120) * GRID.res) for _ in range(12)]
-    from udfs.pixels import members
+    from aef_zonal.udfs.pixels import members
 
     if weighted:
         pix, fld, w = members(geoms, "fraction", GRID.xmin, GRID.ymax, GRID.res, 256, 256)
@@ -437,10 +437,10 @@ WARM = """
 import json
 from concurrent.futures import Future
 import numpy as np, shapely
-from udfs import pixels, reduce, tasks
-from udfs.finish import Finish
-from udfs.grid import Grid
-from udfs.store import Quantisation
+from aef_zonal.udfs import pixels, reduce, tasks
+from aef_zonal.udfs.finish import Finish
+from aef_zonal.udfs.grid import Grid
+from aef_zonal.udfs.store import Quantisation
 
 def compiled():
     return {n: len(f.signatures) for m in (pixels, reduce) for n, f in vars(m).items()

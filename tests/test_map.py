@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pytest
 import shapely
 
-from jobs import map as html_map
+from aef_zonal import map as html_map
 from tests import browser
 
 YEAR = 2025

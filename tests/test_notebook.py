@@ -1,5 +1,6 @@
-"""docs/notebook.ipynb, executed (nbclient + ipykernel) on the session's output so that it cannot
-rot; and kept without outputs in git."""
+"""docs/notebook.ipynb, executed (nbclient + ipykernel) on the test sample so that it cannot rot:
+the API in the kernel's own Spark session, then the analysis of what it wrote; and kept without
+outputs in git."""
 from __future__ import annotations
 
 import re
@@ -20,15 +21,19 @@ def test_notebook_is_stored_without_outputs():
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
 
 
-def test_notebook_runs_on_the_output(job_out, monkeypatch):
-    monkeypatch.setenv("AEF_ZONAL_OUT", str(job_out))  # the kernel inherits the environment
+def test_notebook_runs_the_api_and_reads_its_output(sample, job_out, tmp_path, monkeypatch):
+    out = tmp_path / "notebook"
+    monkeypatch.setenv("AEF_ZONAL_SAMPLE", str(sample))  # the kernel inherits the environment
+    monkeypatch.setenv("AEF_ZONAL_OUT", str(out))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    data = ds.dataset(job_out, format="parquet", partitioning="hive")
-    assert f"{data.count_rows():,} rows in" in text and "years [2024, 2025]" in text
+    data = ds.dataset(out, format="parquet", partitioning="hive")
+    assert f"{data.count_rows():,} rows written to" in text and f"{data.count_rows():,} rows in" in text
+    assert data.count_rows() == ds.dataset(job_out, format="parquet").count_rows()
+    assert "years [2024, 2025]" in text and (out / "_SUCCESS").exists()
     changed = re.search(r"([\d,]+) of ([\d,]+) fields changed between 2024 and 2025", text)
     assert changed and int(changed.group(1).replace(",", "")) > 0, text  # the sample's crop rotation
     kinds = [k for o in outputs if o.output_type in ("display_data", "execute_result") for k in o.data]

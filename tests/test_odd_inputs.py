@@ -12,7 +12,7 @@ import pytest
 import shapely
 import zarr
 
-from jobs import zonal_stats
+from aef_zonal import zonal_stats
 from tests import reference
 
 pytestmark = pytest.mark.spark

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from udfs import pca
+from aef_zonal.udfs import pca
 
 pytestmark = pytest.mark.spark
 
@@ -53,7 +53,7 @@ def test_rows_sorted_by_hilbert_key_in_each_partition(job_out):
 
 
 def test_hilbert_key_is_the_bbox_centres(table):
-    from udfs.grid import hilbert_key
+    from aef_zonal.udfs.grid import hilbert_key
 
     box = table.bbox.apply(pd.Series)
     want = hilbert_key((box.xmin + box.xmax).to_numpy() / 2, (box.ymin + box.ymax).to_numpy() / 2)
@@ -74,7 +74,7 @@ def test_read_back_with_geopandas_one_partition(job_out, table):
 
 
 def test_offsets_path_and_pca(job_out, table, sample):
-    from udfs.store import describe
+    from aef_zonal.udfs.store import describe
 
     info = describe(str(sample / "store.zarr"))
     g = info.grid
@@ -145,9 +145,9 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
     import shapely
     import zarr
 
-    from jobs import zonal_stats
-    from jobs.sample import create_store
-    from udfs.store import ShardLayout, describe
+    from aef_zonal import zonal_stats
+    from aef_zonal.sample import create_store
+    from aef_zonal.udfs.store import ShardLayout, describe
 
     res, size, shard = 8.983111749910169e-05, 1024, 512
     xmin, ymax = -93.61234, 42.05678  # 0.6 px and 0.3 px off the global 4096 px shard lattice

@@ -7,7 +7,7 @@ import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
-from jobs import plot
+from aef_zonal import plot
 
 pytestmark = pytest.mark.spark
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from jobs import query
+from aef_zonal import query
 
 pytestmark = pytest.mark.spark
 
@@ -196,8 +196,8 @@ def every_kind(sample, tmp_path_factory, job_out):
     import geopandas as gpd
     import shapely
 
-    from jobs import zonal_stats
-    from jobs.sample import fields_by_year
+    from aef_zonal import zonal_stats
+    from aef_zonal.sample import fields_by_year
 
     layers = fields_by_year(gpd.read_parquet(sample / "fields.parquet").iloc[:20], (2024, 2025), seed=5)
     x0, y0, x1, y1 = layers.geometry.iloc[0].bounds

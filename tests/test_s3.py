@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from jobs import zonal_stats
+from aef_zonal import zonal_stats
 from tests.compare import assert_same, read
 from tests.conftest import ALL_STATS
 from tests.s3server import S3Server
@@ -200,12 +200,12 @@ def test_s3_output_passes_the_geoparquet_validator(s3, s3_out):
 
 
 def test_sql_and_plot_read_the_s3_output(s3, s3_out, s3conf, job_out, tmp_path):
-    from jobs import plot, query
-    from jobs.session import spark_session
+    from aef_zonal import plot, query
+    from aef_zonal.session import spark_session
 
     settings = {"spark": {"conf": s3.settings()}}
     assert query.output_years(OUT, settings) == [2024, 2025]
-    spark = spark_session(None, False)
+    spark, _ = spark_session(None, False)
     text = "SELECT label, COUNT(*) AS n FROM fields WHERE time = '2025-01-01' GROUP BY label"
     got = {r.label: r.n for r in query.query(spark, OUT, text, settings).collect()}
     local = read(job_out)
@@ -259,8 +259,7 @@ def test_s3_killed_driver_leaves_no_data_and_the_rerun_completes(s3, s3conf, s3_
     log = tmp_path / "killed.log"
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "zonal_stats.py"), *args],
-                                env={**env, "PYTHONPATH": str(ROOT),
-                                     "AWS_EC2_METADATA_DISABLED": "true"},
+                                env={**env, "AWS_EC2_METADATA_DISABLED": "true"},
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 1500  # reaching the write took > 400 s at load average 16
@@ -359,7 +358,7 @@ def test_no_secret_in_the_output_the_report_or_the_console(s3, s3_out):
 
 
 def test_redact():
-    from jobs.storage import redact
+    from aef_zonal.storage import redact
 
     assert redact("s3a://AKIA:abc/def@bucket/x and http://u:p@h:9/") == "s3a://***@bucket/x and http://***@h:9/"
     assert redact("s3://bucket/key and mail@host") == "s3://bucket/key and mail@host"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs import config
+from aef_zonal import config
 
 
 @pytest.mark.spark
@@ -42,7 +42,7 @@ def test_the_driver_jvm_maps_the_class_archive_setup_built(spark):
 FREEZE_SCENARIO = """
 import gc, sys, types, weakref
 import numba  # the bulk of a worker's objects: what each collection walked
-from udfs import spark as executor
+from aef_zonal.udfs import spark as executor
 
 class Cycle:
     def __init__(self):

@@ -8,9 +8,9 @@ import pytest
 import zarr
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEncoding
 
-from jobs.sample import create_store
-from udfs.grid import Grid
-from udfs.store import Access, ChunkError, ChunkReader, StoreError, describe, reader
+from aef_zonal.sample import create_store
+from aef_zonal.udfs.grid import Grid
+from aef_zonal.udfs.store import Access, ChunkError, ChunkReader, StoreError, describe, reader
 
 pytestmark = pytest.mark.fast
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.stages import fields as fields_stage
-from jobs.sample import fields_by_year
+from aef_zonal.stages import fields as fields_stage
+from aef_zonal.sample import fields_by_year
 from tests import reference
 from tests.compare import read
 from tests.conftest import run_job

@@ -17,16 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from jobs import config  # noqa: E402
+from aef_zonal import config
 
 
 def build(archive: Path) -> int:
     from pyspark import SparkContext
 
-    from jobs import options, run
-    from jobs.sample import make_sample
+    from aef_zonal import options, run
+    from aef_zonal.sample import make_sample
 
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)  # a JVM cannot write a dynamic archive over one it maps

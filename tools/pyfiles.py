@@ -1,29 +1,30 @@
-"""Write the zip that executors import the job from (spark-submit --py-files).
-
-It holds the `udfs` package (all that executors import), the `jobs` package (the driver, in
-cluster deploy mode) and, in the repository's layout, the `sql/` and `conf/` files the driver
-reads beside the `jobs` package it imported, so a driver without a checkout reads them from the
-zip.
+"""Write the zip that executors (and a cluster-mode driver) import the job from
+(spark-submit --py-files): the `aef_zonal` package exactly as its wheel holds it, so pyproject.toml
+is the one definition of what the package is. The wheel's metadata folder is left out.
 
 Usage: python tools/pyfiles.py [OUT.zip]   (default dist/aef_zonal.zip)
 """
 from __future__ import annotations
 
+import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENT = {"jobs": "**/*.py", "udfs": "*.py", "sql": "*.sql", "conf": "*"}
 
 
 def build(out: Path) -> list[str]:
     out.parent.mkdir(parents=True, exist_ok=True)
-    names = sorted(p.relative_to(ROOT).as_posix()
-                   for folder, pattern in CONTENT.items() for p in (ROOT / folder).glob(pattern))
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for name in names:
-            z.write(ROOT / name, name)
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", folder, str(ROOT)],
+                       check=True)
+        wheel = next(Path(folder).glob("aef_zonal-*.whl"))
+        with zipfile.ZipFile(wheel) as w, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            names = [n for n in w.namelist() if n.startswith("aef_zonal/")]
+            for name in names:
+                z.writestr(name, w.read(name))
     return names
 
 

@@ -18,9 +18,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from udfs import quantiles, schemas
-from udfs.quant import Quantisation
-from udfs.schemas import rows_as_lists
+from aef_zonal.udfs import quantiles, schemas
+from aef_zonal.udfs.quant import Quantisation
+from aef_zonal.udfs.schemas import rows_as_lists
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 import shapely
 
-from udfs.grid import centres
+from aef_zonal.udfs.grid import centres
 
 
 def ring_edges(geoms) -> tuple[np.ndarray, np.ndarray]:

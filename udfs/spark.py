@@ -75,7 +75,7 @@ def per_task(fn):
 def reduce_partitions(access, red, skip_bad: bool, counters: dict):
     """The reduce stage: chunk tasks -> partials (udfs/tasks.py), reads counted in `counters`
     (Spark accumulators: chunk_reads, requests, bytes, field_years)."""
-    from udfs import store, tasks
+    from aef_zonal.udfs import store, tasks
 
     kill_marker = os.environ.get("AEF_ZONAL_TEST_KILL_ONCE")  # test hook: a worker dies once
 
@@ -106,9 +106,9 @@ def reduce_partitions(access, red, skip_bad: bool, counters: dict):
 
 
 def warm_partitions(red):
-    """Run ahead of the reduce stage (jobs/stages/reduce.warm): udfs.tasks.warm_up (imports,
+    """Run ahead of the reduce stage (jobs/stages/reduce.warm): aef_zonal.udfs.tasks.warm_up (imports,
     kernels) in workers the stages after it reuse; yields nothing."""
-    from udfs import finish, tasks  # noqa: F401  finish: the aggregate stage's worker code
+    from aef_zonal.udfs import finish, tasks  # noqa: F401  finish: the aggregate stage's worker code
 
     @per_task
     def warm_partition(batches):
@@ -122,7 +122,7 @@ def warm_partitions(red):
 
 def finish_partitions(fin):
     """The aggregate stage: partial lists -> statistics (udfs/finish.py)."""
-    from udfs.finish import finish_batches
+    from aef_zonal.udfs.finish import finish_batches
 
     @per_task
     def finish_partition(batches):
@@ -132,11 +132,11 @@ def finish_partitions(fin):
 
 
 def pca_rgb(model_broadcast):
-    """pca_rgb(mean): udfs.pca.apply on a batch of means (3 x 64 dot products per row); the
+    """pca_rgb(mean): aef_zonal.udfs.pca.apply on a batch of means (3 x 64 dot products per row); the
     model reaches the workers once, as a Spark broadcast variable."""
     from pyspark.sql.functions import pandas_udf
 
-    from udfs import pca
+    from aef_zonal.udfs import pca
 
     @pandas_udf("array<float>")
     @per_task
@@ -154,10 +154,10 @@ def pca_rgb(model_broadcast):
 
 
 def hilbert_key():
-    """hilbert_key(x, y): udfs.grid.hilbert_key on a batch of points."""
+    """hilbert_key(x, y): aef_zonal.udfs.grid.hilbert_key on a batch of points."""
     from pyspark.sql.functions import pandas_udf
 
-    from udfs import grid
+    from aef_zonal.udfs import grid
 
     @pandas_udf("long")
     @per_task

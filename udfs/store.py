@@ -22,8 +22,8 @@ from obstore.exceptions import BaseError as ObstoreError
 from zarr.abc.store import SuffixByteRequest
 from zarr.storage import WrapperStore
 
-from udfs.grid import Grid
-from udfs.quant import Quantisation
+from aef_zonal.udfs.grid import Grid
+from aef_zonal.udfs.quant import Quantisation
 
 ARRAY = "embeddings"
 

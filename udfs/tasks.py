@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from udfs import schemas
-from udfs.finish import Finish, finish_batch
-from udfs.grid import Grid
-from udfs.pixels import members, runs_to_pairs
-from udfs.quant import Quantisation
-from udfs.reduce import Partials, reduce_chunk, reduce_chunk_float, reduce_chunk_weighted
+from aef_zonal.udfs import schemas
+from aef_zonal.udfs.finish import Finish, finish_batch
+from aef_zonal.udfs.grid import Grid
+from aef_zonal.udfs.pixels import members, runs_to_pairs
+from aef_zonal.udfs.quant import Quantisation
+from aef_zonal.udfs.reduce import Partials, reduce_chunk, reduce_chunk_float, reduce_chunk_weighted
 
 # (time index, pixel window) -> Future of the int8 chunk (None: undecodable, skipped)
 Submit = Callable[[int, tuple[int, int, int, int]], Future]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from jobs.options import Options
-from jobs.session import sql
-from udfs import spark as executor
-from udfs.finish import Finish
-from udfs.store import StoreInfo
+from aef_zonal.options import Options
+from aef_zonal.session import sql
+from aef_zonal.udfs import spark as executor
+from aef_zonal.udfs.finish import Finish
+from aef_zonal.udfs.store import StoreInfo
 
 
 def finish(o: Options, store: StoreInfo) -> Finish:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from jobs.session import sql
-from udfs.grid import Grid
+from aef_zonal.session import sql
+from aef_zonal.udfs.grid import Grid
 
 
 def assign(spark, fields, grid: Grid):

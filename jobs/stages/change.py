@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from jobs.options import Options
-from jobs.session import sql
+from aef_zonal.options import Options
+from aef_zonal.session import sql
 
 
 def change(spark, o: Options, stats):

@@ -11,28 +11,37 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
 
-from jobs import storage
-from jobs.options import DEFAULT_KEEP, JobError, Options
-from jobs.session import sql
-from udfs.store import StoreInfo
+from aef_zonal import storage
+from aef_zonal.options import DEFAULT_KEEP, Options
+from aef_zonal.errors import JobError
+from aef_zonal.session import sql
+from aef_zonal.udfs.store import StoreInfo
 
 REQUIRED = ("feature_id", "geometry")
 OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
 
 
 def fields(spark, o: Options, store: StoreInfo, years: list[int]):
-    """sql/10_fields.sql over the user's file, checked, restricted to `years`; cached, as every
-    later stage reads it (its checks fill the cache)."""
+    """sql/10_fields.sql over the user's fields (a GeoParquet path or URL, or a DataFrame),
+    checked, restricted to `years`; cached, as every later stage reads it (its checks fill the
+    cache)."""
     try:
-        meta = geo_metadata(spark, o.fields)
-        column = geometry_column(meta, o.fields)
-        df, year_column = load(spark, o.fields, o.year_column, column, o.keep_columns,
+        if isinstance(o.fields, str):
+            name = o.fields
+            meta = geo_metadata(spark, name)
+            column = geometry_column(meta, name)
+            given = read(spark, name)
+            crs, report = source_crs(meta, name, store.grid.crs, column)
+        else:
+            name = FRAME
+            given, column = o.fields, frame_geometry(o.fields)
+            crs, report = frame_crs(given, column, store.grid.crs)
+        df, year_column = load(given, name, o.year_column, column, o.keep_columns,
                                o.output_columns())
-        crs, report = source_crs(meta, o.fields, store.grid.crs, column)
         typed = sql(spark, "10_fields.sql", {"fields_input": df}, source_crs=crs,
                     store_crs=store.grid.crs).persist()
-        report |= validate(typed, o.fields) | {"geometry_column": column}
-        selected, part = select_years(typed, o.fields, year_column, years, store.years,
+        report |= validate(typed, name) | {"geometry_column": column}
+        selected, part = select_years(typed, name, year_column, years, store.years,
                                       o.skip_missing_years, report["fields"])
     except (FieldsError, storage.StorageError) as e:
         raise JobError(str(e)) from e
@@ -104,6 +113,39 @@ def feature_ids(df, path: str):
                       "integers (int64, or strings of digits), e.g. df['feature_id'].astype('int64')")
 
 
+FRAME = "the fields DataFrame"
+
+
+def frame_geometry(df) -> str:
+    """A DataFrame's polygon column: 'geometry', or its one Sedona geometry column."""
+    if "geometry" in df.columns:
+        return "geometry"
+    found = [f.name for f in df.schema.fields if isinstance(f.dataType, GeometryType)]
+    if len(found) != 1:
+        raise FieldsError(f"{FRAME}: {'no' if not found else 'more than one'} geometry column "
+                          f"(found {df.columns}); name the field polygons 'geometry' (a Sedona "
+                          "geometry, WKB bytes or WKT text)")
+    return found[0]
+
+
+def frame_crs(df, column: str, store_crs: str) -> tuple[str, dict]:
+    """A DataFrame's CRS: its geometries' SRID (Sedona's ST_SetSRID, ST_Transform) when they
+    have one, else the store's (WKB and WKT carry none)."""
+    if not isinstance(df.schema[column].dataType, GeometryType):
+        return store_crs, {"fields_crs": f"{store_crs} (assumed: WKB and WKT name no CRS)"}
+    srids = [r[0] for r in df.select(F.expr(f"ST_SRID(`{column}`)")).where(F.col(column).isNotNull())
+             .distinct().limit(3).collect()]
+    if len(srids) > 1:
+        raise FieldsError(f"{FRAME}: its geometries have different SRIDs {sorted(srids)}; bring "
+                          "them to one CRS, e.g. with ST_Transform")
+    if not srids or srids[0] == 0:
+        return store_crs, {"fields_crs": f"{store_crs} (assumed: the geometries have no SRID)"}
+    from pyproj import CRS
+
+    return transform_from(CRS.from_epsg(srids[0]), f"EPSG:{srids[0]} (the geometries' SRID)",
+                          store_crs)
+
+
 def source_crs(meta: list, path: str, store_crs: str, column: str = "geometry") -> tuple[str, dict]:
     """The fields' CRS as Sedona's ST_Transform takes it, from the GeoParquet `geo` metadata,
     and its description for the report; `store_crs` when they are the same.
@@ -124,6 +166,14 @@ def source_crs(meta: list, path: str, store_crs: str, column: str = "geometry") 
     else:
         crs = _crs(path, json.loads(crs_json))
         described = crs.to_string()
+    return transform_from(crs, described, store_crs)
+
+
+def transform_from(crs, described: str, store_crs: str) -> tuple[str, dict]:
+    """The CRS as ST_Transform takes it (`store_crs` when they are the same) and the report's
+    description."""
+    from pyproj import CRS
+
     # GeoParquet coordinates are x, y whatever axis order the CRS declares
     if crs.equals(CRS(store_crs), ignore_axis_order=True):
         return store_crs, {"fields_crs": described}
@@ -148,25 +198,37 @@ def _crs(path: str, projjson: dict):
                           "an EPSG code, e.g. geopandas' to_crs(4326)") from e
 
 
-def load(spark, path: str, year_column: str | None, column: str = "geometry",
-         keep: tuple[str, ...] | None = DEFAULT_KEEP, reserved: set[str] = frozenset()):
-    """Read the GeoParquet and fill the optional columns: sql/10_fields.sql's `fields_input`,
-    with the input columns to carry through (`keep`, None: all) in the struct `kept`.
-
-    Returns it and the column giving each field's own year, or None (every field, every year).
-    """
+def read(spark, path: str):
     try:
-        df = spark.read.format("geoparquet").load(path)
+        return spark.read.format("geoparquet").load(path)
     except Exception as e:
         raise FieldsError(f"cannot read {path} as GeoParquet ({type(e).__name__}: {str(e)[:300]}); "
                           "write it with geopandas.GeoDataFrame.to_parquet or Sedona") from e
+
+
+def load(df, path: str, year_column: str | None, column: str = "geometry",
+         keep: tuple[str, ...] | None = DEFAULT_KEEP, reserved: set[str] = frozenset()):
+    """The fields as read (`path` names them in messages), with the optional columns filled:
+    sql/10_fields.sql's `fields_input`, with the input columns to carry through (`keep`, None:
+    all) in the struct `kept`.
+
+    Returns it and the column giving each field's own year, or None (every field, every year).
+    """
     if column != "geometry":  # the file's primary geometry is the field polygon
         df = df.drop("geometry").withColumnRenamed(column, "geometry")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise FieldsError(f"{path}: required column(s) {missing} missing (found {df.columns}); "
                           "the fields need an int64 'feature_id' and a polygon 'geometry'")
-    if not isinstance(df.schema["geometry"].dataType, GeometryType):
+    typ = df.schema["geometry"].dataType
+    if path == FRAME and isinstance(typ, (T.BinaryType, T.StringType)):
+        # a DataFrame's WKB bytes or WKT text: Sedona's parser names a bad value itself
+        parse = "ST_GeomFromWKB" if isinstance(typ, T.BinaryType) else "ST_GeomFromWKT"
+        df = df.withColumn("geometry", F.expr(f"{parse}(geometry)"))
+    elif path == FRAME and not isinstance(typ, GeometryType):
+        raise FieldsError(f"{path}: column 'geometry' is {typ.simpleString()}; give the polygons "
+                          "as a Sedona geometry, WKB bytes or WKT text")
+    elif not isinstance(typ, GeometryType):
         raise FieldsError(f"{path}: column 'geometry' is {df.schema['geometry'].dataType.simpleString()}, "
                           "not a geometry: the file is plain Parquet without GeoParquet 'geo' metadata; "
                           "write it with geopandas.GeoDataFrame.to_parquet or Sedona")

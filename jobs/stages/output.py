@@ -5,32 +5,35 @@ allows: a staging folder renamed into place (local, HDFS) or S3A's magic committ
 from __future__ import annotations
 
 import contextlib
-import sys
 
 from pyproj import CRS
 from pyspark.sql import functions as F
 
-from jobs import output, storage
-from jobs.options import OPTIONAL_STATS, JobError, Options
-from jobs.report import versions
-from jobs.session import sql
-from udfs import pca
-from udfs import spark as executor
-from udfs.store import StoreInfo
+from aef_zonal import output, storage
+from aef_zonal.options import OPTIONAL_STATS, Options
+from aef_zonal.errors import JobError
+from aef_zonal.report import versions
+from aef_zonal.session import sql
+from aef_zonal.stages import fields
+from aef_zonal.udfs import pca
+from aef_zonal.udfs import spark as executor
+from aef_zonal.udfs.store import StoreInfo
 
 MODEL = "_pca_model.json"
 
 
-def check(spark, o: Options) -> tuple[output.Output, dict | None]:
-    """Refuse an --out that would lose or mix data, before any stage runs; for --mode add, the
-    PCA model the existing partitions were coloured with."""
-    target = output.Output(spark, o.out, o.mode, storage.secret_values(o.settings))
+def check(spark, o: Options, out: str, mode: str) -> tuple[output.Output, dict | None]:
+    """Refuse an output that would lose or mix data, before anything is written; for mode add,
+    the PCA model the existing partitions were coloured with."""
+    if mode not in output.MODES:
+        raise JobError(f"mode '{mode}': choose among {list(output.MODES)}")
+    target = output.Output(spark, out, mode, storage.secret_values(o.settings))
     try:
         previous = target.check(o.stats, o.pixels)
         # a dataset written without a model (too few fields) has none to keep
-        if previous is None or not target.fs.exists(storage.join(o.out, MODEL)):
+        if previous is None or not target.fs.exists(storage.join(out, MODEL)):
             return target, None
-        return target, pca.loads(target.read_text(MODEL), o.out)
+        return target, pca.loads(target.read_text(MODEL), out)
     except (output.OutputError, storage.StorageError, ValueError) as e:
         raise JobError(str(e)) from e
 
@@ -48,8 +51,8 @@ def staged(target: output.Output):
         raise
 
 
-def write(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | None,
-          target: output.Output):
+def rows(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | None):
+    """The published rows (sql/50_output.sql): one per field-year, the columns the files hold."""
     spark.udf.register("pca_rgb", executor.pca_rgb(spark.sparkContext.broadcast(model)))
     spark.udf.register("hilbert_key", executor.hilbert_key())
     g = store.grid.sql_params()
@@ -58,8 +61,11 @@ def write(spark, o: Options, store: StoreInfo, field_years, stats, model: dict |
                                                      "key_prefix", "key_sep")})
     for i, name in enumerate(o.quantiles):  # one list<double>(64) column per quantile
         result = result.withColumn(name, F.col("quantiles")[i])
-    result = result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats],
-                         *(["change_from"] if "change" not in o.stats else []))
+    return result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats],
+                       *(["change_from"] if "change" not in o.stats else []))
+
+
+def write(store: StoreInfo, result, model: dict | None, target: output.Output):
     target.write(result, CRS.from_user_input(store.grid.crs).to_json())
     if model is not None:
         target.save_text(MODEL, pca.dumps(model))
@@ -78,17 +84,18 @@ def write(spark, o: Options, store: StoreInfo, field_years, stats, model: dict |
 
 
 def commit(o: Options, target: output.Output, report: dict, seconds: dict,
-           years: list[int]) -> dict:
+           years: list[int], command: str) -> dict:
     """_run.json beside the data, then the run committed; returns the report. Settings and URLs
     are recorded with their secrets masked."""
     secrets = target.fs.secrets
     report = report | {
-        "complete": not report["skipped_chunks"],
+        "complete": not report["skipped_chunks"], "mode": target.mode,
         "seconds": seconds,
-        "command": storage.redact(" ".join(sys.argv), secrets),
-        "store": storage.redact(o.store, secrets), "fields_path": storage.redact(o.fields, secrets),
+        "command": storage.redact(command, secrets),
+        "store": storage.redact(o.store, secrets),
+        "fields_path": storage.redact(o.fields if isinstance(o.fields, str) else fields.FRAME, secrets),
         "years": years,
-        "stats": o.stats, "pixels": o.pixels, "min_coverage": o.min_coverage, "mode": o.mode,
+        "stats": o.stats, "pixels": o.pixels, "min_coverage": o.min_coverage,
         "versions": versions(),
     }
     target.commit(report)

@@ -3,9 +3,10 @@ them on the driver, or the one given (--pca-model, a path or URL) or kept by the
 (--mode add)."""
 from __future__ import annotations
 
-from jobs import storage
-from jobs.options import JobError, Options
-from udfs import pca as kernel
+from aef_zonal import storage
+from aef_zonal.options import Options
+from aef_zonal.errors import JobError
+from aef_zonal.udfs import pca as kernel
 
 
 def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):

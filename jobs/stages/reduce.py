@@ -9,12 +9,13 @@ import threading
 
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from jobs.options import JobError, Options
-from jobs.session import setting
-from jobs.stages import aggregate
-from udfs import spark as executor
-from udfs.store import StoreInfo
-from udfs.tasks import Reduction
+from aef_zonal.options import Options
+from aef_zonal.errors import JobError
+from aef_zonal.session import setting
+from aef_zonal.stages import aggregate
+from aef_zonal.udfs import spark as executor
+from aef_zonal.udfs.store import StoreInfo
+from aef_zonal.udfs.tasks import Reduction
 
 # a few chunk tasks per Arrow batch (each reads 4 MiB per year), so reads spread over the
 # workers and the progress counter moves; later Arrow UDFs keep Spark's default batch size,

@@ -1,0 +1,1 @@
+"""The settings' defaults, conf/defaults.toml (package data, read through importlib.resources)."""

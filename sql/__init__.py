@@ -1,0 +1,1 @@
+"""The stages' SQL, one file per stage (package data, read through importlib.resources)."""
