@@ -89,10 +89,14 @@ def job_settings(spark, settings: dict, owned: bool):
 
 
 def sql(spark, name: str, tables: dict, **params):
-    """Run sql/<name> over `tables` (the inputs its header names, `{name}` in its text: Spark
-    binds each to a temporary view of its own for this query, so no view of the caller's
-    session is replaced) with its named parameters."""
-    return spark.sql((SQL / name).read_text(), args=params, **tables)
+    """Run sql/<name> over `tables` (the inputs its header names, `{name}` in its text) with its
+    named parameters. Each input is bound to the temporary view `aef_zonal_<name>`, replaced by
+    the next query that takes an input of that name: no view of the caller's is replaced, and
+    none is dropped (Spark uncaches a dropped view's plan, which is a cached table's here)."""
+    views = {view: f"aef_zonal_{view}" for view in tables}
+    for view, df in tables.items():
+        df.createOrReplaceTempView(views[view])
+    return spark.sql((SQL / name).read_text().format(**views), args=params)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from aef_zonal import zonal_stats
+from aef_zonal import submit
 from tests.compare import assert_same, read
 from tests.conftest import ALL_STATS
 from tests.s3server import S3Server
@@ -41,7 +41,7 @@ def monkeypatch_module():
 
 
 def run(s3, sample, out, *extra):
-    return zonal_stats.main(["--store", s3.url, "--s3-endpoint", s3.endpoint, "--fields",
+    return submit.main(["--store", s3.url, "--s3-endpoint", s3.endpoint, "--fields",
                              str(sample / "fields.parquet"), "--out", str(out),
                              "--master", "local[2]", *extra])
 
@@ -83,7 +83,7 @@ def test_permanent_failure_names_store_and_chunk(s3, sample, tmp_path, capsys):
 def test_unreachable_store_shows_url_and_error(sample, tmp_path, capsys):
     from tests.s3server import free_port
 
-    rc = zonal_stats.main(["--store", "s3://aef/v1/store.zarr", "--s3-endpoint",
+    rc = submit.main(["--store", "s3://aef/v1/store.zarr", "--s3-endpoint",
                            f"http://127.0.0.1:{free_port()}", "--retries", "0", "--fields",
                            str(sample / "fields.parquet"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
@@ -95,7 +95,7 @@ def test_https_style_store_url(s3, sample, job_out, tmp_path):
     """The same bucket read as a plain HTTP(S) URL (path-style), no S3 API involved."""
     out = tmp_path / "http"
     url = f"{s3.endpoint}/aef/v1/store.zarr"
-    assert zonal_stats.main(["--store", url, "--fields", str(sample / "fields.parquet"),
+    assert submit.main(["--store", url, "--fields", str(sample / "fields.parquet"),
                              "--out", str(out), "--master", "local[2]", "--stats", ALL_STATS,
                              "--pca-model", str(job_out / "_pca_model.json")]) == 0
     assert_same(out, job_out)
@@ -126,7 +126,7 @@ def s3_fields(s3, sample):
 
 
 def run_s3(s3, conf, fields, out, *extra):
-    return zonal_stats.main(["--store", s3.url, "--s3-endpoint", s3.endpoint, "--fields", fields,
+    return submit.main(["--store", s3.url, "--s3-endpoint", s3.endpoint, "--fields", fields,
                              "--out", out, "--master", "local[2]", "--conf", str(conf), *extra])
 
 
@@ -155,7 +155,7 @@ def s3_out(s3, s3_fields, job_out, tmp_path_factory):
         console = io.StringIO()
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
-            rc = zonal_stats.main(args)
+            rc = submit.main(args)
         wall = time.perf_counter() - t0
     assert rc == 0, console.getvalue()[-3000:]
     faults_left = [f for f in s3.proxy._faults if f[2]]
@@ -258,7 +258,7 @@ def test_s3_killed_driver_leaves_no_data_and_the_rerun_completes(s3, s3conf, s3_
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYSPARK", "SPARK"))}
     log = tmp_path / "killed.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "zonal_stats.py"), *args],
+        proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "submit.py"), *args],
                                 env={**env, "AWS_EC2_METADATA_DISABLED": "true"},
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -287,7 +287,7 @@ def test_s3_killed_driver_leaves_no_data_and_the_rerun_completes(s3, s3conf, s3_
     if left:
         assert duckdb.sql(f"SELECT COUNT(*) FROM glob('{mirror}/killed/*/*/*.parquet')").fetchone()[0] == 0
     # the same command again: completes, and nothing of the killed run remains
-    assert zonal_stats.main(args[:-1]) == 0
+    assert submit.main(args[:-1]) == 0
     assert_same("results/killed", job_out, filesystem=fs)
     keys = s3.objects("killed/")
     assert not [k for k in keys if "__magic" in k] and not s3.uploads("killed/")
