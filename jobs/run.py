@@ -2,7 +2,7 @@
 output rows, then written and committed.
 
 `zonal_stats()` is the one way in: the command line (`aef-zonal run`), spark-submit
-(jobs/zonal_stats.py) and notebooks all call it. Each stage (jobs/stages/) takes the tables it
+(jobs/submit.py) and notebooks all call it. Each stage (jobs/stages/) takes the tables it
 needs and returns its table and its part of the report; the SQL stages are the files of sql/,
 the executor side is udfs/spark.py.
 """

@@ -1,4 +1,4 @@
-"""spark-submit's entry point: `spark-submit …/aef_zonal/zonal_stats.py ARGS` runs the job with
+"""spark-submit's entry point: `spark-submit …/aef_zonal/submit.py ARGS` runs the job with
 the options of `aef-zonal run` (the package installed, or given with --py-files)."""
 import sys
 

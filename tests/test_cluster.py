@@ -155,7 +155,7 @@ def test_standalone_cluster_gives_the_local_output(sample, job_out, cluster, tmp
         # the S3A settings as a cluster has them: spark-submit --conf spark.hadoop.fs.s3a.*
         settings = [a for k, v in s3.settings().items() for a in ("--conf", f"{k}={v}")]
         cmd = [str(BIN / "spark-submit"), "--master", cluster["url"], "--py-files", str(pyfiles),
-               "--jars", jars, *settings, str(ROOT / "jobs" / "zonal_stats.py"),
+               "--jars", jars, *settings, str(ROOT / "jobs" / "submit.py"),
                "--store", str(sample / "store.zarr"), "--fields", str(sample / "fields.parquet"),
                "--out", "s3://results/cluster", "--stats", ALL_STATS]
         env = {**{k: v for k, v in base_env().items() if not k.startswith("AWS_")},

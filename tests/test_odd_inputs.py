@@ -12,14 +12,14 @@ import pytest
 import shapely
 import zarr
 
-from aef_zonal import zonal_stats
+from aef_zonal import submit
 from tests import reference
 
 pytestmark = pytest.mark.spark
 
 
 def run(sample, fields, out, *extra):
-    return zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields", str(fields), "--out", str(out),
+    return submit.main(["--store", str(sample / "store.zarr"), "--fields", str(fields), "--out", str(out),
                              "--master", "local[2]", "--stats", "count,mean,std", *extra])
 
 

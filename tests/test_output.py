@@ -145,7 +145,7 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
     import shapely
     import zarr
 
-    from aef_zonal import zonal_stats
+    from aef_zonal import submit
     from aef_zonal.sample import create_store
     from aef_zonal.udfs.store import ShardLayout, describe
 
@@ -162,7 +162,7 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
     fields = gpd.GeoDataFrame({"feature_id": np.arange(len(geoms)), "geometry": geoms}, crs="EPSG:4326")
     fields.to_parquet(tmp_path / "fields.parquet")
     out = tmp_path / "out"
-    assert zonal_stats.main(["--store", str(tmp_path / "store.zarr"), "--fields", str(tmp_path / "fields.parquet"),
+    assert submit.main(["--store", str(tmp_path / "store.zarr"), "--fields", str(tmp_path / "fields.parquet"),
                              "--out", str(out), "--master", "local[2]"]) == 0
     rows = ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id").sort_index()
     info = describe(str(tmp_path / "store.zarr"))

@@ -196,7 +196,7 @@ def every_kind(sample, tmp_path_factory, job_out):
     import geopandas as gpd
     import shapely
 
-    from aef_zonal import zonal_stats
+    from aef_zonal import submit
     from aef_zonal.sample import fields_by_year
 
     layers = fields_by_year(gpd.read_parquet(sample / "fields.parquet").iloc[:20], (2024, 2025), seed=5)
@@ -210,7 +210,7 @@ def every_kind(sample, tmp_path_factory, job_out):
     folder = tmp_path_factory.mktemp("every_kind")
     fields.to_parquet(folder / "fields.parquet")
     out = folder / "out"
-    assert zonal_stats.main(["--store", str(sample / "store.zarr"), "--fields", str(folder / "fields.parquet"),
+    assert submit.main(["--store", str(sample / "store.zarr"), "--fields", str(folder / "fields.parquet"),
                              "--out", str(out), "--master", "local[2]", "--stats", "count,mean",
                              "--pca-model", str(job_out / "_pca_model.json")]) == 0
     reasons = ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id").reason

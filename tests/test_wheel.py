@@ -48,7 +48,7 @@ def test_wheel_is_one_package_with_its_sql_and_defaults(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"aef_zonal", wheel.name.split("-py3")[0] + ".dist-info"}
     for f in ("aef_zonal/sql/50_output.sql", "aef_zonal/conf/defaults.toml", "aef_zonal/udfs/spark.py",
-              "aef_zonal/stages/fields.py", "aef_zonal/zonal_stats.py"):
+              "aef_zonal/stages/fields.py", "aef_zonal/submit.py"):
         assert f in names
     meta = Parser().parsestr(zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("/METADATA"))).decode())

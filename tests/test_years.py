@@ -74,7 +74,7 @@ def test_year_column_types(spark, sample, tmp_path, column, values):
     fields[column] = values
     path = tmp_path / "f.parquet"
     fields.to_parquet(path)
-    df, year_column = fields_stage.load(spark, str(path), None)
+    df, year_column = fields_stage.load(fields_stage.read(spark, str(path)), str(path), None)
     assert year_column == column
     got = [r.layer_year for r in df.orderBy("feature_id").collect()]
     assert got == [2024, 2025, 2024]
