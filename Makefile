@@ -67,5 +67,5 @@ test-fast: .venv/.installed
 	.venv/bin/pytest -q -m fast
 
 # what executors import on a cluster (spark-submit --py-files dist/aef_zonal.zip), docs/deploy.md
-pyfiles:
-	python3 tools/pyfiles.py dist/aef_zonal.zip
+pyfiles: .venv/.installed
+	$(PY) tools/pyfiles.py dist/aef_zonal.zip
