@@ -70,12 +70,27 @@ def executor_env(conf: dict | None = None) -> dict[str, str]:
             if k.startswith(prefix)}
 
 
+# Sedona's build for each Spark line it runs on: its artifacts' suffix
+SPARK_LINES = {"3.5": "3.5_2.12", "4.0": "4.0_2.13"}
+
+
+def sedona_coordinates(conf: dict, spark_version: str | None = None) -> list[str]:
+    """The Maven coordinates of Sedona's jars for a Spark version (default: pyspark's)."""
+    if spark_version is None:
+        from pyspark import __version__ as spark_version
+    line = SPARK_LINES.get(".".join(spark_version.split(".")[:2]))
+    if line is None:
+        raise JobError(f"Spark {spark_version}: aef-zonal runs on Spark "
+                       f"{' and '.join(sorted(SPARK_LINES))} (README: Which Spark)")
+    return [c.format(spark=line) for c in conf["spark"]["sedona_jars"]]
+
+
 def sedona_jars(conf: dict | None = None) -> list[Path]:
     """The jar files of the Sedona coordinates in conf, from AEF_ZONAL_JARS (a folder) or
     .cache/jars."""
     folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR))
     jars = []
-    for coord in (conf or load())["spark"]["sedona_jars"]:
+    for coord in sedona_coordinates(conf or load()):
         _, artifact, version = coord.split(":")
         jar = folder / f"{artifact}-{version}.jar"
         if not jar.exists():
@@ -106,10 +121,11 @@ def jar_settings(conf: dict, s3: bool = False) -> dict[str, str]:
             return {"spark.jars": ",".join(str(j) for j in sedona_jars(conf) + s3a_jars())}
         except FileNotFoundError as e:
             raise JobError(str(e)) from e
-    spark = conf["spark"]
+    sedona = sedona_coordinates(conf)
     if not s3:
-        return {"spark.jars.packages": ",".join(spark["sedona_jars"])}
-    return {"spark.jars.packages": ",".join([*spark["sedona_jars"], *spark["s3a_packages"]]),
+        return {"spark.jars.packages": ",".join(sedona)}
+    spark = conf["spark"]
+    return {"spark.jars.packages": ",".join([*sedona, *spark["s3a_packages"]]),
             "spark.jars.excludes": ",".join(spark["s3a_excludes"])}
 
 

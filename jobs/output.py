@@ -12,7 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-from pyspark.sql import functions as F
 
 from aef_zonal import storage
 
@@ -69,7 +68,7 @@ class Output:
         self.strategy = storage.commit_for(self.fs, self.out)
         target = self.strategy.begin()
         with self.strategy.writing(self.spark) as options, storage.failing(self.out, self.fs.secrets):
-            geoparquet(df.hint("rebalance", F.col("time"), F.col("label"))
+            geoparquet(rebalance(df, "time", "label")
                        .sortWithinPartitions("time", "label", "hilbert_key")
                        .write.options(**options), crs_projjson).mode("append").save(target)
         self._data = self.strategy.data()
@@ -94,6 +93,13 @@ class Output:
     def abort(self):
         if self.strategy is not None:
             self.strategy.abort()
+
+
+def rebalance(df, *columns: str):
+    """df with the REBALANCE hint on `columns`, given in SQL: PySpark 3.5's DataFrame.hint takes
+    no Column arguments (and a string there is a literal, not a column)."""
+    df.createOrReplaceTempView("aef_zonal_rows")
+    return df.sparkSession.sql(f"SELECT /*+ REBALANCE({', '.join(columns)}) */ * FROM aef_zonal_rows")
 
 
 def geoparquet(writer, crs_projjson: str):

@@ -123,9 +123,12 @@ def main(argv=None) -> int:
 
     spark, _ = spark_session(args.master, args.verbose, args.settings)
     if not args.verbose:  # PySpark logs a failed query's JVM stack as JSON; the message below says it
-        from pyspark.logger import PySparkLogger
-
-        PySparkLogger.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
+        try:
+            from pyspark.logger import PySparkLogger
+        except ImportError:  # Spark 3.5: no such logger (nor that log)
+            pass
+        else:
+            PySparkLogger.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     try:
         df = query(spark, args.out, args.query, args.settings)
         if args.explain:

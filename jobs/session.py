@@ -65,11 +65,11 @@ def _with_sedona(spark, settings: dict):
     try:
         spark = SedonaContext.create(spark)
     except TypeError as e:  # py4j's JavaPackage: the Sedona classes are not on the driver
-        raise JobError(
-            "Sedona's classes are not in this Spark session; start it with "
-            f"spark.jars.packages={','.join(settings['spark']['sedona_jars'])} (the session's "
-            "configuration before it starts, spark-submit --packages, or a cluster library of "
-            "those Maven coordinates)") from e
+        packages = ",".join(config.sedona_coordinates(settings, spark.version))
+        raise JobError(f"Sedona's classes are not in this Spark session; start it with "
+                       f"spark.jars.packages={packages} (the session's configuration before it "
+                       "starts, spark-submit --packages, or a cluster library of those Maven "
+                       "coordinates)") from e
     storage.configure(spark, settings)
     return spark
 

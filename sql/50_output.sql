@@ -31,7 +31,8 @@ SELECT /*+ SHUFFLE_HASH(f) */
   COALESCE(s.count, 0L)                                         AS count,
   s.std, s.min, s.max, s.sum, s.mean_normalized, s.valid_fraction, s.quantiles,
   s.change, s.change_from,
-  COALESCE(SIZE(s.skipped_chunks) = 0, TRUE)                    AS complete,
+  -- not SIZE(NULL): it is -1 where ANSI mode is off (Spark 3.5's default), NULL where it is on
+  s.skipped_chunks IS NULL OR SIZE(s.skipped_chunks) = 0        AS complete,
   CASE WHEN s.count > 0 THEN NULL
        WHEN f.geometry IS NULL THEN 'null geometry'
        WHEN ST_IsEmpty(f.geometry) THEN 'empty geometry'

@@ -3,6 +3,7 @@ editable) with its core dependencies into a new virtual environment, run from a 
 the checkout with no jar cache, so that Spark resolves Sedona's jars by their Maven coordinates."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -84,3 +85,23 @@ def test_installed_api_refuses_a_session_without_sedona(installed, sample, tmp_p
     assert "JobError: Sedona's classes are not in this Spark session" in proc.stdout, proc.stderr[-2000:]
     assert "spark.jars.packages=org.apache.sedona:sedona-spark-shaded-4.0_2.13:1.8.0," in proc.stdout
     assert "session running: True" in proc.stdout
+
+
+# the newest Spark 3.5 on PyPI when this was written: EMR 7, Dataproc 2.2 and Databricks' LTS
+# runtimes are 3.5
+SPARK_35 = "3.5.9"
+
+
+def test_installed_wheel_runs_on_spark_35(installed, sample, job_out, tmp_path):
+    """Last in this file: it replaces the environment's pyspark with 3.5's."""
+    subprocess.run([str(installed / "python"), "-m", "pip", "install", "-q", f"pyspark=={SPARK_35}"],
+                   check=True)
+    proc = subprocess.run([str(installed / "aef-zonal"), "run", "--store", str(sample / "store.zarr"),
+                           "--fields", str(sample / "fields.parquet"), "--out", "out",
+                           "--stats", ALL_STATS, "--master", "local[2]"],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "org.apache.sedona#sedona-spark-shaded-3.5_2.12" in proc.stderr  # Sedona's 3.5 build
+    report = json.loads((tmp_path / "out" / "_run.json").read_text())
+    assert report["versions"]["pyspark"] == SPARK_35
+    assert_same(tmp_path / "out", job_out)

@@ -3,8 +3,6 @@
 stage counted them)."""
 from __future__ import annotations
 
-from pyspark.sql import functions as F
-
 from aef_zonal.session import sql
 from aef_zonal.udfs.grid import Grid
 
@@ -19,7 +17,7 @@ def assign(spark, fields, grid: Grid):
 def chunk_tasks(spark, field_chunks, years: list[int]):
     """Cached: the reduce stage reads it twice (its totals, then the tasks)."""
     tasks = sql(spark, "30_chunk_tasks.sql", {"field_chunks": field_chunks},
-                years=F.array(*[F.lit(y) for y in years])).persist()
+                years=int_array(spark, years)).persist()
     totals = tasks.selectExpr(
         "COUNT(*) AS tasks",
         "SUM(SIZE(ARRAY_DISTINCT(FLATTEN(TRANSFORM(fields, f -> f.years))))) AS reads").first()
@@ -29,3 +27,15 @@ def chunk_tasks(spark, field_chunks, years: list[int]):
 def field_years(spark, fields, grid: Grid, years: list[int]):
     run_years = spark.createDataFrame([(y, grid.time_index(y)) for y in years], "year int, t int")
     return sql(spark, "35_field_years.sql", {"fields": fields, "run_years": run_years}), {}
+
+
+def int_array(spark, values: list[int]):
+    """An ARRAY<INT> literal: Spark 3.5's sql() takes only literals as arguments, and array() of
+    literals is an expression there, not a literal."""
+    from pyspark.sql import Column
+
+    sc = spark.sparkContext
+    java = sc._gateway.new_array(sc._jvm.int, len(values))
+    for i, v in enumerate(values):
+        java[i] = int(v)
+    return Column(sc._jvm.org.apache.spark.sql.functions.lit(java))

@@ -19,6 +19,9 @@ from aef_zonal.udfs.store import StoreInfo
 
 REQUIRED = ("feature_id", "geometry")
 OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
+# the one null field of `kept` when no input column is kept (--keep-columns none): Spark 3.5
+# refuses a DataFrame with an empty struct column; the output stage drops it
+NO_KEPT = "_no_kept_columns"
 
 
 def fields(spark, o: Options, store: StoreInfo, years: list[int]):
@@ -275,7 +278,7 @@ def kept_columns(df, given: list[str], path: str, keep: tuple[str, ...] | None,
                           "of the same name; rename them, or list the columns to keep with "
                           "--keep-columns a,b,c")
     return F.struct(*[(F.col(f"`{n}`").cast("float") if n in scores else F.col(f"`{n}`")).alias(n)
-                      for n in names]).alias("kept")
+                      for n in names] or [F.lit(None).cast("boolean").alias(NO_KEPT)]).alias("kept")
 
 
 def validate(fields, path: str) -> dict:

@@ -62,7 +62,7 @@ def rows(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | 
     for i, name in enumerate(o.quantiles):  # one list<double>(64) column per quantile
         result = result.withColumn(name, F.col("quantiles")[i])
     return result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats],
-                       *(["change_from"] if "change" not in o.stats else []))
+                       *(["change_from"] if "change" not in o.stats else []), fields.NO_KEPT)
 
 
 def write(store: StoreInfo, result, model: dict | None, target: output.Output):

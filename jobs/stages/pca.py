@@ -32,6 +32,18 @@ def fit(stats, total: int, sample: int, seed: int) -> dict:
     frac = min(1.0, 1.2 * sample / total)
     # Arrow, not Rows: a Python object per mean would cost more than the fit; cut to `sample`
     # here rather than by limit(), which scans the partitions in a series of growing jobs
-    means = (stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean")
-             .toArrow().column("mean").combine_chunks())
+    means = to_arrow(stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean")
+                     ).column("mean").combine_chunks()
     return kernel.fit(means.flatten().to_numpy().reshape(len(means), -1)[:sample], seed)
+
+
+def to_arrow(df):
+    """`df` collected as a pyarrow Table: DataFrame.toArrow (Spark 4), or on Spark 3.5, which
+    lacks it, the Arrow batches its toPandas collects."""
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    batches = df._collect_as_arrow()
+    return pa.Table.from_batches(batches) if batches else to_arrow_schema(df.schema).empty_table()
