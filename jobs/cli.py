@@ -52,6 +52,8 @@ def _sql(argv) -> int:
 
 
 COMMANDS = {"sample": _sample, "run": _run, "plot": _plot, "map": _map, "sql": _sql}
+# what sample, plot and map import beyond the job's own packages: the viz extra
+VIZ = {"geopandas", "rasterio", "matplotlib", "mpl_toolkits", "PIL", "mapbox_earcut"}
 
 
 def main(argv=None) -> int:
@@ -67,7 +69,14 @@ def main(argv=None) -> int:
               "--fields out/sample/fields.parquet --out out/result\n"
               "each sub-command has --help.", file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return COMMANDS[argv[0]](argv[1:])
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in VIZ:
+            raise
+        print(f"aef-zonal {argv[0]}: error: it needs {e.name}, which the viz extra installs: "
+              "pip install 'aef-zonal[viz]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
 
 import pytest
@@ -133,3 +134,12 @@ def test_a_long_run_gets_c2_and_a_short_or_unknown_one_c1_only(tmp_path):
     assert config.jit_options(3 * 2, conf) == []
     assert config.jit_options(3 * 1, conf) == config.jit_options(None, conf) == ["-XX:TieredStopAtLevel=1"]
     assert config.jit_options(None, config.load(write(tmp_path, "[spark]\nc2_from_field_years = 0\n"))) == []
+
+
+def test_viz_commands_without_the_viz_extra_say_how_to_install_it(tmp_path, capsys, monkeypatch):
+    from aef_zonal import cli
+
+    monkeypatch.delitem(sys.modules, "aef_zonal.sample", raising=False)
+    monkeypatch.setitem(sys.modules, "geopandas", None)  # as if not installed
+    assert cli.main(["sample", str(tmp_path / "s")]) == 2
+    assert "needs geopandas, which the viz extra installs: pip install 'aef-zonal[viz]'" in capsys.readouterr().err
