@@ -19,6 +19,7 @@ job gives its Python workers (conf/defaults.toml: spark.executorEnv.*, glibc's m
 --bare runs without it.
 Writes bench/kernel-SIZE.json (kernel-SIZE-bare.json with --bare).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,7 +73,7 @@ def check(data: np.ndarray, runs: np.ndarray, s1: np.ndarray, nodata: int) -> No
     u = flat * np.abs(flat) * (flat != nodata).all(axis=0)
     want = np.zeros_like(s1)
     for r, c0, c1, f in runs:
-        want[f] += u[:, r * width + c0:r * width + c1].sum(axis=1)
+        want[f] += u[:, r * width + c0 : r * width + c1].sum(axis=1)
     assert np.array_equal(want, s1), "kernel sums differ from numpy's"
 
 
@@ -81,9 +82,9 @@ def _sample(data_dir: str):
     """The store's description, the fields, their tree and the chunks they touch (per process)."""
     import geopandas as gpd
     import shapely
+    from aef_zonal.udfs.store import describe
 
     from bench.run import touched_chunks
-    from aef_zonal.udfs.store import describe
 
     store, fields = str(Path(data_dir) / "store.zarr"), Path(data_dir) / "fields.parquet"
     geoms = gpd.read_parquet(fields).geometry.values
@@ -96,9 +97,13 @@ def _chunk_fields(data_dir: str):
     import shapely
 
     _, info, geoms, tree, touched = _sample(data_dir)
-    per_chunk = [tree.query(shapely.box(*info.grid.chunk_footprint(cy, cx)), predicate="intersects")
-                 for cy, cx in touched]
-    return dict(zip(touched, per_chunk)), np.bincount(np.concatenate(per_chunk), minlength=len(geoms))
+    per_chunk = [
+        tree.query(shapely.box(*info.grid.chunk_footprint(cy, cx)), predicate="intersects")
+        for cy, cx in touched
+    ]
+    return dict(zip(touched, per_chunk)), np.bincount(
+        np.concatenate(per_chunk), minlength=len(geoms)
+    )
 
 
 def _tasks(data_dir: str, chunks):
@@ -110,17 +115,31 @@ def _tasks(data_dir: str, chunks):
     g = info.grid
     wkb = shapely.to_wkb(geoms)
     mine, spans = _chunk_fields(data_dir)
-    return pa.RecordBatch.from_pylist([
-        {"cy": cy, "cx": cx, "fields": [{"feature_id": int(i), "wkb": wkb[i], "years": list(g.years),
-                                         "chunks": int(spans[i])} for i in mine[cy, cx]]}
-        for cy, cx in chunks])
+    return pa.RecordBatch.from_pylist(
+        [
+            {
+                "cy": cy,
+                "cx": cx,
+                "fields": [
+                    {
+                        "feature_id": int(i),
+                        "wkb": wkb[i],
+                        "years": list(g.years),
+                        "chunks": int(spans[i]),
+                    }
+                    for i in mine[cy, cx]
+                ],
+            }
+            for cy, cx in chunks
+        ]
+    )
 
 
 def _reduce_part(args) -> dict:
     """One process's share of the chunk tasks through aef_zonal.udfs.tasks.reduce_batches, after one
     task to load the kernels."""
-    from aef_zonal.udfs.store import Access, reader
     from aef_zonal.udfs.finish import Finish
+    from aef_zonal.udfs.store import Access, reader
     from aef_zonal.udfs.tasks import Reduction, reduce_batches
 
     data_dir, part, parts = args
@@ -133,23 +152,37 @@ def _reduce_part(args) -> dict:
     cpu0, t0 = os.times(), time.perf_counter()
     rows = sum(b.num_rows for b in reduce_batches([tasks], red, rd.submit))
     wall, cpu1 = time.perf_counter() - t0, os.times()
-    return {"reads": len(chunks) * len(info.grid.years), "rows": rows, "wall": wall,
-            "cpu": cpu1.user - cpu0.user + cpu1.system - cpu0.system, "system": cpu1.system - cpu0.system}
+    return {
+        "reads": len(chunks) * len(info.grid.years),
+        "rows": rows,
+        "wall": wall,
+        "cpu": cpu1.user - cpu0.user + cpu1.system - cpu0.system,
+        "system": cpu1.system - cpu0.system,
+    }
 
 
 def without_spark(data_dir: Path, workers: int) -> dict:
     """aef_zonal.udfs.tasks.reduce_batches over every chunk task, split over `workers` processes started
     (and their data loaded) before the clock starts, as the decode-only limit of bench/run.py."""
-    with mp.get_context("spawn").Pool(workers, initializer=_sample, initargs=(str(data_dir),)) as pool:
+    with mp.get_context("spawn").Pool(
+        workers, initializer=_sample, initargs=(str(data_dir),)
+    ) as pool:
         pool.map(time.sleep, [0.5] * workers)  # every process loaded before the clock starts
         t0 = time.perf_counter()
-        parts = pool.map(_reduce_part, [(str(data_dir), i, workers) for i in range(workers)], chunksize=1)
+        parts = pool.map(
+            _reduce_part, [(str(data_dir), i, workers) for i in range(workers)], chunksize=1
+        )
         wall = time.perf_counter() - t0
     reads, cpu = sum(p["reads"] for p in parts), sum(p["cpu"] for p in parts)
-    return {"processes": workers, "chunk_reads": reads, "partial_rows": sum(p["rows"] for p in parts),
-            "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "system_cpu_s": round(sum(p["system"] for p in parts), 2),
-            "cpu_ms_per_chunk_read": round(cpu / reads * 1e3, 2)}
+    return {
+        "processes": workers,
+        "chunk_reads": reads,
+        "partial_rows": sum(p["rows"] for p in parts),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "system_cpu_s": round(sum(p["system"] for p in parts), 2),
+        "cpu_ms_per_chunk_read": round(cpu / reads * 1e3, 2),
+    }
 
 
 def as_python_worker() -> None:
@@ -167,10 +200,17 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--chunks", type=int, default=48)
     p.add_argument("--repeat", type=int, default=15)
-    p.add_argument("--workers", type=int, default=os.cpu_count(),
-                   help="processes of the reduce without Spark (the job's Python workers)")
-    p.add_argument("--bare", action="store_true",
-                   help="not under the Python workers' environment (glibc's default malloc)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count(),
+        help="processes of the reduce without Spark (the job's Python workers)",
+    )
+    p.add_argument(
+        "--bare",
+        action="store_true",
+        help="not under the Python workers' environment (glibc's default malloc)",
+    )
     a = p.parse_args(argv)
     if not a.bare:
         as_python_worker()
@@ -198,11 +238,14 @@ def main(argv=None) -> int:
         flat = np.ascontiguousarray(data).reshape(data.shape[0], -1)
         valid = valid_pixels(flat, nodata)
         steps["read"] += best(lambda: rd.submit(0, window).result(), a.repeat)
-        steps["members"] += best(lambda: members(mine, "center", *g.window_corner(window), g.res, h, w),
-                                 a.repeat)
+        steps["members"] += best(
+            lambda: members(mine, "center", *g.window_corner(window), g.res, h, w), a.repeat
+        )
         steps["valid mask"] += best(lambda: valid_pixels(flat, nodata), a.repeat)
-        steps["kernel"] += best(lambda: _reduce(flat, w, runs, len(mine), valid, info.quant.square,
-                                                False, False), a.repeat)
+        steps["kernel"] += best(
+            lambda: _reduce(flat, w, runs, len(mine), valid, info.quant.square, False, False),
+            a.repeat,
+        )
         steps["bound"] += best(lambda: bound(flat), a.repeat)
         check(data, runs, _reduce(flat, w, runs, len(mine), valid, True, False, False)[2], nodata)
         fields_per_chunk.append(len(mine))
@@ -210,19 +253,26 @@ def main(argv=None) -> int:
 
     ms = {k: round(v / len(picked) * 1e3, 3) for k, v in steps.items()}
     whole = without_spark(data_dir, a.workers)
-    result = {"size_px": a.size, "chunks": len(picked), "repeat": a.repeat, "machine_cores": os.cpu_count(),
-              "python_worker_env": not a.bare,
-              "fields_per_chunk": round(float(np.mean(fields_per_chunk)), 1),
-              "member_pixels_per_chunk": round(float(np.mean(member_px))),
-              "ms_per_chunk": ms,
-              "kernel_over_bound": round(ms["kernel"] / ms["bound"], 2),
-              "kernel_and_mask_over_read": round((ms["kernel"] + ms["valid mask"]) / ms["read"], 3),
-              "reduce_without_spark": whole}
+    result = {
+        "size_px": a.size,
+        "chunks": len(picked),
+        "repeat": a.repeat,
+        "machine_cores": os.cpu_count(),
+        "python_worker_env": not a.bare,
+        "fields_per_chunk": round(float(np.mean(fields_per_chunk)), 1),
+        "member_pixels_per_chunk": round(float(np.mean(member_px))),
+        "ms_per_chunk": ms,
+        "kernel_over_bound": round(ms["kernel"] / ms["bound"], 2),
+        "kernel_and_mask_over_read": round((ms["kernel"] + ms["valid mask"]) / ms["read"], 3),
+        "reduce_without_spark": whole,
+    }
     for k, v in ms.items():
         print(f"{k:12s} {v:7.3f} ms per chunk")
     print(f"the reduce stage's Python side without Spark: {json.dumps(whole)}")
     print(json.dumps(result))
-    (ROOT / "bench" / f"kernel-{a.size}{'-bare' if a.bare else ''}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (ROOT / "bench" / f"kernel-{a.size}{'-bare' if a.bare else ''}.json").write_text(
+        json.dumps(result, indent=1) + "\n"
+    )
     return 0
 
 

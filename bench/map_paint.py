@@ -10,6 +10,7 @@ step per frame, each drawn before the next is asked for), then the same with no 
 the software renderer's own cost per frame, which the difference is above (at 10^5 fields under
 load that takes over 10 minutes with software WebGL). Prints one line per N.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import shapely
-
 from aef_zonal import map as html_map
+
 from tests import browser
 
 
@@ -73,9 +74,14 @@ def main(argv=None) -> int:
                 if a.pan:
                     frame = page.page.evaluate(PAN)
                     page.page.evaluate("aefDeck.setProps({layers: []})")
-                    pan = f", pan frame {frame:4.0f} ms (no layer: {page.page.evaluate(PAN):4.0f} ms)"
-            print(f"{n:>7,} fields: {path.stat().st_size / 1e6:6.1f} MB, written in {build:5.1f} s, "
-                  f"first paint {paint / 1000:5.1f} s{pan}", flush=True)
+                    pan = (
+                        f", pan frame {frame:4.0f} ms (no layer: {page.page.evaluate(PAN):4.0f} ms)"
+                    )
+            print(
+                f"{n:>7,} fields: {path.stat().st_size / 1e6:6.1f} MB, written in {build:5.1f} s, "
+                f"first paint {paint / 1000:5.1f} s{pan}",
+                flush=True,
+            )
     return 0
 
 

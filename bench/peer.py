@@ -7,6 +7,7 @@ dequantised values; nodata is -32768 (q = -128). Its pixel rule is coverage-weig
 counts with the fraction of it the polygon covers (the job's --pixels fraction).
 Fields are split into `workers` parts run in parallel processes, like the job's cores.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -24,22 +25,33 @@ def geotiff(store: str, t: int, path: Path) -> Path:
         return path
     import rasterio
     import zarr
-    from affine import Affine
-
     from aef_zonal.udfs.store import describe
+    from affine import Affine
 
     g = describe(store).grid
     arr = zarr.open_group(store, mode="r")["embeddings"]
     bands = arr.shape[1]
     tmp = path.with_suffix(".partial.tif")
-    profile = {"driver": "GTiff", "width": g.width, "height": g.height, "count": bands,
-               "dtype": "int16", "nodata": NODATA, "crs": "EPSG:4326", "tiled": True,
-               "blockxsize": 256, "blockysize": 256, "compress": "zstd", "interleave": "pixel",
-               "transform": Affine(g.res, 0, g.xmin, 0, -g.res, g.ymax), "BIGTIFF": "YES"}
+    profile = {
+        "driver": "GTiff",
+        "width": g.width,
+        "height": g.height,
+        "count": bands,
+        "dtype": "int16",
+        "nodata": NODATA,
+        "crs": "EPSG:4326",
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "zstd",
+        "interleave": "pixel",
+        "transform": Affine(g.res, 0, g.xmin, 0, -g.res, g.ymax),
+        "BIGTIFF": "YES",
+    }
     with rasterio.open(tmp, "w", **profile) as dst:
         for r0 in range(0, g.height, g.shard):
             for c0 in range(0, g.width, g.shard):
-                q = arr[t, :, r0:r0 + g.shard, c0:c0 + g.shard].astype(np.int16)
+                q = arr[t, :, r0 : r0 + g.shard, c0 : c0 + g.shard].astype(np.int16)
                 u = np.where(q == -128, NODATA, np.sign(q) * q * q).astype(np.int16)
                 dst.write(u, window=((r0, r0 + u.shape[1]), (c0, c0 + u.shape[2])))
     tmp.rename(path)

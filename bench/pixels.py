@@ -8,6 +8,7 @@ cases, ~40 fields a chunk) on a 1024 px grid, plus the same fields moved onto th
 the best of --repeat runs of aef_zonal.udfs.pixels.members over each of the 16 chunks, summed and divided
 by 16: milliseconds per chunk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,6 @@ import time
 
 import numpy as np
 import shapely
-
 from aef_zonal import sample
 from aef_zonal.udfs.grid import Grid
 from aef_zonal.udfs.pixels import RULES, members
@@ -24,12 +24,20 @@ from aef_zonal.udfs.pixels import RULES, members
 def chunk_fields(size: int = 1024):
     res = sample.GLOBAL_RES
     row0, col0 = sample._grid_origin(-93.65, 42.10, 4096)
-    grid = Grid(res, sample.GLOBAL_XMIN + col0 * res, sample.GLOBAL_YMAX - row0 * res, size, size, 256, 512)
-    gdf, _ = sample._fields(np.random.default_rng(42), grid.xmin, grid.ymax, size, res, 512, (0, 1, 3))
+    grid = Grid(
+        res, sample.GLOBAL_XMIN + col0 * res, sample.GLOBAL_YMAX - row0 * res, size, size, 256, 512
+    )
+    gdf, _ = sample._fields(
+        np.random.default_rng(42), grid.xmin, grid.ymax, size, res, 512, (0, 1, 3)
+    )
     geoms = np.asarray(gdf.geometry, dtype=object)
-    snapped = shapely.transform(geoms, lambda c: np.c_[
-        grid.xmin + np.round((c[:, 0] - grid.xmin) / res) * res,
-        grid.ymax - np.round((grid.ymax - c[:, 1]) / res) * res])
+    snapped = shapely.transform(
+        geoms,
+        lambda c: np.c_[
+            grid.xmin + np.round((c[:, 0] - grid.xmin) / res) * res,
+            grid.ymax - np.round((grid.ymax - c[:, 1]) / res) * res,
+        ],
+    )
     snapped = snapped[shapely.is_valid(snapped) & (shapely.area(snapped) > 0)]
     return grid, {"sample": geoms, "on the lattice": snapped}
 
@@ -58,7 +66,9 @@ def main(argv=None):
                     members(g, rule, x0, y0, grid.res, h, w)
                     best = min(best, time.perf_counter() - t)
                 total += best
-            print(f"{name:15s} ({per_chunk:.0f} fields/chunk) {rule:12s} {1e3 * total / len(windows):7.3f} ms/chunk")
+            print(
+                f"{name:15s} ({per_chunk:.0f} fields/chunk) {rule:12s} {1e3 * total / len(windows):7.3f} ms/chunk"
+            )
 
 
 if __name__ == "__main__":

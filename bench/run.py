@@ -22,6 +22,7 @@ cache holds it, then measures in the same run:
      its cost per field-year added to the full run, and the writer's floor at that scale;
 writes bench/bench-SIZE.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,13 +45,15 @@ def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
     """Inner chunks whose footprint some field intersects (what the job must read per year)."""
     import geopandas as gpd
     import shapely
-
     from aef_zonal.udfs.store import describe
 
     g = describe(store).grid
     f = gpd.read_parquet(fields_path)
-    cells = [((cy, cx), shapely.box(*g.chunk_footprint(cy, cx)))
-             for cy in range(g.chunk_rows) for cx in range(g.chunk_cols)]
+    cells = [
+        ((cy, cx), shapely.box(*g.chunk_footprint(cy, cx)))
+        for cy in range(g.chunk_rows)
+        for cx in range(g.chunk_cols)
+    ]
     tree = shapely.STRtree([c for _, c in cells])
     hit = np.unique(tree.query(f.geometry.values, predicate="intersects")[1])
     return [cells[i][0] for i in hit]
@@ -59,7 +62,6 @@ def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
 @functools.lru_cache(maxsize=1)
 def _open(store: str):
     import zarr
-
     from aef_zonal.udfs.store import describe
 
     return zarr.open_group(store, mode="r")["embeddings"], describe(store).grid
@@ -146,12 +148,20 @@ class PeakMemory:
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
                 except OSError:
                     continue
-                hwm = next((int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM")), 0)
+                hwm = next(
+                    (int(s.split()[1]) for s in status.splitlines() if s.startswith("VmHWM")), 0
+                )
                 self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
                 self.cpu[pid] = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
-                kind = ("jvm" if "java" in cmd.split(" ")[0] else
-                        "python_worker" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else
-                        "driver_python" if pid == self.root else "other")
+                kind = (
+                    "jvm"
+                    if "java" in cmd.split(" ")[0]
+                    else "python_worker"
+                    if "pyspark.daemon" in cmd or "pyspark.worker" in cmd
+                    else "driver_python"
+                    if pid == self.root
+                    else "other"
+                )
                 # the JVM is a launcher script until it execs java; an exiting worker shows no
                 # command line: a process keeps the first kind other than "other" it showed
                 if self.kinds.get(pid, "other") == "other":
@@ -165,19 +175,37 @@ class PeakMemory:
             kind = self.kinds.get(pid, "other")
             mb.setdefault(kind, []).append(round(kb / 1024))
             cpu[kind] = cpu.get(kind, 0.0) + self.cpu.get(pid, 0.0)
-        return {"driver_python_mb": max(mb.get("driver_python", [0])), "jvm_mb": max(mb.get("jvm", [0])),
-                "python_worker_max_mb": max(mb.get("python_worker", [0])),
-                "python_workers": len(mb.get("python_worker", [])),
-                "cpu_s": {k: round(v, 1) for k, v in sorted(cpu.items())}}
+        return {
+            "driver_python_mb": max(mb.get("driver_python", [0])),
+            "jvm_mb": max(mb.get("jvm", [0])),
+            "python_worker_max_mb": max(mb.get("python_worker", [0])),
+            "python_workers": len(mb.get("python_worker", [])),
+            "cpu_s": {k: round(v, 1) for k, v in sorted(cpu.items())},
+        }
 
 
 def run_job(store: str, fields: Path, out: Path, workers: int, *extra: str) -> dict:
     """One job run in a fresh process (Spark start-up included), its report and memory peaks."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "aef-zonal"), "run", "--store", store,
-                             "--fields", str(fields), "--out", str(out), "--mode", "overwrite",
-                             "--master", f"local[{workers}]", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "aef-zonal"),
+            "run",
+            "--store",
+            store,
+            "--fields",
+            str(fields),
+            "--out",
+            str(out),
+            "--mode",
+            "overwrite",
+            "--master",
+            f"local[{workers}]",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     memory = PeakMemory(proc.pid)
     if proc.wait() != 0:
         raise SystemExit(f"job failed: {out}")
@@ -185,11 +213,17 @@ def run_job(store: str, fields: Path, out: Path, workers: int, *extra: str) -> d
     report = json.loads((out / "_run.json").read_text())
     stages = report["seconds"]
     after_start = sum(v for k, v in stages.items() if k != "start spark")
-    return {"wall_s": round(wall, 2), "after_start_s": round(after_start, 2), "stages_s": stages,
-            "fields": report["fields"], "field_years": report["field_years"],
-            "chunk_reads": report["chunk_reads"], "chunk_tasks": report["chunk_tasks"],
-            "field_years_per_core_second": round(report["field_years"] / (after_start * workers), 1),
-            "peak_memory": memory.stop()}
+    return {
+        "wall_s": round(wall, 2),
+        "after_start_s": round(after_start, 2),
+        "stages_s": stages,
+        "fields": report["fields"],
+        "field_years": report["field_years"],
+        "chunk_reads": report["chunk_reads"],
+        "chunk_tasks": report["chunk_tasks"],
+        "field_years_per_core_second": round(report["field_years"] / (after_start * workers), 1),
+        "peak_memory": memory.stop(),
+    }
 
 
 def split_fields(fields: Path, out: Path, pieces=(5, 2)) -> Path:
@@ -206,15 +240,20 @@ def split_fields(fields: Path, out: Path, pieces=(5, 2)) -> Path:
     parts, ids, labels = [], [], []
     for i in range(nx):
         for j in range(ny):
-            cells = shapely.box(x0 + (x1 - x0) * i / nx, y0 + (y1 - y0) * j / ny,
-                                x0 + (x1 - x0) * (i + 1) / nx, y0 + (y1 - y0) * (j + 1) / ny)
+            cells = shapely.box(
+                x0 + (x1 - x0) * i / nx,
+                y0 + (y1 - y0) * j / ny,
+                x0 + (x1 - x0) * (i + 1) / nx,
+                y0 + (y1 - y0) * (j + 1) / ny,
+            )
             parts.append(shapely.intersection(f.geometry.values, cells))
             ids.append(f.feature_id.to_numpy() * 100 + i * ny + j)
             labels.append(f.label.to_numpy())
     geoms, ids, labels = np.concatenate(parts), np.concatenate(ids), np.concatenate(labels)
     keep = np.isin(shapely.get_type_id(geoms), (3, 6)) & ~shapely.is_empty(geoms)
-    gpd.GeoDataFrame({"feature_id": ids[keep], "label": labels[keep]}, geometry=geoms[keep],
-                     crs=f.crs).to_parquet(out)
+    gpd.GeoDataFrame(
+        {"feature_id": ids[keep], "label": labels[keep]}, geometry=geoms[keep], crs=f.crs
+    ).to_parquet(out)
     return out
 
 
@@ -232,7 +271,6 @@ def half_area(fields: Path, store: str, out: Path) -> Path:
     if out.exists():
         return out
     import geopandas as gpd
-
     from aef_zonal.udfs.store import describe
 
     g = describe(store).grid
@@ -243,12 +281,24 @@ def half_area(fields: Path, store: str, out: Path) -> Path:
 
 def writer_floor(outputs: list[Path], workers: int) -> list[dict]:
     """bench/writer.py over the outputs, in a fresh process."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "writer.py"), *map(str, outputs),
-                           "--workers", str(workers)], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "writer.py"),
+            *map(str, outputs),
+            "--workers",
+            str(workers),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
-def table(job: dict, one: dict, four: dict, decode_s: float, workers: int, floor: list[dict]) -> dict:
+def table(
+    job: dict, one: dict, four: dict, decode_s: float, workers: int, floor: list[dict]
+) -> dict:
     """The issue-16 goals, from the runs of one benchmark: the job against the decode-only limit,
     its marginal cost (a full run minus a one-field run), and the cost of each added field-year
     (every field cut in four: the same chunks, four times the field-years), beside the writer's
@@ -265,7 +315,8 @@ def table(job: dict, one: dict, four: dict, decode_s: float, workers: int, floor
         "marginal_over_decode": round(marginal / decode_s, 2),
         "field_years_per_core_second_marginal": round(job["field_years"] / (marginal * workers)),
         "core_us_per_added_field_year": round(
-            (four["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1),
+            (four["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1
+        ),
         "writer_core_us_per_added_row": per_added_row("job_writer_s"),
         "sedona_alone_core_us_per_added_row": per_added_row("sedona_alone_s"),
         "one_field_wall_s": one["wall_s"],
@@ -278,21 +329,33 @@ def at_scale(job: dict, iowa: dict, floor: list[dict], workers: int) -> dict:
     added = iowa["field_years"] - job["field_years"]
     return {
         "iowa_core_us_per_added_field_year": round(
-            (iowa["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1),
+            (iowa["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1
+        ),
         "iowa_writer_core_us_per_added_row": round(
-            (floor[1]["job_writer_s"] - floor[0]["job_writer_s"]) * workers / added * 1e6, 1),
+            (floor[1]["job_writer_s"] - floor[0]["job_writer_s"]) * workers / added * 1e6, 1
+        ),
     }
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--size", type=int, default=8192)
     p.add_argument("--years", type=int, nargs="+", default=[2023, 2024, 2025])
     p.add_argument("--workers", type=int, default=os.cpu_count())
-    p.add_argument("--skip", nargs="*", default=[], choices=("peer", "half"),
-                   help="leave out the exactextract peer or the half-area run")
-    p.add_argument("--iowa", action="store_true",
-                   help="also the Iowa-count scenario: every field cut into 48 (~1.2 M fields)")
+    p.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=("peer", "half"),
+        help="leave out the exactextract peer or the half-area run",
+    )
+    p.add_argument(
+        "--iowa",
+        action="store_true",
+        help="also the Iowa-count scenario: every field cut into 48 (~1.2 M fields)",
+    )
     p.add_argument("--out", help="result JSON (default bench/bench-SIZE.json)")
     a = p.parse_args()
 
@@ -310,23 +373,34 @@ def main() -> int:
     print(f"page cache: read {warm_page_cache(store):.1f} GB once", flush=True)
     decode_s = decode_only(store, chunks, range(len(a.years)), a.workers)
     reader_s = decode_only(store, chunks, range(len(a.years)), a.workers, _decode_reader)
-    print(f"decode-only: {len(chunks) * len(a.years)} chunks in {decode_s:.2f} s with zarr, "
-          f"{reader_s:.2f} s with the job's reader, on {a.workers} processes", flush=True)
+    print(
+        f"decode-only: {len(chunks) * len(a.years)} chunks in {decode_s:.2f} s with zarr, "
+        f"{reader_s:.2f} s with the job's reader, on {a.workers} processes",
+        flush=True,
+    )
 
     runs = {}
-    for name, path in (("job", fields), ("one_field", one_field(fields, data / "fields-1.parquet")),
-                       ("four", split_fields(fields, data / "fields-x4.parquet", (2, 2)))):
+    for name, path in (
+        ("job", fields),
+        ("one_field", one_field(fields, data / "fields-1.parquet")),
+        ("four", split_fields(fields, data / "fields-x4.parquet", (2, 2))),
+    ):
         runs[name] = run_job(store, path, results / name, a.workers)
         print(f"{name}: {json.dumps(runs[name])}", flush=True)
     floor = writer_floor([results / "job", results / "four"], a.workers)
     print(f"writer floor: {json.dumps(floor)}", flush=True)
     result = {
-        "machine_cores": os.cpu_count(), "workers": a.workers, "size_px": a.size, "years": a.years,
+        "machine_cores": os.cpu_count(),
+        "workers": a.workers,
+        "size_px": a.size,
+        "years": a.years,
         "command": " ".join(["bench/run.py", *sys.argv[1:]]),
-        "chunks_read": len(chunks) * len(a.years), "decode_only_s": round(decode_s, 2),
+        "chunks_read": len(chunks) * len(a.years),
+        "decode_only_s": round(decode_s, 2),
         "decode_only_reader_s": round(reader_s, 2),
         "table": table(runs["job"], runs["one_field"], runs["four"], decode_s, a.workers, floor),
-        **runs, "writer_floor": floor,
+        **runs,
+        "writer_floor": floor,
     }
     print(f"table: {json.dumps(result['table'])}", flush=True)
 
@@ -339,12 +413,24 @@ def main() -> int:
         tif = peer.geotiff(store, len(a.years) - 1, data / f"u-{year}.tif")
         peer_s, _ = peer.run(tif, gpd.read_parquet(fields), a.workers)
         print(f"exactextract: {peer_s:.1f} s for the fields' 64-band means of {year}", flush=True)
-        same = run_job(store, fields, results / "fraction", a.workers, "--years", str(year),
-                       "--pixels", "fraction", "--stats", "mean")
-        centre = run_job(store, fields, results / "centre-1y", a.workers, "--years", str(year),
-                         "--stats", "mean")
+        same = run_job(
+            store,
+            fields,
+            results / "fraction",
+            a.workers,
+            "--years",
+            str(year),
+            "--pixels",
+            "fraction",
+            "--stats",
+            "mean",
+        )
+        centre = run_job(
+            store, fields, results / "centre-1y", a.workers, "--years", str(year), "--stats", "mean"
+        )
         result["peer"] = {
-            "tool": "exactextract (mean: coverage-weighted, 64 bands)", "year": year,
+            "tool": "exactextract (mean: coverage-weighted, 64 bands)",
+            "year": year,
             "exactextract_s": round(peer_s, 2),
             "job_fraction_after_start_s": same["after_start_s"],
             "job_center_after_start_s": centre["after_start_s"],
@@ -354,17 +440,27 @@ def main() -> int:
         print(f"peer: {json.dumps(result['peer'])}", flush=True)
 
     if "half" not in a.skip:
-        result["half_area"] = run_job(store, half_area(fields, store, data / "fields-half.parquet"),
-                                      results / "half", a.workers)
+        result["half_area"] = run_job(
+            store,
+            half_area(fields, store, data / "fields-half.parquet"),
+            results / "half",
+            a.workers,
+        )
         print(f"half: {json.dumps(result['half_area'])}", flush=True)
 
     if a.iowa:
-        result["iowa"] = run_job(store, split_fields(fields, data / "fields-x48.parquet", (8, 6)),
-                                 results / "iowa", a.workers)
+        result["iowa"] = run_job(
+            store,
+            split_fields(fields, data / "fields-x48.parquet", (8, 6)),
+            results / "iowa",
+            a.workers,
+        )
         print(f"iowa: {json.dumps(result['iowa'])}", flush=True)
         # at this size the job (and so the writer's floor) compiles with C1 and C2
         result["iowa_writer_floor"] = writer_floor([results / "job", results / "iowa"], a.workers)
-        result["table"] |= at_scale(runs["job"], result["iowa"], result["iowa_writer_floor"], a.workers)
+        result["table"] |= at_scale(
+            runs["job"], result["iowa"], result["iowa_writer_floor"], a.workers
+        )
         print(f"at Iowa's count: {json.dumps(result['iowa_writer_floor'])}", flush=True)
 
     Path(a.out or ROOT / "bench" / f"bench-{a.size}.json").write_text(json.dumps(result, indent=2))

@@ -8,6 +8,7 @@ The store is copied into moto's S3 server (tests/s3server.py) behind a proxy tha
 the reduce stage's time, chunk reads and requests come from each run's _run.json and from the
 proxy's own count. Writes bench/s3-latency.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--store", default=str(ROOT / "out" / "sample" / "store.zarr"))
     p.add_argument("--fields", default=str(ROOT / "out" / "sample" / "fields.parquet"))
     p.add_argument("--latency", type=float, default=0.04, help="seconds added to every request")
@@ -40,12 +43,32 @@ def main() -> int:
             s3.proxy.clear()
             out = ROOT / "out" / f"bench-s3-{int(latency * 1000)}ms"
             env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-            subprocess.run([str(ROOT / ".venv" / "bin" / "aef-zonal"), "run", "--store", url,
-                            "--s3-endpoint", s3.endpoint, "--fields", a.fields, "--out", str(out),
-                            "--mode", "overwrite", "--master", f"local[{a.workers}]"],
-                           check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    str(ROOT / ".venv" / "bin" / "aef-zonal"),
+                    "run",
+                    "--store",
+                    url,
+                    "--s3-endpoint",
+                    s3.endpoint,
+                    "--fields",
+                    a.fields,
+                    "--out",
+                    str(out),
+                    "--mode",
+                    "overwrite",
+                    "--master",
+                    f"local[{a.workers}]",
+                ],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             report = json.loads((out / "_run.json").read_text())
-            gets = sum(n for (m, path), n in s3.proxy.requests.items() if m == "GET" and "/c/" in path)
+            gets = sum(
+                n for (m, path), n in s3.proxy.requests.items() if m == "GET" and "/c/" in path
+            )
             runs[f"{int(latency * 1000)} ms"] = r = {
                 "reduce_s": report["seconds"]["reduce"],
                 "chunk_reads": report["chunk_reads"],
@@ -55,9 +78,14 @@ def main() -> int:
             }
             print(f"latency {latency * 1000:.0f} ms: {json.dumps(r)}")
     base, slow = runs["0 ms"], runs[f"{int(a.latency * 1000)} ms"]
-    result = {"machine_cores": os.cpu_count(), "workers": a.workers, "store": a.store,
-              "latency_s": a.latency, "runs": runs,
-              "ratio_with_latency": round(slow["reduce_s"] / base["reduce_s"], 2)}
+    result = {
+        "machine_cores": os.cpu_count(),
+        "workers": a.workers,
+        "store": a.store,
+        "latency_s": a.latency,
+        "runs": runs,
+        "ratio_with_latency": round(slow["reduce_s"] / base["reduce_s"], 2),
+    }
     (ROOT / "bench" / "s3-latency.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0

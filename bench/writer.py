@@ -6,6 +6,7 @@ job's own per-row cost. The session compiles as a job run of the largest output'
 
     python bench/writer.py OUTPUT... [--workers N]   one JSON line per output folder
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def floor(spark, folder: str, scratch: Path) -> dict:
-    rows = (spark.read.format("geoparquet").option("basePath", folder).load(folder)
-            .persist())
+    rows = spark.read.format("geoparquet").option("basePath", folder).load(folder).persist()
     n = rows.count()
     crs = output_crs(folder)
     result = {"output": folder, "rows": n}
-    for name, write in (("job_writer_s", lambda target: job_write(spark, rows, crs, target)),
-                        ("sedona_alone_s", lambda target: sedona_write(rows, crs, target))):
+    for name, write in (
+        ("job_writer_s", lambda target: job_write(spark, rows, crs, target)),
+        ("sedona_alone_s", lambda target: sedona_write(rows, crs, target)),
+    ):
         target = scratch / name
         t0 = time.perf_counter()
         write(str(target))
@@ -41,7 +43,9 @@ def output_crs(folder: str) -> str:
     """The PROJJSON CRS the output's GeoParquet metadata states."""
     import pyarrow.parquet as pq
 
-    geo = json.loads(pq.read_schema(next(Path(folder).glob("time=*/label=*/*.parquet"))).metadata[b"geo"])
+    geo = json.loads(
+        pq.read_schema(next(Path(folder).glob("time=*/label=*/*.parquet"))).metadata[b"geo"]
+    )
     return json.dumps(geo["columns"][geo["primary_column"]]["crs"])
 
 
@@ -60,7 +64,9 @@ def sedona_write(rows, crs: str, target: str):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("outputs", nargs="+")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     a = p.parse_args()

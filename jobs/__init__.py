@@ -11,6 +11,7 @@ The package's parts: the driver (this package: options, session, stages, output)
 executor side (`aef_zonal.udfs`), the stages' SQL (`aef_zonal.sql`) and the defaults
 (`aef_zonal.conf`).
 """
+
 from __future__ import annotations
 
 __all__ = ["zonal_stats", "ZonalStats", "spark_session", "JobError"]

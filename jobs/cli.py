@@ -1,4 +1,5 @@
 """aef-zonal command line: thin wrappers over the job and the sample generator."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,22 +10,42 @@ def _sample(argv) -> int:
     p = argparse.ArgumentParser(
         prog="aef-zonal sample",
         description="Write OUT_DIR/store.zarr (AEF layout, over Iowa) and OUT_DIR/fields.parquet.",
-        epilog="example: aef-zonal sample out/sample --size 1024 --years 2024 2025")
+        epilog="example: aef-zonal sample out/sample --size 1024 --years 2024 2025",
+    )
     p.add_argument("out_dir")
-    p.add_argument("--size", type=int, default=2048, help="store edge in pixels (default %(default)s)")
-    p.add_argument("--shard", type=int, default=1024, help="shard edge in pixels (default %(default)s)")
+    p.add_argument(
+        "--size", type=int, default=2048, help="store edge in pixels (default %(default)s)"
+    )
+    p.add_argument(
+        "--shard", type=int, default=1024, help="shard edge in pixels (default %(default)s)"
+    )
     p.add_argument("--years", type=int, nargs="+", default=[2023, 2024, 2025])
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--dtype", choices=("int8", "float32"), default="int8",
-                   help="int8: signed-square codes as the AEF mosaic (default); float32: the "
-                        "vectors unquantised, NaN as nodata")
-    p.add_argument("--per-year-fields", action="store_true",
-                   help="one field layer per year (a 'year' column; shifted and split polygons)")
+    p.add_argument(
+        "--dtype",
+        choices=("int8", "float32"),
+        default="int8",
+        help="int8: signed-square codes as the AEF mosaic (default); float32: the "
+        "vectors unquantised, NaN as nodata",
+    )
+    p.add_argument(
+        "--per-year-fields",
+        action="store_true",
+        help="one field layer per year (a 'year' column; shifted and split polygons)",
+    )
     a = p.parse_args(argv)
     from aef_zonal.sample import make_sample
+
     try:
-        make_sample(a.out_dir, size=a.size, years=tuple(a.years), seed=a.seed, shard=a.shard,
-                    per_year_fields=a.per_year_fields, dtype=a.dtype)
+        make_sample(
+            a.out_dir,
+            size=a.size,
+            years=tuple(a.years),
+            seed=a.seed,
+            shard=a.shard,
+            per_year_fields=a.per_year_fields,
+            dtype=a.dtype,
+        )
     except ValueError as e:
         print(f"aef-zonal sample: error: {e}", file=sys.stderr)
         return 2
@@ -33,21 +54,25 @@ def _sample(argv) -> int:
 
 def _run(argv) -> int:
     from aef_zonal import run
+
     return run.main(argv)
 
 
 def _plot(argv) -> int:
     from aef_zonal import plot
+
     return plot.main(argv)
 
 
 def _map(argv) -> int:
     from aef_zonal import map as html_map
+
     return html_map.main(argv)
 
 
 def _sql(argv) -> int:
     from aef_zonal import query
+
     return query.main(argv)
 
 
@@ -59,23 +84,29 @@ VIZ = {"geopandas", "rasterio", "matplotlib", "mpl_toolkits", "PIL", "mapbox_ear
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: aef-zonal {sample,run,plot,map,sql} ...\n\n"
-              "  sample OUT_DIR          write the built-in AEF-layout sample store and fields\n"
-              "  run --store URL --fields PATH --out DIR [--years ...] [--master ...]\n"
-              "  plot OUT [--year YYYY] [--to DIR]     map.png and pca.png of one year\n"
-              "  map OUT [--year YYYY] [--to FILE.html]  interactive map, one HTML file, no network\n"
-              "  sql OUT \"SELECT ... FROM fields\" [--to FILE.parquet]   Spark SQL + Sedona\n\n"
-              "example:\n  aef-zonal sample out/sample && aef-zonal run --store out/sample/store.zarr "
-              "--fields out/sample/fields.parquet --out out/result\n"
-              "each sub-command has --help.", file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        print(
+            "usage: aef-zonal {sample,run,plot,map,sql} ...\n\n"
+            "  sample OUT_DIR          write the built-in AEF-layout sample store and fields\n"
+            "  run --store URL --fields PATH --out DIR [--years ...] [--master ...]\n"
+            "  plot OUT [--year YYYY] [--to DIR]     map.png and pca.png of one year\n"
+            "  map OUT [--year YYYY] [--to FILE.html]  interactive map, one HTML file, no network\n"
+            '  sql OUT "SELECT ... FROM fields" [--to FILE.parquet]   Spark SQL + Sedona\n\n'
+            "example:\n  aef-zonal sample out/sample && aef-zonal run --store out/sample/store.zarr "
+            "--fields out/sample/fields.parquet --out out/result\n"
+            "each sub-command has --help.",
+            file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout,
+        )
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return COMMANDS[argv[0]](argv[1:])
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in VIZ:
             raise
-        print(f"aef-zonal {argv[0]}: error: it needs {e.name}, which the viz extra installs: "
-              "pip install 'aef-zonal[viz]'", file=sys.stderr)
+        print(
+            f"aef-zonal {argv[0]}: error: it needs {e.name}, which the viz extra installs: "
+            "pip install 'aef-zonal[viz]'",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -1,4 +1,5 @@
 """Settings: conf/defaults.toml, then a user's --conf file over it, then command-line options."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,10 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     out = copy.deepcopy(base)
     for key, value in over.items():
         if key not in base and where != "spark.conf":  # any Spark setting may be added
-            raise ValueError(f"unknown setting '{where + '.' if where else ''}{key}'; "
-                             f"known: {sorted(base)} (see conf/defaults.toml)")
+            raise ValueError(
+                f"unknown setting '{where + '.' if where else ''}{key}'; "
+                f"known: {sorted(base)} (see conf/defaults.toml)"
+            )
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = _merge(base[key], value, f"{where}.{key}" if where else key)
         else:
@@ -52,9 +55,12 @@ def parse_with_settings(parser, argv):
     """`parser`'s arguments plus a `--conf FILE` option, and `settings`: the defaults with that
     file over them (for `aef-zonal sql` and `plot`: the spark.hadoop.fs.s3a.* keys of an s3://
     output)."""
-    parser.add_argument("--conf", metavar="FILE",
-                        help="TOML file over conf/defaults.toml: [spark.conf] with the "
-                             "spark.hadoop.fs.s3a.* settings of an s3:// output")
+    parser.add_argument(
+        "--conf",
+        metavar="FILE",
+        help="TOML file over conf/defaults.toml: [spark.conf] with the "
+        "spark.hadoop.fs.s3a.* settings of an s3:// output",
+    )
     args = parser.parse_args(argv)
     try:
         args.settings = load(args.conf)
@@ -66,8 +72,11 @@ def parse_with_settings(parser, argv):
 def executor_env(conf: dict | None = None) -> dict[str, str]:
     """The environment the settings give the executors' Python workers (spark.executorEnv.*)."""
     prefix = "spark.executorEnv."
-    return {k.removeprefix(prefix): str(v) for k, v in (conf or load())["spark"]["conf"].items()
-            if k.startswith(prefix)}
+    return {
+        k.removeprefix(prefix): str(v)
+        for k, v in (conf or load())["spark"]["conf"].items()
+        if k.startswith(prefix)
+    }
 
 
 # Sedona's build for each Spark line it runs on: its artifacts' suffix
@@ -80,8 +89,10 @@ def sedona_coordinates(conf: dict, spark_version: str | None = None) -> list[str
         from pyspark import __version__ as spark_version
     line = SPARK_LINES.get(".".join(spark_version.split(".")[:2]))
     if line is None:
-        raise JobError(f"Spark {spark_version}: aef-zonal runs on Spark "
-                       f"{' and '.join(sorted(SPARK_LINES))} (README: Which Spark)")
+        raise JobError(
+            f"Spark {spark_version}: aef-zonal runs on Spark "
+            f"{' and '.join(sorted(SPARK_LINES))} (README: Which Spark)"
+        )
     return [c.format(spark=line) for c in conf["spark"]["sedona_jars"]]
 
 
@@ -94,8 +105,10 @@ def sedona_jars(conf: dict | None = None) -> list[Path]:
         _, artifact, version = coord.split(":")
         jar = folder / f"{artifact}-{version}.jar"
         if not jar.exists():
-            raise FileNotFoundError(f"Sedona jar {jar} is missing; run `make setup` to fetch it "
-                                    "(or point AEF_ZONAL_JARS at a folder holding it)")
+            raise FileNotFoundError(
+                f"Sedona jar {jar} is missing; run `make setup` to fetch it "
+                "(or point AEF_ZONAL_JARS at a folder holding it)"
+            )
         jars.append(jar)
     return jars
 
@@ -106,8 +119,10 @@ def s3a_jars() -> list[Path]:
     folder = Path(os.environ.get("AEF_ZONAL_JARS", JAR_DIR)) / "s3a"
     jars = sorted(folder.glob("*.jar"))
     if not (folder / ".fetched").exists() or not jars:
-        raise FileNotFoundError(f"the S3A jars are missing from {folder}; run `make setup` to fetch "
-                                "them (tools/s3a/pom.xml)")
+        raise FileNotFoundError(
+            f"the S3A jars are missing from {folder}; run `make setup` to fetch "
+            "them (tools/s3a/pom.xml)"
+        )
     return jars
 
 
@@ -125,8 +140,10 @@ def jar_settings(conf: dict, s3: bool = False) -> dict[str, str]:
     if not s3:
         return {"spark.jars.packages": ",".join(sedona)}
     spark = conf["spark"]
-    return {"spark.jars.packages": ",".join([*sedona, *spark["s3a_packages"]]),
-            "spark.jars.excludes": ",".join(spark["s3a_excludes"])}
+    return {
+        "spark.jars.packages": ",".join([*sedona, *spark["s3a_packages"]]),
+        "spark.jars.excludes": ",".join(spark["s3a_excludes"]),
+    }
 
 
 def class_archive_options() -> list[str]:

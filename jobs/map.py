@@ -6,6 +6,7 @@ right, one colour and id per field. The deck.gl bundles come from the npm regist
 (`make setup` puts their tarballs in .cache/npm) and are inlined with the data: the file opens
 from disk with no network. An optional tile URL adds a basemap (that part then needs network).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-
 from aef_zonal.plot import NO_PIXEL as NO_PIXEL_RGBA
 from aef_zonal.query import OutputError, output_years
 
@@ -42,13 +42,17 @@ def read_fields(out, year: int, bbox=None):
     data = ds.dataset(folder, format="parquet", partitioning="hive")
     missing = set(COLUMNS + ["bbox"]) - set(data.schema.names)
     if missing:
-        raise OutputError(f"{folder} is not an aef-zonal output: column(s) {sorted(missing)} missing")
+        raise OutputError(
+            f"{folder} is not an aef-zonal output: column(s) {sorted(missing)} missing"
+        )
     where = None
     if bbox is not None:
         xmin, ymin, xmax, ymax = bbox
         b = lambda k: ds.field("bbox", k)  # noqa: E731
         # the bbox covering column: pushed down to the Parquet row-group statistics
-        where = (b("xmin") <= xmax) & (b("xmax") >= xmin) & (b("ymin") <= ymax) & (b("ymax") >= ymin)
+        where = (
+            (b("xmin") <= xmax) & (b("xmax") >= xmin) & (b("ymin") <= ymax) & (b("ymax") >= ymin)
+        )
     return data.to_table(columns=COLUMNS, filter=where)
 
 
@@ -58,7 +62,9 @@ def thin(table, max_fields: int, seed: int):
     if n <= max_fields:
         return table, None
     keep = np.sort(np.random.default_rng(seed).choice(n, size=max_fields, replace=False))
-    return table.take(keep), f"a seeded sample of {max_fields:,} of {n:,} fields (--max-fields, --seed)"
+    return table.take(
+        keep
+    ), f"a seeded sample of {max_fields:,} of {n:,} fields (--max-fields, --seed)"
 
 
 def geometry_arrays(geoms) -> dict[str, np.ndarray]:
@@ -80,10 +86,16 @@ def geometry_arrays(geoms) -> dict[str, np.ndarray]:
     triangles, starts = [], rings[parts].tolist()
     for p, (first, last) in enumerate(zip(parts[:-1].tolist(), parts[1:].tolist())):
         v0, v1 = starts[p], starts[p + 1]
-        triangles.append(mapbox_earcut.triangulate_float64(coords[v0:v1], ring32[first + 1:last + 1] - v0) + v0)
+        triangles.append(
+            mapbox_earcut.triangulate_float64(coords[v0:v1], ring32[first + 1 : last + 1] - v0) + v0
+        )
     tri = np.concatenate(triangles).astype(np.uint32) if triangles else np.zeros(0, np.uint32)
-    return {"coords": coords, "field_starts": rings[parts[fields]].astype(np.uint32),
-            "ring_starts": rings.astype(np.uint32), "triangles": tri.astype(np.uint32)}
+    return {
+        "coords": coords,
+        "field_starts": rings[parts[fields]].astype(np.uint32),
+        "ring_starts": rings.astype(np.uint32),
+        "triangles": tri.astype(np.uint32),
+    }
 
 
 def field_colours(pca) -> np.ndarray:
@@ -104,14 +116,18 @@ def bundle(package: str) -> str:
     cache = NPM_CACHE
     tgz = cache / f"{package.lstrip('@').replace('/', '-')}-{DECK_VERSION}.tgz"
     if not tgz.exists():
-        raise OutputError(f"{tgz} is missing: `make setup` fetches deck.gl {DECK_VERSION} from the npm "
-                          f"registry into {cache} (or: cd {cache} && npm pack {package}@{DECK_VERSION})")
+        raise OutputError(
+            f"{tgz} is missing: `make setup` fetches deck.gl {DECK_VERSION} from the npm "
+            f"registry into {cache} (or: cd {cache} && npm pack {package}@{DECK_VERSION})"
+        )
     with tarfile.open(tgz) as t:
         return t.extractfile("package/dist.min.js").read().decode()
 
 
 def _b64(a: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode()
+    return base64.b64encode(
+        np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
+    ).decode()
 
 
 def page(table, year: int, note: str | None = None, tiles: str | None = None) -> str:
@@ -134,23 +150,40 @@ def page(table, year: int, note: str | None = None, tiles: str | None = None) ->
     rgb = field_colours(table["pca_components"])
     empty = int((count == 0).sum())
     meta = {
-        "year": year, "n": table.num_rows, "empty": empty, "note": note, "tiles": tiles,
-        "origin": origin.tolist(), "bounds": [*lo.tolist(), *hi.tolist()],
-        "labels": labels.dictionary.to_pylist(), "grey": list(NO_PIXEL),
+        "year": year,
+        "n": table.num_rows,
+        "empty": empty,
+        "note": note,
+        "tiles": tiles,
+        "origin": origin.tolist(),
+        "bounds": [*lo.tolist(), *hi.tolist()],
+        "labels": labels.dictionary.to_pylist(),
+        "grey": list(NO_PIXEL),
         # float32 offsets from the centre: ~1e-7 of the extent (1 mm over the demo's 16 km), where
         # float32 degrees would be off by up to ~1 m anywhere
         "positions": _b64((coords - origin).astype(np.float32)),
         **{k: _b64(v) for k, v in g.items()},
-        "rgb": _b64(rgb), "feature_id": _b64(table["feature_id"].to_numpy().astype(np.int64)),
-        "count": _b64(count.astype(np.float64)), "label": _b64(labels.indices.to_numpy().astype(np.int32)),
+        "rgb": _b64(rgb),
+        "feature_id": _b64(table["feature_id"].to_numpy().astype(np.int64)),
+        "count": _b64(count.astype(np.float64)),
+        "label": _b64(labels.indices.to_numpy().astype(np.int32)),
     }
-    scripts = "\n".join(f"<script>{bundle(b)}</script>" for b in (TILE_BUNDLES if tiles else BUNDLES))
+    scripts = "\n".join(
+        f"<script>{bundle(b)}</script>" for b in (TILE_BUNDLES if tiles else BUNDLES)
+    )
     data = json.dumps(meta).replace("</", "<\\/")  # nothing in it can close its <script>
     head, rest = _TEMPLATE.split("@SCRIPTS@")
     between, end = rest.split("@DATA@")
     # joined, not replaced in turn: no bundle or label can then be taken for a placeholder
-    return "".join([head.replace("@TITLE@", f"aef-zonal: {table.num_rows:,} fields, {year}"), scripts,
-                    between, data, end.replace("@APP@", _APP)])
+    return "".join(
+        [
+            head.replace("@TITLE@", f"aef-zonal: {table.num_rows:,} fields, {year}"),
+            scripts,
+            between,
+            data,
+            end.replace("@APP@", _APP),
+        ]
+    )
 
 
 _TEMPLATE = """<!doctype html>
@@ -160,7 +193,8 @@ html, body { margin: 0; height: 100%; overflow: hidden; background: #fff; font: 
 #map { position: absolute; inset: 0; }
 #legend { position: absolute; left: 10px; bottom: 10px; max-width: 360px; padding: 8px 10px;
   background: rgba(255,255,255,.92); border: 1px solid #999; border-radius: 4px; line-height: 1.5; }
-.sw { display: inline-block; width: 12px; height: 12px; vertical-align: -2px; border: 1px solid #555; margin-right: 4px; }
+.sw { display: inline-block; width: 12px; height: 12px; vertical-align: -2px;
+  border: 1px solid #555; margin-right: 4px; }
 </style></head>
 <body><div id="map"></div><div id="legend"></div>
 @SCRIPTS@
@@ -194,7 +228,8 @@ for (let f = 0; f < M.n; f++) {
     colours[4 * v + 3] = 255;
   }
 }
-const common = {coordinateSystem: deck.COORDINATE_SYSTEM.LNGLAT_OFFSETS, coordinateOrigin: [M.origin[0], M.origin[1], 0]};
+const common = {coordinateSystem: deck.COORDINATE_SYSTEM.LNGLAT_OFFSETS,
+                coordinateOrigin: [M.origin[0], M.origin[1], 0]};
 const layers = [];
 if (M.tiles) {
   layers.push(new deck.TileLayer({id: "tiles", data: M.tiles, minZoom: 0, maxZoom: 19, tileSize: 256,
@@ -248,7 +283,9 @@ def parse_bbox(text: str):
     try:
         xmin, ymin, xmax, ymax = (float(v) for v in text.split(","))
     except ValueError:
-        raise OutputError(f"--bbox {text!r}: give xmin,ymin,xmax,ymax in degrees, e.g. --bbox=-93.8,42.0,-93.6,42.2")
+        raise OutputError(
+            f"--bbox {text!r}: give xmin,ymin,xmax,ymax in degrees, e.g. --bbox=-93.8,42.0,-93.6,42.2"
+        ) from None
     if not (xmin < xmax and ymin < ymax):
         raise OutputError(f"--bbox {text!r}: xmin must be below xmax and ymin below ymax")
     return xmin, ymin, xmax, ymax
@@ -258,19 +295,35 @@ def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="aef-zonal map",
         description="Write one year of an aef-zonal output as one self-contained interactive HTML "
-                    "map (deck.gl, WebGL): fields in their pca_components colour, hover for "
-                    "feature_id, label and count. Opens from disk with no network.",
-        epilog="example: aef-zonal map out/result --year 2024 --to out/map.html")
+        "map (deck.gl, WebGL): fields in their pca_components colour, hover for "
+        "feature_id, label and count. Opens from disk with no network.",
+        epilog="example: aef-zonal map out/result --year 2024 --to out/map.html",
+    )
     p.add_argument("out", help="output folder of `aef-zonal run`")
     p.add_argument("--year", type=int, help="year to draw (default: the latest in OUT)")
-    p.add_argument("--to", metavar="FILE.html", help="file to write (default OUT/_plots/YEAR/map.html)")
-    p.add_argument("--bbox", metavar="XMIN,YMIN,XMAX,YMAX", help="only fields whose bbox meets this box, in degrees "
-                   "(write --bbox=-93.8,42.0,-93.6,42.2 when it starts with a minus)")
-    p.add_argument("--max-fields", type=int, default=MAX_FIELDS, metavar="N",
-                   help="draw a seeded sample of N fields when there are more (default %(default)s)")
+    p.add_argument(
+        "--to", metavar="FILE.html", help="file to write (default OUT/_plots/YEAR/map.html)"
+    )
+    p.add_argument(
+        "--bbox",
+        metavar="XMIN,YMIN,XMAX,YMAX",
+        help="only fields whose bbox meets this box, in degrees "
+        "(write --bbox=-93.8,42.0,-93.6,42.2 when it starts with a minus)",
+    )
+    p.add_argument(
+        "--max-fields",
+        type=int,
+        default=MAX_FIELDS,
+        metavar="N",
+        help="draw a seeded sample of N fields when there are more (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=42, help="sampling seed for --max-fields")
-    p.add_argument("--tiles", metavar="URL", help="basemap tile URL template with {z}/{x}/{y} "
-                   "(e.g. an OpenStreetMap tile server); the page then loads tiles from it")
+    p.add_argument(
+        "--tiles",
+        metavar="URL",
+        help="basemap tile URL template with {z}/{x}/{y} "
+        "(e.g. an OpenStreetMap tile server); the page then loads tiles from it",
+    )
     return p.parse_args(argv)
 
 
@@ -293,5 +346,7 @@ def main(argv=None) -> int:
         return 2
     if note:
         print(f"[aef-zonal] {note}")
-    print(f"[aef-zonal] wrote {to} ({table.num_rows:,} fields, {year}, {to.stat().st_size / 1e6:.1f} MB)")
+    print(
+        f"[aef-zonal] wrote {to} ({table.num_rows:,} fields, {year}, {to.stat().st_size / 1e6:.1f} MB)"
+    )
     return 0

@@ -1,4 +1,5 @@
 """`aef-zonal run`'s options: conf/defaults.toml, a --conf file, then argv -> one frozen Options."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,24 @@ STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_no
 OPTIONAL_STATS = tuple(s for s in STATS if s != "mean")
 # the columns sql/50_output.sql writes whatever the statistics (the kept input columns go
 # beside them, so none may share a name)
-OUTPUT_COLUMNS = ("geometry", "source_store", "global_x_offset", "global_y_offset", "local_x_offset",
-                  "local_y_offset", "path", "feature_id", "bbox", "mean", "pca_components",
-                  "hilbert_key", "complete", "reason", "time", "label")
+OUTPUT_COLUMNS = (
+    "geometry",
+    "source_store",
+    "global_x_offset",
+    "global_y_offset",
+    "local_x_offset",
+    "local_y_offset",
+    "path",
+    "feature_id",
+    "bbox",
+    "mean",
+    "pca_components",
+    "hilbert_key",
+    "complete",
+    "reason",
+    "time",
+    "label",
+)
 # --keep-columns' default: the input columns the published schema has always carried (label is
 # the partition column in any case)
 DEFAULT_KEEP = ("label", "score_mean", "score_std")
@@ -36,14 +52,14 @@ EXAMPLES = """examples:
 @dataclass(frozen=True)
 class Options:
     store: str
-    fields: object                   # a path or URL, or a Spark DataFrame (the API)
-    out: str | None                  # None: the API's run, written by ZonalStats.write
-    years: list[int] | None          # None: every year of the store
+    fields: object  # a path or URL, or a Spark DataFrame (the API)
+    out: str | None  # None: the API's run, written by ZonalStats.write
+    years: list[int] | None  # None: every year of the store
     master: str | None
     stats: list[str]
-    quantiles: dict[str, float]      # the quantile statistics among stats: name -> level
+    quantiles: dict[str, float]  # the quantile statistics among stats: name -> level
     pixels: str
-    min_coverage: float              # all-touched, fraction: least covered share of a pixel
+    min_coverage: float  # all-touched, fraction: least covered share of a pixel
     keep_columns: tuple[str, ...] | None  # input columns carried into every row; None: all
     pca_model: str | None
     pca_sample: int
@@ -56,7 +72,7 @@ class Options:
     s3_endpoint: str | None
     retries: int
     verbose: bool
-    settings: dict                   # the merged settings (conf/defaults.toml + --conf)
+    settings: dict  # the merged settings (conf/defaults.toml + --conf)
 
     @property
     def extremes(self) -> bool:
@@ -64,7 +80,11 @@ class Options:
 
     def output_columns(self) -> set[str]:
         """The columns the output writes besides the kept input columns."""
-        return set(OUTPUT_COLUMNS) | set(self.stats) | ({"change_from"} if "change" in self.stats else set())
+        return (
+            set(OUTPUT_COLUMNS)
+            | set(self.stats)
+            | ({"change_from"} if "change" in self.stats else set())
+        )
 
     @property
     def weighted(self) -> bool:
@@ -75,9 +95,15 @@ class Options:
         from aef_zonal.udfs.store import Access
 
         st = self.settings["store"]
-        return Access(self.store, region=self.s3_region, endpoint=self.s3_endpoint,
-                      retries=self.retries, retry_timeout=float(st["retry_timeout"]),
-                      backoff=float(st["backoff"]), concurrency=int(st["concurrency"]))
+        return Access(
+            self.store,
+            region=self.s3_region,
+            endpoint=self.s3_endpoint,
+            retries=self.retries,
+            retry_timeout=float(st["retry_timeout"]),
+            backoff=float(st["backoff"]),
+            concurrency=int(st["concurrency"]),
+        )
 
 
 def parse(argv=None) -> Options:
@@ -105,66 +131,144 @@ def parser(d: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aef-zonal run",
         description="Per-field statistics of an AEF embeddings Zarr store, written as "
-                    "Hive-partitioned GeoParquet. Defaults come from conf/defaults.toml.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--conf", metavar="FILE",
-                   help="TOML file over conf/defaults.toml (same layout); options here win")
-    p.add_argument("--store", default=job["store"] or None,
-                   help="Zarr store: path, s3://bucket/prefix or https://host/path")
+        "Hive-partitioned GeoParquet. Defaults come from conf/defaults.toml.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--conf",
+        metavar="FILE",
+        help="TOML file over conf/defaults.toml (same layout); options here win",
+    )
+    p.add_argument(
+        "--store",
+        default=job["store"] or None,
+        help="Zarr store: path, s3://bucket/prefix or https://host/path",
+    )
     p.add_argument("--fields", default=job["fields"] or None, help="GeoParquet of field polygons")
-    p.add_argument("--out", default=job["out"] or None,
-                   help="output folder (must not exist unless --mode)")
-    p.add_argument("--years", type=int, nargs="+", default=job["years"] or None,
-                   help="years to reduce (default: all in store)")
-    p.add_argument("--master", help="Spark master (default: spark-submit's --master, else "
-                                     f"{d['spark']['master']} from the settings)")
-    p.add_argument("--stats", default=job["stats"],
-                   help=f"comma-separated statistics among {','.join(STATS)}, median and "
-                        "quantiles pNN such as p05,p95 (coverage-weighted with --pixels fraction, "
-                        "as exactextract; not for float stores); change: 1 - cosine of the mean "
-                        "with the field's previous year with pixels (and change_from, that year) "
-                        "(default %(default)s)")
-    p.add_argument("--pixels", choices=RULES, default=job["pixels"],
-                   help="which pixels count: centre inside (center), every touched pixel "
-                        "(all-touched), or touched pixels weighted by covered area (fraction); "
-                        "default %(default)s")
-    p.add_argument("--min-coverage", type=float, default=job["min_coverage"], metavar="F",
-                   help="with all-touched or fraction: a pixel counts only when at least F (0..1) "
-                        "of its area is inside the field, as exactextract's min_coverage_frac "
-                        "(default %(default)s: any share)")
-    p.add_argument("--keep-columns", default=job["keep_columns"], metavar="all|none|A,B",
-                   help="input columns written unchanged into every output row: all, none or a "
-                        "comma-separated list (default %(default)s); label is always the "
-                        "partition column")
+    p.add_argument(
+        "--out", default=job["out"] or None, help="output folder (must not exist unless --mode)"
+    )
+    p.add_argument(
+        "--years",
+        type=int,
+        nargs="+",
+        default=job["years"] or None,
+        help="years to reduce (default: all in store)",
+    )
+    p.add_argument(
+        "--master",
+        help="Spark master (default: spark-submit's --master, else "
+        f"{d['spark']['master']} from the settings)",
+    )
+    p.add_argument(
+        "--stats",
+        default=job["stats"],
+        help=f"comma-separated statistics among {','.join(STATS)}, median and "
+        "quantiles pNN such as p05,p95 (coverage-weighted with --pixels fraction, "
+        "as exactextract; not for float stores); change: 1 - cosine of the mean "
+        "with the field's previous year with pixels (and change_from, that year) "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--pixels",
+        choices=RULES,
+        default=job["pixels"],
+        help="which pixels count: centre inside (center), every touched pixel "
+        "(all-touched), or touched pixels weighted by covered area (fraction); "
+        "default %(default)s",
+    )
+    p.add_argument(
+        "--min-coverage",
+        type=float,
+        default=job["min_coverage"],
+        metavar="F",
+        help="with all-touched or fraction: a pixel counts only when at least F (0..1) "
+        "of its area is inside the field, as exactextract's min_coverage_frac "
+        "(default %(default)s: any share)",
+    )
+    p.add_argument(
+        "--keep-columns",
+        default=job["keep_columns"],
+        metavar="all|none|A,B",
+        help="input columns written unchanged into every output row: all, none or a "
+        "comma-separated list (default %(default)s); label is always the "
+        "partition column",
+    )
     p.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
-    p.add_argument("--pca-sample", type=int, default=job["pca_sample"],
-                   help="field means sampled to fit the PCA (default %(default)s)")
+    p.add_argument(
+        "--pca-sample",
+        type=int,
+        default=job["pca_sample"],
+        help="field means sampled to fit the PCA (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=job["seed"], help="PCA sampling seed")
-    p.add_argument("--year-column", metavar="NAME",
-                   help="column giving each field's own year (default: 'time' or 'year' if present); "
-                        "'none' reduces every field for every year")
-    p.add_argument("--skip-missing-years", action="store_true",
-                   help="drop (and count) fields whose year the store lacks instead of failing")
-    p.add_argument("--mode", choices=output.MODES, default="error",
-                   help="when --out exists: refuse (error, default), replace it (overwrite), or "
-                        "replace only the time/label partitions this run writes (add)")
-    p.add_argument("--on-bad-chunk", choices=("fail", "skip"), default=job["on_bad_chunk"],
-                   help="a chunk that does not decode fails the run (default %(default)s) or is "
-                        "skipped, listed in _run.json, its fields marked complete = false")
+    p.add_argument(
+        "--year-column",
+        metavar="NAME",
+        help="column giving each field's own year (default: 'time' or 'year' if present); "
+        "'none' reduces every field for every year",
+    )
+    p.add_argument(
+        "--skip-missing-years",
+        action="store_true",
+        help="drop (and count) fields whose year the store lacks instead of failing",
+    )
+    p.add_argument(
+        "--mode",
+        choices=output.MODES,
+        default="error",
+        help="when --out exists: refuse (error, default), replace it (overwrite), or "
+        "replace only the time/label partitions this run writes (add)",
+    )
+    p.add_argument(
+        "--on-bad-chunk",
+        choices=("fail", "skip"),
+        default=job["on_bad_chunk"],
+        help="a chunk that does not decode fails the run (default %(default)s) or is "
+        "skipped, listed in _run.json, its fields marked complete = false",
+    )
     p.add_argument("--s3-region", default=st["region"] or None, help="S3 region of the store")
-    p.add_argument("--s3-endpoint", default=st["endpoint"] or None,
-                   help="S3-compatible endpoint URL, e.g. http://127.0.0.1:9000")
-    p.add_argument("--retries", type=int, default=st["retries"],
-                   help="retries per store request on 5xx, throttling, dropped connections "
-                        "(default %(default)s)")
+    p.add_argument(
+        "--s3-endpoint",
+        default=st["endpoint"] or None,
+        help="S3-compatible endpoint URL, e.g. http://127.0.0.1:9000",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=st["retries"],
+        help="retries per store request on 5xx, throttling, dropped connections "
+        "(default %(default)s)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
     return p
 
 
-def build(d: dict, *, store, fields, out=None, years=None, master=None, stats=None, pixels=None,
-          min_coverage=None, keep_columns=None, pca_model=None, pca_sample=None, seed=None,
-          year_column=None, skip_missing_years=False, mode="error", on_bad_chunk=None,
-          s3_region=None, s3_endpoint=None, retries=None, verbose=False) -> Options:
+def build(
+    d: dict,
+    *,
+    store,
+    fields,
+    out=None,
+    years=None,
+    master=None,
+    stats=None,
+    pixels=None,
+    min_coverage=None,
+    keep_columns=None,
+    pca_model=None,
+    pca_sample=None,
+    seed=None,
+    year_column=None,
+    skip_missing_years=False,
+    mode="error",
+    on_bad_chunk=None,
+    s3_region=None,
+    s3_endpoint=None,
+    retries=None,
+    verbose=False,
+) -> Options:
     """Options from keywords (the API's, or argv's): None takes the settings' default (`d`,
     conf/defaults.toml with a --conf file over it). Refuses what cannot run with a JobError
     whose message names the option and the fix."""
@@ -186,31 +290,53 @@ def build(d: dict, *, store, fields, out=None, years=None, master=None, stats=No
         raise JobError(f"pixels '{pixels}': choose among {list(RULES)}")
     min_coverage = float(job["min_coverage"] if min_coverage is None else min_coverage)
     if not 0.0 <= min_coverage <= 1.0:
-        raise JobError(f"--min-coverage {min_coverage}: give the least covered share of a pixel "
-                       "between 0 and 1, e.g. 0.5")
+        raise JobError(
+            f"--min-coverage {min_coverage}: give the least covered share of a pixel "
+            "between 0 and 1, e.g. 0.5"
+        )
     if min_coverage and pixels == "center":
-        raise JobError("--min-coverage needs --pixels all-touched or fraction (the center rule "
-                       "counts a pixel by its centre, not by its covered share)")
+        raise JobError(
+            "--min-coverage needs --pixels all-touched or fraction (the center rule "
+            "counts a pixel by its centre, not by its covered share)"
+        )
     if mode not in output.MODES:
         raise JobError(f"mode '{mode}': choose among {list(output.MODES)}")
     on_bad_chunk = job["on_bad_chunk"] if on_bad_chunk is None else on_bad_chunk
     if on_bad_chunk not in ("fail", "skip"):
         raise JobError(f"on_bad_chunk '{on_bad_chunk}': choose fail or skip")
     keep = keep_columns_of(job["keep_columns"] if keep_columns is None else keep_columns)
-    clash = sorted((set(keep or ()) - {"label"}) & (set(OUTPUT_COLUMNS) | set(stats) | {"change_from"}))
+    clash = sorted(
+        (set(keep or ()) - {"label"}) & (set(OUTPUT_COLUMNS) | set(stats) | {"change_from"})
+    )
     if clash:
-        raise JobError(f"--keep-columns: {', '.join(clash)} would clash with the output column(s) "
-                       "of the same name; rename the input column(s) or leave them out")
+        raise JobError(
+            f"--keep-columns: {', '.join(clash)} would clash with the output column(s) "
+            "of the same name; rename the input column(s) or leave them out"
+        )
     return Options(
-        store=str(store), fields=fields if not isinstance(fields, os.PathLike) else str(fields),
-        out=None if out is None else str(out), years=list(years or job["years"]) or None,
-        master=master, stats=stats, quantiles=qs, pixels=pixels, min_coverage=min_coverage,
-        keep_columns=keep, pca_model=None if pca_model is None else str(pca_model),
+        store=str(store),
+        fields=fields if not isinstance(fields, os.PathLike) else str(fields),
+        out=None if out is None else str(out),
+        years=list(years or job["years"]) or None,
+        master=master,
+        stats=stats,
+        quantiles=qs,
+        pixels=pixels,
+        min_coverage=min_coverage,
+        keep_columns=keep,
+        pca_model=None if pca_model is None else str(pca_model),
         pca_sample=int(job["pca_sample"] if pca_sample is None else pca_sample),
-        seed=int(job["seed"] if seed is None else seed), year_column=year_column,
-        skip_missing_years=bool(skip_missing_years), mode=mode, on_bad_chunk=on_bad_chunk,
-        s3_region=s3_region or st["region"] or None, s3_endpoint=s3_endpoint or st["endpoint"] or None,
-        retries=int(st["retries"] if retries is None else retries), verbose=bool(verbose), settings=d)
+        seed=int(job["seed"] if seed is None else seed),
+        year_column=year_column,
+        skip_missing_years=bool(skip_missing_years),
+        mode=mode,
+        on_bad_chunk=on_bad_chunk,
+        s3_region=s3_region or st["region"] or None,
+        s3_endpoint=s3_endpoint or st["endpoint"] or None,
+        retries=int(st["retries"] if retries is None else retries),
+        verbose=bool(verbose),
+        settings=d,
+    )
 
 
 def keep_columns_of(given) -> tuple[str, ...] | None:

@@ -5,13 +5,13 @@ a rename of a hidden staging folder where renames are atomic (local, HDFS), the 
 committer writing in place on object stores (S3's magic committer). Either way no reader sees a
 data file of a run before the run commits, and `_SUCCESS` marks a committed run.
 """
+
 from __future__ import annotations
 
 import json
 import time
 import uuid
 from pathlib import Path
-
 
 from aef_zonal import storage
 
@@ -33,29 +33,38 @@ class Output:
 
     def _present(self) -> bool:
         """Whether --out holds anything but what runs killed before their commit left."""
-        return any(not n.startswith(storage.LEFTOVERS) for n in self.fs.list(self.out)) \
-            if self.fs.is_dir(self.out) else self.fs.exists(self.out)
+        return (
+            any(not n.startswith(storage.LEFTOVERS) for n in self.fs.list(self.out))
+            if self.fs.is_dir(self.out)
+            else self.fs.exists(self.out)
+        )
 
     def check(self, stats: list[str], pixels: str) -> dict | None:
         """Refuse what would lose or mix data; for --mode add, return the existing run report."""
         if not self._present():
             return None
         if self.mode == "error":
-            raise OutputError(f"output {self.shown} already exists; choose another --out, pass --mode "
-                              "overwrite to replace it or --mode add to replace only this run's "
-                              "partitions")
+            raise OutputError(
+                f"output {self.shown} already exists; choose another --out, pass --mode "
+                "overwrite to replace it or --mode add to replace only this run's "
+                "partitions"
+            )
         if self.mode == "overwrite":
             return None
         report = storage.join(self.out, "_run.json")
         if not self.fs.exists(report):
-            raise OutputError(f"--mode add: {self.shown} is not an aef-zonal output (no _run.json); "
-                              "choose another --out")
+            raise OutputError(
+                f"--mode add: {self.shown} is not an aef-zonal output (no _run.json); "
+                "choose another --out"
+            )
         previous = json.loads(self.fs.read_text(report))
         if (previous.get("stats"), previous.get("pixels")) != (stats, pixels):
-            raise OutputError(f"--mode add: {self.shown} holds --stats "
-                              f"{','.join(previous.get('stats', []))} --pixels {previous.get('pixels')}; "
-                              "add partitions with the same options so that every partition has "
-                              "the same columns")
+            raise OutputError(
+                f"--mode add: {self.shown} holds --stats "
+                f"{','.join(previous.get('stats', []))} --pixels {previous.get('pixels')}; "
+                "add partitions with the same options so that every partition has "
+                "the same columns"
+            )
         return previous
 
     def read_text(self, rel: str) -> str:
@@ -67,10 +76,16 @@ class Output:
         partitions; adaptive execution splits a large one into ~64 MB pieces."""
         self.strategy = storage.commit_for(self.fs, self.out)
         target = self.strategy.begin()
-        with self.strategy.writing(self.spark) as options, storage.failing(self.out, self.fs.secrets):
-            geoparquet(rebalance(df, "time", "label")
-                       .sortWithinPartitions("time", "label", "hilbert_key")
-                       .write.options(**options), crs_projjson).mode("append").save(target)
+        with (
+            self.strategy.writing(self.spark) as options,
+            storage.failing(self.out, self.fs.secrets),
+        ):
+            geoparquet(
+                rebalance(df, "time", "label")
+                .sortWithinPartitions("time", "label", "hilbert_key")
+                .write.options(**options),
+                crs_projjson,
+            ).mode("append").save(target)
         self._data = self.strategy.data()
         drop_void_bbox([f for f in self._data[1] if not storage.is_url(f) or f.startswith("file:")])
 
@@ -99,20 +114,24 @@ def rebalance(df, *columns: str):
     """df with the REBALANCE hint on `columns`, given in SQL: PySpark 3.5's DataFrame.hint takes
     no Column arguments (and a string there is a literal, not a column)."""
     df.createOrReplaceTempView("aef_zonal_rows")
-    return df.sparkSession.sql(f"SELECT /*+ REBALANCE({', '.join(columns)}) */ * FROM aef_zonal_rows")
+    return df.sparkSession.sql(
+        f"SELECT /*+ REBALANCE({', '.join(columns)}) */ * FROM aef_zonal_rows"
+    )
 
 
 def geoparquet(writer, crs_projjson: str):
     """Sedona's GeoParquet writer as the dataset is written: GeoParquet 1.1 with a bbox covering,
     the store's CRS, partitioned by time and label."""
-    return (writer.format("geoparquet")
-            # most values are 64-number arrays of distinct doubles: a dictionary never pays, and
-            # trying one took a third of the write
-            .option("parquet.enable.dictionary", "false")
-            .option("geoparquet.version", "1.1.0")
-            .option("geoparquet.covering.geometry", "bbox")
-            .option("geoparquet.crs", crs_projjson)
-            .partitionBy("time", "label"))
+    return (
+        writer.format("geoparquet")
+        # most values are 64-number arrays of distinct doubles: a dictionary never pays, and
+        # trying one took a third of the write
+        .option("parquet.enable.dictionary", "false")
+        .option("geoparquet.version", "1.1.0")
+        .option("geoparquet.covering.geometry", "bbox")
+        .option("geoparquet.crs", crs_projjson)
+        .partitionBy("time", "label")
+    )
 
 
 def drop_void_bbox(files: list[str]):
@@ -131,6 +150,8 @@ def drop_void_bbox(files: list[str]):
         if box and (box[0] > box[2] or box[1] > box[3]):
             del col["bbox"]
             table = pq.read_table(f)
-            pq.write_table(table.replace_schema_metadata({**meta, b"geo": json.dumps(geo).encode()}), f)
+            pq.write_table(
+                table.replace_schema_metadata({**meta, b"geo": json.dumps(geo).encode()}), f
+            )
             crc = Path(f).with_name(f".{Path(f).name}.crc")  # Hadoop's checksum of the old bytes
             crc.unlink(missing_ok=True)

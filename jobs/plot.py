@@ -2,6 +2,7 @@
 
 Read with pyarrow and drawn with matplotlib: no Spark, a few seconds for ~10^5 fields.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,6 @@ import json
 import sys
 
 import numpy as np
-
 from aef_zonal import config, storage
 from aef_zonal.query import OutputError, output_years
 
@@ -30,19 +30,29 @@ def load_year(out, year: int, settings: dict | None = None):
     fs, root = storage.arrow_fs(str(out), settings)
     folder = storage.join(root, f"time={year}-01-01")
     data = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
-    missing = {"geometry", "feature_id", "count", "mean", "pca_components", "label"} - set(data.schema.names)
+    missing = {"geometry", "feature_id", "count", "mean", "pca_components", "label"} - set(
+        data.schema.names
+    )
     if missing:
-        raise OutputError(f"{folder} is not an aef-zonal output: column(s) {sorted(missing)} missing")
+        raise OutputError(
+            f"{folder} is not an aef-zonal output: column(s) {sorted(missing)} missing"
+        )
     model_path = storage.join(root, "_pca_model.json")
     if fs.get_file_info(model_path).type != pafs.FileType.File:
-        raise OutputError(f"{storage.join(str(out), '_pca_model.json')} is missing; the job writes "
-                          "it next to the partitions")
+        raise OutputError(
+            f"{storage.join(str(out), '_pca_model.json')} is missing; the job writes "
+            "it next to the partitions"
+        )
     with fs.open_input_stream(model_path) as f:
         model = json.loads(f.read())
-    t = data.to_table(columns=["geometry", "feature_id", "label", "count", "pca_components", "mean"])
-    gdf = gpd.GeoDataFrame(t.drop_columns(["geometry"]).to_pandas(),
-                           geometry=gpd.GeoSeries.from_wkb(t["geometry"].to_numpy(zero_copy_only=False)),
-                           crs="EPSG:4326")
+    t = data.to_table(
+        columns=["geometry", "feature_id", "label", "count", "pca_components", "mean"]
+    )
+    gdf = gpd.GeoDataFrame(
+        t.drop_columns(["geometry"]).to_pandas(),
+        geometry=gpd.GeoSeries.from_wkb(t["geometry"].to_numpy(zero_copy_only=False)),
+        crs="EPSG:4326",
+    )
     return gdf, model
 
 
@@ -67,8 +77,9 @@ def save_png(fig, path: str) -> None:
     plt.close(fig)
     buf.seek(0)
     png = io.BytesIO()
-    Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                            dither=Image.Dither.NONE).save(png, "PNG", optimize=True)
+    Image.open(buf).convert("RGB").quantize(
+        256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    ).save(png, "PNG", optimize=True)
     fs, where = storage.arrow_fs(path)  # --to may be beside an s3:// output
     fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(where) as f:
@@ -107,7 +118,9 @@ def plot_map(gdf, year: int, path: str) -> None:
     ratio = (ymax - ymin) * aspect / (xmax - xmin)
     # inches around the axes for tick labels, title and axis labels; tall regions get a narrower figure
     map_w = min(WIDTH_IN - 1.1, MAX_MAP_HEIGHT_IN / ratio)
-    fig, ax = plt.subplots(figsize=(map_w + 1.1, map_w * ratio + 1.0), dpi=DPI, layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(map_w + 1.1, map_w * ratio + 1.0), dpi=DPI, layout="constrained"
+    )
     # large fields first so that the small ones they overlap stay visible (degrees² rank them well enough)
     order = np.argsort(-shapely.area(np.asarray(gdf.geometry.values)), kind="stable")
     gdf.iloc[order].plot(ax=ax, color=rgba(gdf)[order], linewidth=0)
@@ -126,15 +139,34 @@ def plot_map(gdf, year: int, path: str) -> None:
 
     km_per_deg = Geod(ellps="WGS84").line_length([0, 1], [lat, lat]) / 1000
     bar_km = _nice_km((xmax - xmin) * km_per_deg / 5)
-    ax.add_artist(AnchoredSizeBar(ax.transData, bar_km / km_per_deg, f"{bar_km:g} km",
-                                  loc="lower right", pad=0.5, borderpad=0.8, sep=4, frameon=True,
-                                  size_vertical=(ymax - ymin) / 200))
+    ax.add_artist(
+        AnchoredSizeBar(
+            ax.transData,
+            bar_km / km_per_deg,
+            f"{bar_km:g} km",
+            loc="lower right",
+            pad=0.5,
+            borderpad=0.8,
+            sep=4,
+            frameon=True,
+            size_vertical=(ymax - ymin) / 200,
+        )
+    )
     empty = int((gdf["count"] == 0).sum())
     if empty:
-        fig.legend(handles=[Patch(facecolor=NO_PIXEL, edgecolor="0.2", label=f"no valid pixel ({empty} fields)")],
-                   loc="outside lower left", fontsize=9, frameon=False)
-    ax.set_title(f"{len(gdf):,} fields, {year}: colour = PCA(3) of the mean embedding "
-                 "(R, G, B = PC1, PC2, PC3)", fontsize=11)
+        fig.legend(
+            handles=[
+                Patch(facecolor=NO_PIXEL, edgecolor="0.2", label=f"no valid pixel ({empty} fields)")
+            ],
+            loc="outside lower left",
+            fontsize=9,
+            frameon=False,
+        )
+    ax.set_title(
+        f"{len(gdf):,} fields, {year}: colour = PCA(3) of the mean embedding "
+        "(R, G, B = PC1, PC2, PC3)",
+        fontsize=11,
+    )
     save_png(fig, path)
 
 
@@ -148,30 +180,59 @@ def plot_pca(gdf, model: dict, year: int, path: str, sample: int, seed: int) -> 
     pick = np.sort(rng.choice(len(valid), size=min(sample, len(valid)), replace=False))
     rows = valid.iloc[pick]
     # raw scores from the saved model: the stored components are clipped to [0, 1] for colour
-    scores = ((np.stack(rows["mean"].to_numpy()) - np.asarray(model["center"]))
-              @ np.asarray(model["components"])[:2].T)
+    scores = (np.stack(rows["mean"].to_numpy()) - np.asarray(model["center"])) @ np.asarray(
+        model["components"]
+    )[:2].T
     evr = model.get("explained_variance_ratio", [np.nan, np.nan])
 
     fig, ax = plt.subplots(figsize=(WIDTH_IN, WIDTH_IN * 0.68), dpi=DPI, layout="constrained")
-    ax.scatter(scores[:, 0], scores[:, 1], c=rgba(rows)[:, :3], s=float(np.clip(4e4 / len(rows), 3, 40)),
-               linewidths=0, zorder=2)
+    ax.scatter(
+        scores[:, 0],
+        scores[:, 1],
+        c=rgba(rows)[:, :3],
+        s=float(np.clip(4e4 / len(rows), 3, 40)),
+        linewidths=0,
+        zorder=2,
+    )
     # transparent where sparse, darker where dense: the colours stay readable under the overlay
     density = LinearSegmentedColormap.from_list("density", [(0, 0, 0, 0.02), (0, 0, 0, 0.32)])
-    hb = ax.hexbin(scores[:, 0], scores[:, 1], gridsize=36, mincnt=1, bins="log", cmap=density,
-                   edgecolors=(0, 0, 0, 0.2), linewidths=0.4, zorder=3)
+    hb = ax.hexbin(
+        scores[:, 0],
+        scores[:, 1],
+        gridsize=36,
+        mincnt=1,
+        bins="log",
+        cmap=density,
+        edgecolors=(0, 0, 0, 0.2),
+        linewidths=0.4,
+        zorder=3,
+    )
     fig.colorbar(hb, ax=ax, shrink=0.8, pad=0.01, label="fields per hexagon")
-    for label, pos in rows.assign(x=scores[:, 0], y=scores[:, 1]).groupby("label")[["x", "y"]].median().iterrows():
-        ax.annotate(label, (pos.x, pos.y), xytext=(0, 14), textcoords="offset points", ha="center",
-                    va="bottom", fontsize=11, weight="bold", zorder=4,
-                    path_effects=[patheffects.withStroke(linewidth=3, foreground="white")])
+    for label, pos in (
+        rows.assign(x=scores[:, 0], y=scores[:, 1]).groupby("label")[["x", "y"]].median().iterrows()
+    ):
+        ax.annotate(
+            label,
+            (pos.x, pos.y),
+            xytext=(0, 14),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=11,
+            weight="bold",
+            zorder=4,
+            path_effects=[patheffects.withStroke(linewidth=3, foreground="white")],
+        )
     ax.set_xlabel(f"PC1 ({evr[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({evr[1]:.0%} of variance)")
     ax.grid(True, color="0.85", linewidth=0.5, zorder=0)
     ax.margins(0.06, 0.1)
     shown = f"{len(rows):,} of {len(valid):,}" if len(rows) < len(valid) else f"all {len(valid):,}"
-    ax.set_title(f"PCA of the fields' mean embeddings, {year}: {shown} fields with pixels\n"
-                 "colour = (PC1, PC2, PC3) as RGB, shading = density, labels at their median",
-                 fontsize=11)
+    ax.set_title(
+        f"PCA of the fields' mean embeddings, {year}: {shown} fields with pixels\n"
+        "colour = (PC1, PC2, PC3) as RGB, shading = density, labels at their median",
+        fontsize=11,
+    )
     save_png(fig, path)
 
 
@@ -179,14 +240,24 @@ def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="aef-zonal plot",
         description="Draw one year of an aef-zonal output: map.png (fields in their PCA colour) "
-                    "and pca.png (PC1 vs PC2 with a density overlay).",
-        epilog="example: aef-zonal plot out/result --year 2024 --to out/plots")
+        "and pca.png (PC1 vs PC2 with a density overlay).",
+        epilog="example: aef-zonal plot out/result --year 2024 --to out/plots",
+    )
     p.add_argument("out", help="output folder of `aef-zonal run`")
     p.add_argument("--year", type=int, help="year to draw (default: the latest in OUT)")
-    p.add_argument("--to", metavar="DIR", help="folder for the PNGs (default OUT/_plots/YEAR; "
-                   "readers of OUT skip folders starting with _)")
-    p.add_argument("--sample", type=int, default=20000, metavar="N",
-                   help="fields drawn in pca.png (default %(default)s; the map draws all)")
+    p.add_argument(
+        "--to",
+        metavar="DIR",
+        help="folder for the PNGs (default OUT/_plots/YEAR; "
+        "readers of OUT skip folders starting with _)",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=20000,
+        metavar="N",
+        help="fields drawn in pca.png (default %(default)s; the map draws all)",
+    )
     p.add_argument("--seed", type=int, default=42, help="sampling seed for pca.png")
     return config.parse_with_settings(p, argv)
 
@@ -200,13 +271,17 @@ def main(argv=None) -> int:
         year = args.year or output_years(args.out, args.settings)[-1]
         gdf, model = load_year(args.out, year, args.settings)
         if not (gdf["count"] > 0).any():
-            raise OutputError(f"no field of {year} in {args.out} has a valid pixel: nothing to plot")
+            raise OutputError(
+                f"no field of {year} in {args.out} has a valid pixel: nothing to plot"
+            )
         to = args.to or storage.join(args.out, "_plots", str(year))
         plot_map(gdf, year, storage.join(to, "map.png"))
         plot_pca(gdf, model, year, storage.join(to, "pca.png"), args.sample, args.seed)
     except OutputError as e:
         print(f"aef-zonal plot: error: {e}", file=sys.stderr)
         return 2
-    print(f"[aef-zonal] wrote {storage.join(to, 'map.png')} and {storage.join(to, 'pca.png')} "
-          f"({len(gdf):,} fields, {year})")
+    print(
+        f"[aef-zonal] wrote {storage.join(to, 'map.png')} and {storage.join(to, 'pca.png')} "
+        f"({len(gdf):,} fields, {year})"
+    )
     return 0

@@ -6,6 +6,7 @@ from accumulators the workers add to, which reach the driver as each Spark task 
 instead and takes the time left from it. On a terminal the line is redrawn in place; otherwise a
 log line is printed every `log_every` seconds, so a stage shorter than that prints nothing.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,9 @@ import time
 
 
 class Progress:
-    def __init__(self, sc, stage: str, meter=None, stream=None, every: float = 2.0,
-                 log_every: float = 30.0):
+    def __init__(
+        self, sc, stage: str, meter=None, stream=None, every: float = 2.0, log_every: float = 30.0
+    ):
         # sys.stderr when the line is drawn, not when this module was imported (a test's
         # captured stream is closed by then)
         self.sc, self.stage, self.meter, self.stream = sc, stage, meter, stream or sys.stderr

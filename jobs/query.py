@@ -4,6 +4,7 @@ The view is read with Sedona's GeoParquet source over the whole folder, so `time
 are partition columns: `WHERE time = '2024-01-01'` reads only that year's files (EXPLAIN shows
 it under PartitionFilters) and conditions on `bbox.xmin` etc. are pushed to the Parquet reader.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,20 @@ def output_years(out, settings: dict | None = None) -> list[int]:
         raise OutputError(f"cannot list {out}: {e}") from None
     years = set()
     for f in files:
-        parts = f.path[len(path):].strip("/").split("/")
-        if (len(parts) == 3 and (m := PARTITION.fullmatch(parts[0])) and parts[1].startswith("label=")
-                and parts[2].endswith(".parquet")):
+        parts = f.path[len(path) :].strip("/").split("/")
+        if (
+            len(parts) == 3
+            and (m := PARTITION.fullmatch(parts[0]))
+            and parts[1].startswith("label=")
+            and parts[2].endswith(".parquet")
+        ):
             years.add(int(m.group(1)))
     years = sorted(years)
     if not years:
-        raise OutputError(f"{out} is not an aef-zonal output: it has no "
-                          "time=YYYY-01-01/label=…/*.parquet partitions")
+        raise OutputError(
+            f"{out} is not an aef-zonal output: it has no "
+            "time=YYYY-01-01/label=…/*.parquet partitions"
+        )
     return years
 
 
@@ -75,8 +82,11 @@ def write_single_file(df, target: Path) -> None:
     try:
         writer = df.coalesce(1).write
         if has_geometry(df):
-            writer = (writer.format("geoparquet").option("geoparquet.version", "1.1.0")
-                      .option("geoparquet.crs", CRS.from_user_input("EPSG:4326").to_json()))
+            writer = (
+                writer.format("geoparquet")
+                .option("geoparquet.version", "1.1.0")
+                .option("geoparquet.crs", CRS.from_user_input("EPSG:4326").to_json())
+            )
         else:
             writer = writer.format("parquet")
         writer.save(str(staging))
@@ -92,18 +102,29 @@ def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="aef-zonal sql",
         description="Run Spark SQL (with Apache Sedona's ST_ functions) over an aef-zonal output, "
-                    "registered as the view `fields` (partition columns time, label).",
-        epilog="example: aef-zonal sql out/result \"SELECT label, COUNT(*) AS n FROM fields "
-               "WHERE time = '2024-01-01' GROUP BY label ORDER BY label\"")
+        "registered as the view `fields` (partition columns time, label).",
+        epilog='example: aef-zonal sql out/result "SELECT label, COUNT(*) AS n FROM fields '
+        "WHERE time = '2024-01-01' GROUP BY label ORDER BY label\"",
+    )
     p.add_argument("out", help="output folder of `aef-zonal run` (a path or a URL: s3://, hdfs://)")
     p.add_argument("query", help="a Spark SQL query over the view `fields`")
-    p.add_argument("--to", metavar="FILE.parquet",
-                   help="write the result to one Parquet file (GeoParquet when it has a geometry) "
-                        "instead of printing it")
-    p.add_argument("--limit", type=int, metavar="N",
-                   help="rows printed (default 20) or, with --to, rows written (default all)")
-    p.add_argument("--explain", action="store_true",
-                   help="print the physical plan (PartitionFilters, PushedFilters) instead of running")
+    p.add_argument(
+        "--to",
+        metavar="FILE.parquet",
+        help="write the result to one Parquet file (GeoParquet when it has a geometry) "
+        "instead of printing it",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="rows printed (default 20) or, with --to, rows written (default all)",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the physical plan (PartitionFilters, PushedFilters) instead of running",
+    )
     p.add_argument("--master", help="Spark master (default: the settings' spark.master)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
     return config.parse_with_settings(p, argv)
@@ -117,12 +138,13 @@ def main(argv=None) -> int:
         print(f"aef-zonal sql: error: {e}", file=sys.stderr)
         return 2
     import pyarrow.parquet as pq
+    from aef_zonal.session import spark_session
     from pyspark.errors import PySparkException
 
-    from aef_zonal.session import spark_session
-
     spark, _ = spark_session(args.master, args.verbose, args.settings)
-    if not args.verbose:  # PySpark logs a failed query's JVM stack as JSON; the message below says it
+    if (
+        not args.verbose
+    ):  # PySpark logs a failed query's JVM stack as JSON; the message below says it
         try:
             from pyspark.logger import PySparkLogger
         except ImportError:  # Spark 3.5: no such logger (nor that log)

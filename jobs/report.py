@@ -1,4 +1,5 @@
 """The run report (_run.json) as the stages fill it, their timing, and the console summary."""
+
 from __future__ import annotations
 
 import contextlib
@@ -45,26 +46,39 @@ class Chain:
 def versions() -> dict:
     from importlib.metadata import version
 
-    return {name: version(name) for name in
-            ("aef-zonal", "pyspark", "apache-sedona", "zarr", "numpy", "numba", "obstore")} | {
-        "python": sys.version.split()[0]}
+    return {
+        name: version(name)
+        for name in ("aef-zonal", "pyspark", "apache-sedona", "zarr", "numpy", "numba", "obstore")
+    } | {"python": sys.version.split()[0]}
 
 
 def summary(report: dict, out: str) -> None:
     """What the run did, on the console."""
-    print(f"[aef-zonal] wrote {report['rows']} rows to {out} in "
-          f"{sum(report['seconds'].values()):.0f} s (report: {out}/_run.json)")
-    print(f"  fields: {report['fields']} ({report['null_geometries']} null, "
-          f"{report['empty_geometries']} empty, {report['repaired_geometries']} repaired geometries; "
-          f"CRS {report['fields_crs']})")
-    print(f"  read: {report['chunk_reads']} chunks, {report['bytes_read'] / 1e6:,.0f} MB, "
-          f"{report['requests']} requests")
+    print(
+        f"[aef-zonal] wrote {report['rows']} rows to {out} in "
+        f"{sum(report['seconds'].values()):.0f} s (report: {out}/_run.json)"
+    )
+    print(
+        f"  fields: {report['fields']} ({report['null_geometries']} null, "
+        f"{report['empty_geometries']} empty, {report['repaired_geometries']} repaired geometries; "
+        f"CRS {report['fields_crs']})"
+    )
+    print(
+        f"  read: {report['chunk_reads']} chunks, {report['bytes_read'] / 1e6:,.0f} MB, "
+        f"{report['requests']} requests"
+    )
     for part, n in report["rows_per_partition"].items():
         print(f"  {part}: {n}")
     if report["rows_count_zero"]:
-        print("  rows with count = 0: " + ", ".join(f"{n} ({why})" for why, n in report["rows_count_zero"].items()))
+        print(
+            "  rows with count = 0: "
+            + ", ".join(f"{n} ({why})" for why, n in report["rows_count_zero"].items())
+        )
     if "pca" in report:
         print(f"  PCA {report['pca']}")
     if report["skipped_chunks"]:
-        print(f"  INCOMPLETE: {len(report['skipped_chunks'])} undecodable chunk(s) skipped; "
-              f"see {out}/_run.json", file=sys.stderr)
+        print(
+            f"  INCOMPLETE: {len(report['skipped_chunks'])} undecodable chunk(s) skipped; "
+            f"see {out}/_run.json",
+            file=sys.stderr,
+        )

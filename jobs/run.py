@@ -6,6 +6,7 @@ output rows, then written and committed.
 needs and returns its table and its part of the report; the SQL stages are the files of sql/,
 the executor side is udfs/spark.py.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,15 +21,29 @@ from aef_zonal.stages import aggregate, assign, change, fields, output, pca, red
 from aef_zonal.udfs import store as zstore
 
 
-def zonal_stats(fields, store: str | None = None, *, years: list[int] | None = None,
-                stats: str | list[str] | None = None, pixels: str | None = None,
-                min_coverage: float | None = None, keep_columns: str | list[str] | None = None,
-                pca_model: str | None = None, pca_sample: int | None = None,
-                seed: int | None = None, year_column: str | None = None,
-                skip_missing_years: bool = False, on_bad_chunk: str | None = None,
-                s3_region: str | None = None, s3_endpoint: str | None = None,
-                retries: int | None = None, conf: str | os.PathLike | None = None,
-                master: str | None = None, verbose: bool = False, spark=None) -> ZonalStats:
+def zonal_stats(
+    fields,
+    store: str | None = None,
+    *,
+    years: list[int] | None = None,
+    stats: str | list[str] | None = None,
+    pixels: str | None = None,
+    min_coverage: float | None = None,
+    keep_columns: str | list[str] | None = None,
+    pca_model: str | None = None,
+    pca_sample: int | None = None,
+    seed: int | None = None,
+    year_column: str | None = None,
+    skip_missing_years: bool = False,
+    on_bad_chunk: str | None = None,
+    s3_region: str | None = None,
+    s3_endpoint: str | None = None,
+    retries: int | None = None,
+    conf: str | os.PathLike | None = None,
+    master: str | None = None,
+    verbose: bool = False,
+    spark=None,
+) -> ZonalStats:
     """Per-field statistics of an AEF embeddings Zarr store, one row per field and year.
 
     fields: a Spark DataFrame (a `geometry` column -- a Sedona geometry, WKB bytes or WKT text;
@@ -46,12 +61,27 @@ def zonal_stats(fields, store: str | None = None, *, years: list[int] | None = N
     the rows, `write()` publishes them. Bad input raises JobError, whose message says what
     and how to fix it.
     """
-    o = options.build(config.load(conf), store=store, fields=fields, years=years, stats=stats,
-                      pixels=pixels, min_coverage=min_coverage, keep_columns=keep_columns,
-                      pca_model=pca_model, pca_sample=pca_sample, seed=seed,
-                      year_column=year_column, skip_missing_years=skip_missing_years,
-                      on_bad_chunk=on_bad_chunk, s3_region=s3_region, s3_endpoint=s3_endpoint,
-                      retries=retries, master=master, verbose=verbose)
+    o = options.build(
+        config.load(conf),
+        store=store,
+        fields=fields,
+        years=years,
+        stats=stats,
+        pixels=pixels,
+        min_coverage=min_coverage,
+        keep_columns=keep_columns,
+        pca_model=pca_model,
+        pca_sample=pca_sample,
+        seed=seed,
+        year_column=year_column,
+        skip_missing_years=skip_missing_years,
+        on_bad_chunk=on_bad_chunk,
+        s3_region=s3_region,
+        s3_endpoint=s3_endpoint,
+        retries=retries,
+        master=master,
+        verbose=verbose,
+    )
     run = ZonalStats(o, spark)
     try:
         run.compute()
@@ -61,8 +91,9 @@ def zonal_stats(fields, store: str | None = None, *, years: list[int] | None = N
     return run
 
 
-def spark_session(master: str | None = None, conf: str | os.PathLike | None = None,
-                  verbose: bool = False):
+def spark_session(
+    master: str | None = None, conf: str | os.PathLike | None = None, verbose: bool = False
+):
     """The Sedona-enabled session the job runs in: the active one (Sedona's functions registered
     in it), else one started with the settings (conf/defaults.toml, `conf` over it): local mode
     unless `master` says otherwise, Sedona's jars from `make setup`'s cache or resolved by Spark
@@ -81,7 +112,9 @@ class ZonalStats:
     def __init__(self, o: Options, spark=None):
         self.options = o
         self._chain = report.Chain()
-        self.spark, self.store, self.years, self._owned = self._chain("start spark", start, o, spark)
+        self.spark, self.store, self.years, self._owned = self._chain(
+            "start spark", start, o, spark
+        )
         self._chain.sc = self.spark.sparkContext
         self.df = self.model = self._field_years = self._stats = None
         reduce.warm(self.spark, o, self.store)
@@ -98,16 +131,28 @@ class ZonalStats:
             fields_ = chain("fields", fields.fields, spark, o, store, self.years)
             field_chunks = chain("assign", assign.assign, spark, fields_, store.grid)
             tasks = chain("chunk_tasks", assign.chunk_tasks, spark, field_chunks, self.years)
-            self._field_years = chain("field_years", assign.field_years, spark, fields_, store.grid,
-                                      self.years)
+            self._field_years = chain(
+                "field_years", assign.field_years, spark, fields_, store.grid, self.years
+            )
             totals = chain.report
-            meter = reduce.Meter(spark.sparkContext, totals["chunk_reads_planned"],
-                                 totals["field_years"])
-            partials = chain("reduce", reduce.reduce, spark, o, store, tasks, totals["chunk_tasks"],
-                             meter, meter=meter)
+            meter = reduce.Meter(
+                spark.sparkContext, totals["chunk_reads_planned"], totals["field_years"]
+            )
+            partials = chain(
+                "reduce",
+                reduce.reduce,
+                spark,
+                o,
+                store,
+                tasks,
+                totals["chunk_tasks"],
+                meter,
+                meter=meter,
+            )
             stats = chain("aggregate", aggregate.aggregate, spark, o, store, partials)
-            self.model = chain("pca", pca.pca, o, stats, totals["field_years_with_pixels"],
-                               kept_model)
+            self.model = chain(
+                "pca", pca.pca, o, stats, totals["field_years_with_pixels"], kept_model
+            )
             self._stats = chain("change", change.change, spark, o, stats)
             self.df = output.rows(spark, o, store, self._field_years, self._stats, self.model)
 
@@ -163,10 +208,12 @@ def start(o: Options, spark=None):
     except zstore.StoreError as e:
         raise JobError(str(e)) from e
     if store.quant.floats and o.quantiles:
-        raise JobError(f"quantiles ({', '.join(o.quantiles)}) are not available for the {store.quant.dtype} "
-                       f"store {o.store}: exact quantiles are read off the histograms of int8 codes, "
-                       "and a float store's values have no such small set; ask for count, mean, "
-                       "std, min, max, sum instead")
+        raise JobError(
+            f"quantiles ({', '.join(o.quantiles)}) are not available for the {store.quant.dtype} "
+            f"store {o.store}: exact quantiles are read off the histograms of int8 codes, "
+            "and a float store's values have no such small set; ask for count, mean, "
+            "std, min, max, sum instead"
+        )
     years = o.years or list(store.years)
     absent = sorted(set(years) - set(store.years))
     if absent:
@@ -178,8 +225,13 @@ def start(o: Options, spark=None):
     rows = storage.local_rows(o.fields) if isinstance(o.fields, str) else None
     urls = [u for u in (o.fields, o.out, o.pca_model) if isinstance(u, str)]
     spark, owned = session.spark_session(
-        o.master, o.verbose, o.settings, None if rows is None else rows * len(years), spark=spark,
-        s3=any(storage.is_s3(u) for u in urls))
+        o.master,
+        o.verbose,
+        o.settings,
+        None if rows is None else rows * len(years),
+        spark=spark,
+        s3=any(storage.is_s3(u) for u in urls),
+    )
     return (spark, store, years, owned), {}
 
 
@@ -188,8 +240,10 @@ def main(argv=None) -> int:
     try:
         result = run(o)
     except JobError as e:
-        print(f"aef-zonal: error: {storage.redact(str(e), storage.secret_values(o.settings))}",
-              file=sys.stderr)
+        print(
+            f"aef-zonal: error: {storage.redact(str(e), storage.secret_values(o.settings))}",
+            file=sys.stderr,
+        )
         return 2
     report.summary(result, storage.redact(o.out, storage.secret_values(o.settings)))
     return 0

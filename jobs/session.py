@@ -1,4 +1,5 @@
 """The Sedona-enabled Spark session, and running a stage's SQL file in it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,15 @@ from aef_zonal.errors import JobError
 SQL = files("aef_zonal.sql")
 
 
-def spark_session(master: str | None, verbose: bool, settings: dict | None = None,
-                  field_years: int | None = None, *, spark=None, s3: bool = False):
+def spark_session(
+    master: str | None,
+    verbose: bool,
+    settings: dict | None = None,
+    field_years: int | None = None,
+    *,
+    spark=None,
+    s3: bool = False,
+):
     """A Sedona-enabled session and whether this call started it.
 
     A caller's session (`spark`, or the one already running: a notebook, Databricks, a test) is
@@ -49,7 +57,8 @@ def spark_session(master: str | None, verbose: bool, settings: dict | None = Non
     if launches:  # this process starts the driver's JVM
         java = config.class_archive_options() + config.jit_options(field_years, d)
         conf["spark.driver.extraJavaOptions"] = " ".join(
-            filter(None, (conf.get("spark.driver.extraJavaOptions", ""), *java)))
+            filter(None, (conf.get("spark.driver.extraJavaOptions", ""), *java))
+        )
     for key, value in conf.items():
         if key not in preset:
             builder = builder.config(key, str(value))
@@ -66,10 +75,12 @@ def _with_sedona(spark, settings: dict):
         spark = SedonaContext.create(spark)
     except TypeError as e:  # py4j's JavaPackage: the Sedona classes are not on the driver
         packages = ",".join(config.sedona_coordinates(settings, spark.version))
-        raise JobError(f"Sedona's classes are not in this Spark session; start it with "
-                       f"spark.jars.packages={packages} (the session's configuration before it "
-                       "starts, spark-submit --packages, or a cluster library of those Maven "
-                       "coordinates)") from e
+        raise JobError(
+            f"Sedona's classes are not in this Spark session; start it with "
+            f"spark.jars.packages={packages} (the session's configuration before it "
+            "starts, spark-submit --packages, or a cluster library of those Maven "
+            "coordinates)"
+        ) from e
     storage.configure(spark, settings)
     return spark
 

@@ -21,6 +21,7 @@ How a run commits, per filesystem (`commit_for`):
   its job commit leaves no visible data file, only the committer's `__magic_job-*` folder (ignored
   by readers: it starts with `_`) and pending uploads, removed by the next run into that output.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,22 +38,24 @@ RENAME_SCHEMES = ("file", "hdfs", "viewfs")
 LEFTOVERS = ("__magic", "_temporary")
 # S3A writes: Spark's protocol that asks the scheme's committer factory (S3A's committers)
 S3A_SQL_CONF = {
-    "spark.sql.sources.commitProtocolClass":
-        "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol",
-    "spark.sql.parquet.output.committer.class":
-        "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
+    "spark.sql.sources.commitProtocolClass": "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol",
+    "spark.sql.parquet.output.committer.class": "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
 }
 # written by every run under the same name: never deleted as "replaced"
 REWRITTEN = ("_SUCCESS", "_run.json", "_pca_model.json")
 MAGIC = {"fs.s3a.committer.name": "magic", "fs.s3a.committer.magic.enabled": "true"}
 
-SECRET_KEY = re.compile(r"secret|password|passwd|token|access\.key|credential|signature|sas",
-                        re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"secret|password|passwd|token|access\.key|credential|signature|sas", re.IGNORECASE
+)
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # user:password@ (a secret key may hold "/") or user@ right after the scheme
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^@\s/:]+:[^@\s]*|[^@\s/:]+)@")
-_KEY_VALUE = re.compile(r"(?P<key>[\w.-]*(?:secret|password|passwd|token|access\.key|credential)"
-                        r"[\w.-]*)(?P<sep>\"?\s*=\s*)(?P<value>\"[^\"]*\"|\S+)", re.IGNORECASE)
+_KEY_VALUE = re.compile(
+    r"(?P<key>[\w.-]*(?:secret|password|passwd|token|access\.key|credential)"
+    r"[\w.-]*)(?P<sep>\"?\s*=\s*)(?P<value>\"[^\"]*\"|\S+)",
+    re.IGNORECASE,
+)
 
 
 class StorageError(ValueError):
@@ -78,7 +81,9 @@ def redact(text: str, secrets: list[str] = ()) -> str:
 
 
 def is_url(path: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", str(path))) or str(path).startswith("file:")
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", str(path))) or str(path).startswith(
+        "file:"
+    )
 
 
 def local_rows(path: str) -> int | None:
@@ -118,12 +123,14 @@ def configure(spark, settings: dict) -> None:
     for key, value in settings["spark"].get("conf", {}).items():
         # a session that already ran (notebook, tests) reads spark.hadoop.* only at its start
         if key.startswith("spark.hadoop.") and not given.contains(key):
-            conf.set(key[len("spark.hadoop."):], str(value))
+            conf.set(key[len("spark.hadoop.") :], str(value))
     if conf.get("fs.s3.impl") is None:
         conf.set("fs.s3.impl", S3A)
         conf.set("fs.AbstractFileSystem.s3.impl", "org.apache.hadoop.fs.s3a.S3A")
-        conf.set("mapreduce.outputcommitter.factory.scheme.s3",
-                 conf.get("mapreduce.outputcommitter.factory.scheme.s3a"))
+        conf.set(
+            "mapreduce.outputcommitter.factory.scheme.s3",
+            conf.get("mapreduce.outputcommitter.factory.scheme.s3a"),
+        )
 
 
 @contextmanager
@@ -134,19 +141,20 @@ def failing(url: str, secrets: list[str] = ()):
     try:
         yield
     except Py4JJavaError as e:
-        raise StorageError(f"writing {redact(url, secrets)} failed: "
-                           f"{cause(e.java_exception, secrets)}") from None
+        raise StorageError(
+            f"writing {redact(url, secrets)} failed: {cause(e.java_exception, secrets)}"
+        ) from None
 
 
 HINTS = {  # words in a Java exception chain -> what to do
     "UnsupportedFileSystemException": "no filesystem is installed for this scheme (S3A: run `make "
-                                      "setup` for .cache/jars/s3a; on a cluster pass hadoop-aws, "
-                                      "see docs/deploy.md)",
+    "setup` for .cache/jars/s3a; on a cluster pass hadoop-aws, "
+    "see docs/deploy.md)",
     "UnknownStoreException": "the bucket does not exist; create it or fix the URL",
     "No AWS credentials": "no credentials: set fs.s3a.access.key and fs.s3a.secret.key in "
-                          "[spark.conf] (as spark.hadoop.*) or the AWS_* variables",
+    "[spark.conf] (as spark.hadoop.*) or the AWS_* variables",
     "AccessDeniedException": "the credentials may not do this: check the keys and the bucket's "
-                             "policy",
+    "policy",
 }
 
 
@@ -185,8 +193,10 @@ class Hadoop:
         try:
             yield
         except Py4JJavaError as e:
-            raise StorageError(f"cannot {action} {redact(str(url), self.secrets)}: "
-                               f"{cause(e.java_exception, self.secrets)}") from None
+            raise StorageError(
+                f"cannot {action} {redact(str(url), self.secrets)}: "
+                f"{cause(e.java_exception, self.secrets)}"
+            ) from None
 
     def _fs(self, url: str):
         path = self._jvm.org.apache.hadoop.fs.Path(str(url))
@@ -216,7 +226,8 @@ class Hadoop:
             stream = fs.open(path)
             try:
                 return self._jvm.org.apache.commons.io.IOUtils.toString(
-                    stream, self._jvm.java.nio.charset.StandardCharsets.UTF_8)
+                    stream, self._jvm.java.nio.charset.StandardCharsets.UTF_8
+                )
             finally:
                 stream.close()
 
@@ -246,7 +257,7 @@ class Hadoop:
             root = fs.makeQualified(path).toString().rstrip("/") + "/"
             found, it = [], fs.listFiles(path, True)
             while it.hasNext():
-                found.append(it.next().getPath().toString()[len(root):])
+                found.append(it.next().getPath().toString()[len(root) :])
             return sorted(found)
 
     def delete(self, url: str) -> None:
@@ -276,8 +287,9 @@ class Hadoop:
             if fs.getClass().getName() != S3A:
                 return 0
             key = fs.pathToKey(fs.makeQualified(path))
-            return fs.createWriteOperationHelper(fs.getAuditSpanSource().getActiveAuditSpan()) \
-                .abortMultipartUploadsUnderPath(key.rstrip("/") + "/")
+            return fs.createWriteOperationHelper(
+                fs.getAuditSpanSource().getActiveAuditSpan()
+            ).abortMultipartUploadsUnderPath(key.rstrip("/") + "/")
 
 
 def commit_for(fs: Hadoop, out: str):
@@ -309,8 +321,10 @@ class RenameCommit:
         self.fs.mkdirs(self.parent)
         for old in self.fs.list(self.parent):
             if old.startswith((self.prefix + "staging-", self.prefix + "old-")):
-                print(f"[aef-zonal] removing {join(self.parent, old)}, left by an interrupted run",
-                      flush=True)
+                print(
+                    f"[aef-zonal] removing {join(self.parent, old)}, left by an interrupted run",
+                    flush=True,
+                )
                 self.fs.delete(join(self.parent, old))
         self.staging = join(self.parent, f"{self.prefix}staging-{uuid.uuid4().hex[:8]}")
         return self.staging
@@ -321,8 +335,9 @@ class RenameCommit:
 
     def data(self) -> tuple[str, list[str]]:
         """(base folder, its files) of what this run wrote."""
-        return self.staging, [join(self.staging, f) for f in self.fs.files(self.staging)
-                              if _partition(f)]
+        return self.staging, [
+            join(self.staging, f) for f in self.fs.files(self.staging) if _partition(f)
+        ]
 
     def small_file(self, rel: str) -> str:
         return join(self.staging, rel)
@@ -367,12 +382,16 @@ class InPlaceCommit:
         """Remove what killed runs left (committer folders, pending uploads); note what is there."""
         for old in self.fs.list(self.out):
             if old.startswith(LEFTOVERS):
-                print(f"[aef-zonal] removing {join(self.out, old)}, left by an interrupted run",
-                      flush=True)
+                print(
+                    f"[aef-zonal] removing {join(self.out, old)}, left by an interrupted run",
+                    flush=True,
+                )
                 self.fs.delete(join(self.out, old))
         aborted = self.fs.abort_uploads(self.out)
         if aborted:
-            print(f"[aef-zonal] aborted {aborted} pending upload(s) of an interrupted run", flush=True)
+            print(
+                f"[aef-zonal] aborted {aborted} pending upload(s) of an interrupted run", flush=True
+            )
         self.before = self.fs.files(self.out)
         self.existed = bool(self.before)
         return self.out
@@ -434,8 +453,11 @@ def arrow_fs(url: str, settings: dict | None = None):
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("s3", "s3a"):
         return pafs.FileSystem.from_uri(url)
-    conf = {k[len("spark.hadoop."):]: str(v) for k, v in
-            ((settings or {}).get("spark", {}).get("conf", {})).items() if k.startswith("spark.hadoop.")}
+    conf = {
+        k[len("spark.hadoop.") :]: str(v)
+        for k, v in ((settings or {}).get("spark", {}).get("conf", {})).items()
+        if k.startswith("spark.hadoop.")
+    }
     kw = {}
     endpoint = conf.get("fs.s3a.endpoint")
     if endpoint:
@@ -447,8 +469,12 @@ def arrow_fs(url: str, settings: dict | None = None):
     if "Anonymous" in conf.get("fs.s3a.aws.credentials.provider", ""):
         kw["anonymous"] = True
     elif conf.get("fs.s3a.access.key"):
-        kw.update(access_key=conf["fs.s3a.access.key"], secret_key=conf.get("fs.s3a.secret.key"),
-                  session_token=conf.get("fs.s3a.session.token"))
-    kw["force_virtual_addressing"] = conf.get("fs.s3a.path.style.access", "false") != "true" \
-        and not endpoint
+        kw.update(
+            access_key=conf["fs.s3a.access.key"],
+            secret_key=conf.get("fs.s3a.secret.key"),
+            session_token=conf.get("fs.s3a.session.token"),
+        )
+    kw["force_virtual_addressing"] = (
+        conf.get("fs.s3a.path.style.access", "false") != "true" and not endpoint
+    )
     return pafs.S3FileSystem(**kw), f"{parts.netloc}{parts.path}".rstrip("/")

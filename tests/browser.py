@@ -1,5 +1,6 @@
 """Headless Chromium (Debian's package) driven by Playwright: a page opened from disk with the
 network off, waited on until the map's first paint, with every request and error it made."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,9 @@ def missing_reason() -> str | None:
     if CHROMIUM:
         return None
     if os.environ.get("CI"):
-        raise RuntimeError("chromium is not installed in CI: `make test` installs it (`make browser`)")
+        raise RuntimeError(
+            "chromium is not installed in CI: `make test` installs it (`make browser`)"
+        )
     return "chromium is not installed (Debian: apt-get install chromium; `make test` does it)"
 
 
@@ -58,12 +61,20 @@ def chromium():
 
 
 @contextmanager
-def open_map(browser, path: Path, width: int = 1200, height: int = 800, offline: bool = True,
-             timeout_s: float = 120, route=None):
+def open_map(
+    browser,
+    path: Path,
+    width: int = 1200,
+    height: int = 800,
+    offline: bool = True,
+    timeout_s: float = 120,
+    route=None,
+):
     """Open the HTML file at `path` in a fresh context and wait for its first paint
     (window.aefFirstPaint). route: optional Playwright handler for every http(s) request."""
-    context = browser.new_context(viewport={"width": width, "height": height},
-                                  device_scale_factor=1, offline=offline)
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, device_scale_factor=1, offline=offline
+    )
     try:
         if route is not None:
             context.route("http*://**/*", route)
@@ -73,8 +84,10 @@ def open_map(browser, path: Path, width: int = 1200, height: int = 800, offline:
         page.on("console", lambda m: m.type == "error" and errors.append(m.text))
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(Path(path).resolve().as_uri())
-        page.wait_for_function("window.aefFirstPaint !== null && window.aefFirstPaint !== undefined",
-                               timeout=timeout_s * 1000)
+        page.wait_for_function(
+            "window.aefFirstPaint !== null && window.aefFirstPaint !== undefined",
+            timeout=timeout_s * 1000,
+        )
         yield Page(page, page.evaluate("window.aefFirstPaint"), requests, errors)
     finally:
         context.close()

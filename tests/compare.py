@@ -1,4 +1,5 @@
 """Reading an output folder into one table and comparing two of them value for value."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,11 @@ import pyarrow.dataset as ds
 
 
 def read(out, filesystem=None) -> pd.DataFrame:
-    t = ds.dataset(out, filesystem=filesystem, format="parquet", partitioning="hive").to_table().to_pandas()
+    t = (
+        ds.dataset(out, filesystem=filesystem, format="parquet", partitioning="hive")
+        .to_table()
+        .to_pandas()
+    )
     return t.sort_values(["time", "feature_id"]).reset_index(drop=True)
 
 
@@ -34,4 +39,6 @@ def assert_frames_same(x: pd.DataFrame, y: pd.DataFrame, ignore=("source_store",
     for col in x.columns:
         if col not in ignore:
             bad = [i for i, (u, v) in enumerate(zip(x[col], y[col])) if not same(u, v)]
-            assert not bad, f"{col} differs in {len(bad)} rows, e.g. {x[col][bad[0]]!r} != {y[col][bad[0]]!r}"
+            assert not bad, (
+                f"{col} differs in {len(bad)} rows, e.g. {x[col][bad[0]]!r} != {y[col][bad[0]]!r}"
+            )

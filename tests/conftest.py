@@ -1,5 +1,6 @@
 """Shared fixtures: one small AEF-layout sample and one job run over it, per test session; the
 one way tests run the job (run_job)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,17 @@ ALL_STATS = "count,mean,std,min,max,sum,valid_fraction,mean_normalized,change,p0
 
 def job_args(store, fields, out, *extra, master: str = "local[2]") -> list[str]:
     """`aef-zonal run`'s arguments for a store, fields and an output folder."""
-    return ["--store", str(store), "--fields", str(fields), "--out", str(out), "--master", master,
-            *extra]
+    return [
+        "--store",
+        str(store),
+        "--fields",
+        str(fields),
+        "--out",
+        str(out),
+        "--master",
+        master,
+        *extra,
+    ]
 
 
 def run_job(store, fields, out, *extra, master: str = "local[2]") -> int:
@@ -37,8 +47,17 @@ def sample(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def job_out(sample, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "result"
-    assert run_job(sample / "store.zarr", sample / "fields.parquet", out, "--stats", ALL_STATS,
-                   master="local[2,3]") == 0
+    assert (
+        run_job(
+            sample / "store.zarr",
+            sample / "fields.parquet",
+            out,
+            "--stats",
+            ALL_STATS,
+            master="local[2,3]",
+        )
+        == 0
+    )
     return out
 
 

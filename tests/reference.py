@@ -6,6 +6,7 @@ from exactextract for all-touched (coverage fraction > 0: GDAL's all_touched=Tru
 that only share an edge or a corner with some polygons), coverage-weighted statistics from
 exactextract, values from the dequantisation formula written out here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -74,13 +75,20 @@ def field_stats(ds, geom, year, all_touched: bool = False) -> dict:
         # (a real corner clipped by a sample field covers 4.7e-8 of its pixel)
         inside = coverage(geom, q.shape[1:], transform) > 1e-9
     else:
-        inside = features.geometry_mask([geom], out_shape=q.shape[1:], transform=transform, invert=True)
+        inside = features.geometry_mask(
+            [geom], out_shape=q.shape[1:], transform=transform, invert=True
+        )
     valid = inside & (q != -128).all(axis=0)
     if not valid.any():
         return {**empty, "inside": int(inside.sum())}
     v = dequantise(q[:, valid])
-    return {"count": int(valid.sum()), "inside": int(inside.sum()), "mean": v.mean(axis=1),
-            "std": v.std(axis=1), "values": v}
+    return {
+        "count": int(valid.sum()),
+        "inside": int(inside.sum()),
+        "mean": v.mean(axis=1),
+        "std": v.std(axis=1),
+        "values": v,
+    }
 
 
 def float_field_stats(ds, geom, year) -> dict:
@@ -97,8 +105,15 @@ def float_field_stats(ds, geom, year) -> dict:
         return {"count": 0}
     v = q[:, valid].astype(np.float64)
     total = np.array([math.fsum(band) for band in v])
-    return {"count": int(valid.sum()), "sum": total, "mean": total / v.shape[1], "std": v.std(axis=1),
-            "min": v.min(axis=1), "max": v.max(axis=1), "values": v}
+    return {
+        "count": int(valid.sum()),
+        "sum": total,
+        "mean": total / v.shape[1],
+        "std": v.std(axis=1),
+        "min": v.min(axis=1),
+        "max": v.max(axis=1),
+        "values": v,
+    }
 
 
 def coverage(geom, shape, t) -> np.ndarray:
@@ -130,19 +145,29 @@ def fraction_stats(ds, geom, year, min_coverage: float = 0.0, qs=()) -> dict:
     nodata = -999.0
     v = np.where((q != -128).all(axis=0), dequantise(q), nodata)
     xmin, ymax = t.c, t.f
-    rasters = [NumPyRasterSource(v[b], xmin, ymax - h * t.a, xmin + w * t.a, ymax, nodata=nodata,
-                                 name=f"b{b}") for b in range(len(v))]
+    rasters = [
+        NumPyRasterSource(
+            v[b], xmin, ymax - h * t.a, xmin + w * t.a, ymax, nodata=nodata, name=f"b{b}"
+        )
+        for b in range(len(v))
+    ]
     gdf = gpd.GeoDataFrame({"id": [0]}, geometry=[geom], crs="EPSG:4326")
     arg = f"(min_coverage_frac={min_coverage})" if min_coverage else ""
-    quantile_ops = [f"quantile(q={q}{', min_coverage_frac=' + str(min_coverage) if min_coverage else ''})"
-                    for q in qs]
-    out = exact_extract(rasters, gdf, [f"count{arg}", f"mean{arg}", f"stdev{arg}", *quantile_ops],
-                        output="pandas")
+    quantile_ops = [
+        f"quantile(q={q}{', min_coverage_frac=' + str(min_coverage) if min_coverage else ''})"
+        for q in qs
+    ]
+    out = exact_extract(
+        rasters, gdf, [f"count{arg}", f"mean{arg}", f"stdev{arg}", *quantile_ops], output="pandas"
+    )
     count = float(out["b0_count"].iloc[0])
     if count == 0:
         return {"count": 0.0, "mean": None, "std": None}
-    return {"count": count,
-            "mean": np.array([out[f"b{b}_mean"].iloc[0] for b in range(len(v))]),
-            "std": np.array([out[f"b{b}_stdev"].iloc[0] for b in range(len(v))]),
-            "quantiles": np.array([[out[f"b{b}_quantile_{round(q * 100)}"].iloc[0] for b in range(len(v))]
-                                   for q in qs])}
+    return {
+        "count": count,
+        "mean": np.array([out[f"b{b}_mean"].iloc[0] for b in range(len(v))]),
+        "std": np.array([out[f"b{b}_stdev"].iloc[0] for b in range(len(v))]),
+        "quantiles": np.array(
+            [[out[f"b{b}_quantile_{round(q * 100)}"].iloc[0] for b in range(len(v))] for q in qs]
+        ),
+    }

@@ -6,6 +6,7 @@ per-request latency and inject faults. Used by the tests and by bench/run.py.
         s3.proxy.fail("/c/0/0/0/0", "503", times=2)      # the next two matching requests fail
         ... --store url --s3-endpoint s3.endpoint ...
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,8 +25,11 @@ ERRORS = {  # S3's own bodies, so clients see what real throttling and failures 
     "503": (503, "SlowDown", "Please reduce your request rate."),
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "403": (403, "AccessDenied", "Access Denied"),
-    "key": (403, "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records."),
+    "key": (
+        403,
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist in our records.",
+    ),
 }
 
 
@@ -37,6 +41,7 @@ def free_port() -> int:
 
 class Proxy(ThreadingHTTPServer):
     """Forwards every request to the S3 server; counts them; adds latency; injects faults."""
+
     daemon_threads = True
 
     def __init__(self, upstream: int, latency: float = 0.0):
@@ -107,8 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault in ERRORS:
             status, code, message = ERRORS[fault]
-            payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-                       f"<Message>{message}</Message></Error>").encode()
+            payload = (
+                f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                f"<Message>{message}</Message></Error>"
+            ).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(payload)))
@@ -126,11 +133,19 @@ class _Handler(BaseHTTPRequestHandler):
             data = bytes(b ^ 0x5A for b in data[:16]) + data[16:]
         self.send_response(resp.status)
         for k, v in resp.getheaders():
-            if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+            if k.lower() not in (
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "server",
+                "date",
+            ):
                 self.send_header(k, v)
         # a HEAD's length is the object's (S3A takes a file's size from it), not the empty body's
-        self.send_header("Content-Length", resp.getheader("Content-Length", "0")
-                         if self.command == "HEAD" else str(len(data)))
+        self.send_header(
+            "Content-Length",
+            resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data)),
+        )
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -150,21 +165,36 @@ class S3Server:
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.latency = latency
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         import boto3
 
         self._moto.start()
-        self.client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.port}",
-                                   aws_access_key_id="test", aws_secret_access_key="test",
-                                   region_name="us-east-1")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.port}",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
         self.client.create_bucket(Bucket=BUCKET)
         self.client.create_bucket(Bucket=OUTPUT_BUCKET)  # private: signed requests only
         # like the AEF mosaic's bucket: anyone may read without signing
-        self.client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": "*",
-                           "Action": ["s3:GetObject", "s3:ListBucket"],
-                           "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]}]}))
+        self.client.put_bucket_policy(
+            Bucket=BUCKET,
+            Policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": "*",
+                            "Action": ["s3:GetObject", "s3:ListBucket"],
+                            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+                        }
+                    ],
+                }
+            ),
+        )
         self.proxy = Proxy(self.port, self.latency)
         threading.Thread(target=self.proxy.serve_forever, daemon=True).start()
         return self
@@ -184,19 +214,27 @@ class S3Server:
         test keys, no lookup of AWS's instance metadata; few, quick retries. `bucket_keys`
         become per-bucket settings: fs.s3a.bucket.<bucket>.<key>."""
         s3a = {
-            "endpoint": self.endpoint, "endpoint.region": "us-east-1", "path.style.access": "true",
-            "connection.ssl.enabled": "false", "access.key": "test", "secret.key": "test",
+            "endpoint": self.endpoint,
+            "endpoint.region": "us-east-1",
+            "path.style.access": "true",
+            "connection.ssl.enabled": "false",
+            "access.key": "test",
+            "secret.key": "test",
             "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-            "retry.limit": "3", "retry.interval": "50ms", "retry.throttle.limit": "5",
-            "retry.throttle.interval": "50ms", "attempts.maximum": "2",
+            "retry.limit": "3",
+            "retry.interval": "50ms",
+            "retry.throttle.limit": "5",
+            "retry.throttle.interval": "50ms",
+            "attempts.maximum": "2",
         }
         s3a.update({f"bucket.{k}": v for k, v in bucket_keys.items()})
         return {f"spark.hadoop.fs.s3a.{k}": v for k, v in s3a.items()}
 
     def conf_file(self, path: Path, **bucket_keys) -> Path:
         """A --conf file with settings(): its [spark.conf] table."""
-        lines = ["[spark.conf]"] + [f"{json.dumps(k)} = {json.dumps(v)}"
-                                   for k, v in self.settings(**bucket_keys).items()]
+        lines = ["[spark.conf]"] + [
+            f"{json.dumps(k)} = {json.dumps(v)}" for k, v in self.settings(**bucket_keys).items()
+        ]
         Path(path).write_text("\n".join(lines) + "\n")
         return Path(path)
 
@@ -213,14 +251,22 @@ class S3Server:
     def arrow_fs(self):
         import pyarrow.fs as pafs
 
-        return pafs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1",
-                                 scheme="http", endpoint_override=f"127.0.0.1:{self.port}")
+        return pafs.S3FileSystem(
+            access_key="test",
+            secret_key="test",
+            region="us-east-1",
+            scheme="http",
+            endpoint_override=f"127.0.0.1:{self.port}",
+        )
 
     def upload(self, folder: Path, prefix: str) -> str:
         """Copy a local store into the bucket; returns its s3:// URL."""
         folder = Path(folder)
         for f in sorted(folder.rglob("*")):
             if f.is_file():
-                self.client.put_object(Bucket=BUCKET, Key=f"{prefix}/{f.relative_to(folder).as_posix()}",
-                                       Body=f.read_bytes())
+                self.client.put_object(
+                    Bucket=BUCKET,
+                    Key=f"{prefix}/{f.relative_to(folder).as_posix()}",
+                    Body=f.read_bytes(),
+                )
         return f"s3://{BUCKET}/{prefix}"

@@ -1,11 +1,12 @@
 """The Python API (aef_zonal.zonal_stats) on DataFrames in a caller's session: the command line's
 rows and files, the caller's session left as it was, the command line's messages for bad input."""
+
 from __future__ import annotations
 
+import aef_zonal
 import geopandas as gpd
 import pytest
 
-import aef_zonal
 from tests.compare import assert_frames_same, read
 from tests.conftest import ALL_STATS, run_job
 
@@ -17,24 +18,35 @@ def fields_frame(spark, sample):
 
 
 def test_api_on_a_filtered_dataframe_gives_the_cli_rows(spark, sample, job_out, tmp_path):
-    spark.range(2).createOrReplaceTempView("fields")  # a view of the caller's, as named as a stage's
+    spark.range(2).createOrReplaceTempView(
+        "fields"
+    )  # a view of the caller's, as named as a stage's
     partitions = spark.conf.get("spark.sql.shuffle.partitions")
     even = fields_frame(spark, sample).where("feature_id % 2 = 0")
     # the CLI run's model: a fit on other fields would colour them otherwise
-    with aef_zonal.zonal_stats(even, store=str(sample / "store.zarr"), stats=ALL_STATS,
-                               pca_model=str(job_out / "_pca_model.json"), spark=spark) as run:
+    with aef_zonal.zonal_stats(
+        even,
+        store=str(sample / "store.zarr"),
+        stats=ALL_STATS,
+        pca_model=str(job_out / "_pca_model.json"),
+        spark=spark,
+    ) as run:
         cli = read(job_out)
         cli = cli[cli.feature_id % 2 == 0]
         columns = [c for c in cli.columns if c != "geometry"]
         assert sorted(run.df.columns) == sorted(cli.columns)
         rows = run.df.select(*columns).toPandas().sort_values(["time", "feature_id"])
         assert_frames_same(rows, cli[columns])
-        assert run.report["fields"] == len(cli) // 2 and run.report["fields_crs"].startswith("EPSG:4326")
+        assert run.report["fields"] == len(cli) // 2 and run.report["fields_crs"].startswith(
+            "EPSG:4326"
+        )
 
         report = run.write(tmp_path / "out")
         assert report["rows"] == len(cli) and report["fields_path"] == "the fields DataFrame"
         assert_frames_same(read(tmp_path / "out"), cli)
-        assert (tmp_path / "out" / "_SUCCESS").exists() and (tmp_path / "out" / "_run.json").exists()
+        assert (tmp_path / "out" / "_SUCCESS").exists() and (
+            tmp_path / "out" / "_run.json"
+        ).exists()
         with pytest.raises(aef_zonal.JobError, match="already exists"):
             run.write(tmp_path / "out")
     # the caller's session: running, its settings and views its own
@@ -47,9 +59,16 @@ def test_api_in_a_session_without_sedona_registered(spark, sample, job_out):
     with pytest.raises(Exception, match="ST_Point"):
         fresh.sql("SELECT ST_Point(1.0, 2.0)").collect()
     wkb = gpd.read_parquet(sample / "fields.parquet").head(40)
-    df = fresh.createDataFrame(wkb.assign(geometry=wkb.geometry.to_wkb())[["feature_id", "label", "geometry"]])
-    with aef_zonal.zonal_stats(df, store=str(sample / "store.zarr"), years=[2025], spark=fresh,
-                               pca_model=str(job_out / "_pca_model.json")) as run:
+    df = fresh.createDataFrame(
+        wkb.assign(geometry=wkb.geometry.to_wkb())[["feature_id", "label", "geometry"]]
+    )
+    with aef_zonal.zonal_stats(
+        df,
+        store=str(sample / "store.zarr"),
+        years=[2025],
+        spark=fresh,
+        pca_model=str(job_out / "_pca_model.json"),
+    ) as run:
         got = run.df.select("feature_id", "count", "mean").toPandas().sort_values("feature_id")
     cli = read(job_out)
     cli = cli[(cli.time == "2025-01-01") & cli.feature_id.isin(wkb.feature_id)]
@@ -57,11 +76,14 @@ def test_api_in_a_session_without_sedona_registered(spark, sample, job_out):
     assert fresh.range(3).count() == 3
 
 
-@pytest.mark.parametrize("case, keywords, argv", [
-    ("no store", {"store": "nowhere.zarr"}, ["--store", "nowhere.zarr"]),
-    ("year", {"years": [2019]}, ["--years", "2019"]),
-    ("duplicate ids", {"fields": "dup"}, []),
-])
+@pytest.mark.parametrize(
+    "case, keywords, argv",
+    [
+        ("no store", {"store": "nowhere.zarr"}, ["--store", "nowhere.zarr"]),
+        ("year", {"years": [2019]}, ["--years", "2019"]),
+        ("duplicate ids", {"fields": "dup"}, []),
+    ],
+)
 def test_bad_input_gives_the_cli_message(case, keywords, argv, spark, sample, tmp_path, capsys):
     store, path = str(sample / "store.zarr"), str(sample / "fields.parquet")
     if keywords.get("fields") == "dup":
@@ -73,7 +95,7 @@ def test_bad_input_gives_the_cli_message(case, keywords, argv, spark, sample, tm
     given = {"store": store, "fields": path} | keywords
     assert run_job(store, path, tmp_path / "out", *argv) == 2
     err = capsys.readouterr().err
-    cli = err[err.index("aef-zonal: error: ") + len("aef-zonal: error: "):].strip()
+    cli = err[err.index("aef-zonal: error: ") + len("aef-zonal: error: ") :].strip()
     with pytest.raises(aef_zonal.JobError) as e:
         aef_zonal.zonal_stats(given.pop("fields"), spark=spark, **given)
     assert str(e.value).strip() == cli

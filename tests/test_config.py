@@ -1,4 +1,5 @@
 """Settings layering (defaults < --conf file < command line) and the progress line."""
+
 from __future__ import annotations
 
 import io
@@ -6,10 +7,9 @@ import sys
 import time
 
 import pytest
-
+from aef_zonal.options import parse
 from aef_zonal.progress import Progress
 from aef_zonal.stages.reduce import Meter
-from aef_zonal.options import parse
 
 pytestmark = pytest.mark.fast
 
@@ -21,7 +21,9 @@ def write(tmp_path, text):
 
 
 def test_conf_file_over_defaults_and_options_over_both(tmp_path):
-    conf = write(tmp_path, """
+    conf = write(
+        tmp_path,
+        """
 [job]
 store = "s3://bucket/aef.zarr"
 fields = "f.parquet"
@@ -32,10 +34,16 @@ years = [2024]
 retries = 3
 [spark.conf]
 "spark.sql.shuffle.partitions" = "64"
-""")
+""",
+    )
     a = parse(["--conf", conf])
-    assert (a.store, a.fields, a.out, a.years, a.stats) == ("s3://bucket/aef.zarr", "f.parquet", "o",
-                                                           [2024], ["count", "mean", "p50"])
+    assert (a.store, a.fields, a.out, a.years, a.stats) == (
+        "s3://bucket/aef.zarr",
+        "f.parquet",
+        "o",
+        [2024],
+        ["count", "mean", "p50"],
+    )
     assert a.retries == 3 and a.pixels == "center"  # untouched keys keep their defaults
     assert a.settings["spark"]["conf"]["spark.sql.shuffle.partitions"] == "64"
     assert a.settings["spark"]["conf"]["spark.driver.memory"] == "4g"
@@ -43,10 +51,13 @@ retries = 3
     assert (b.stats, b.retries, b.years) == (["mean"], 7, [2025])
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[job]\nstatz = 'mean'\n", ["unknown setting 'job.statz'"]),
-    ("[job\n", ["not valid TOML"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[job]\nstatz = 'mean'\n", ["unknown setting 'job.statz'"]),
+        ("[job\n", ["not valid TOML"]),
+    ],
+)
 def test_bad_conf_file_is_named(tmp_path, capsys, text, words):
     with pytest.raises(SystemExit) as e:
         parse(["--conf", write(tmp_path, text), "--store", "s", "--fields", "f", "--out", "o"])
@@ -121,19 +132,26 @@ def test_progress_logs_lines_when_not_on_a_terminal():
 def test_a_long_run_gets_c2_and_a_short_or_unknown_one_c1_only(tmp_path):
     import geopandas as gpd
     import shapely
-
     from aef_zonal import config, storage
 
     path = tmp_path / "fields.parquet"
-    gpd.GeoDataFrame({"feature_id": range(3)}, geometry=[shapely.box(0, 0, 1, 1)] * 3,
-                     crs="EPSG:4326").to_parquet(path)
+    gpd.GeoDataFrame(
+        {"feature_id": range(3)}, geometry=[shapely.box(0, 0, 1, 1)] * 3, crs="EPSG:4326"
+    ).to_parquet(path)
     assert storage.local_rows(str(path)) == 3 and storage.local_rows(f"file://{path}") == 3
     assert storage.local_rows(str(tmp_path / "absent.parquet")) is None
     assert storage.local_rows("s3://bucket/fields.parquet") is None  # no request before the JVM
     conf = config.load(write(tmp_path, "[spark]\nc2_from_field_years = 6\n"))
     assert config.jit_options(3 * 2, conf) == []
-    assert config.jit_options(3 * 1, conf) == config.jit_options(None, conf) == ["-XX:TieredStopAtLevel=1"]
-    assert config.jit_options(None, config.load(write(tmp_path, "[spark]\nc2_from_field_years = 0\n"))) == []
+    assert (
+        config.jit_options(3 * 1, conf)
+        == config.jit_options(None, conf)
+        == ["-XX:TieredStopAtLevel=1"]
+    )
+    assert (
+        config.jit_options(None, config.load(write(tmp_path, "[spark]\nc2_from_field_years = 0\n")))
+        == []
+    )
 
 
 def test_viz_commands_without_the_viz_extra_say_how_to_install_it(tmp_path, capsys, monkeypatch):
@@ -142,4 +160,7 @@ def test_viz_commands_without_the_viz_extra_say_how_to_install_it(tmp_path, caps
     monkeypatch.delitem(sys.modules, "aef_zonal.sample", raising=False)
     monkeypatch.setitem(sys.modules, "geopandas", None)  # as if not installed
     assert cli.main(["sample", str(tmp_path / "s")]) == 2
-    assert "needs geopandas, which the viz extra installs: pip install 'aef-zonal[viz]'" in capsys.readouterr().err
+    assert (
+        "needs geopandas, which the viz extra installs: pip install 'aef-zonal[viz]'"
+        in capsys.readouterr().err
+    )

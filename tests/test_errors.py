@@ -1,4 +1,5 @@
 """Bad input fails early with a message naming the problem, a non-zero exit, no output left."""
+
 from __future__ import annotations
 
 import subprocess
@@ -27,11 +28,14 @@ def assert_refused(rc, err, out, *words):
     assert not list(out.parent.glob(f".{out.name}.staging-*")), "staging folder left behind"
 
 
-@pytest.mark.parametrize("case, words", [
-    ("missing_id", ["required column(s) ['feature_id'] missing"]),
-    ("duplicate_ids", ["feature_id is not unique", "1007 (2 rows)"]),
-    ("point", ["not polygons", "ST_Point"]),
-])
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("missing_id", ["required column(s) ['feature_id'] missing"]),
+        ("duplicate_ids", ["feature_id is not unique", "1007 (2 rows)"]),
+        ("point", ["not polygons", "ST_Point"]),
+    ],
+)
 def test_bad_fields_are_refused(case, words, fields, sample, tmp_path, capsys, job_out):
     if case == "missing_id":
         fields = fields.rename(columns={"feature_id": "id"})
@@ -72,7 +76,18 @@ def test_existing_output_is_not_touched(sample, tmp_path, capsys):
 
 def test_cli_exit_code(tmp_path):
     cli = Path(sys.executable).parent / "aef-zonal"
-    proc = subprocess.run([str(cli), "run", "--store", str(tmp_path / "none.zarr"), "--fields",
-                           str(tmp_path / "f.parquet"), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(cli),
+            "run",
+            "--store",
+            str(tmp_path / "none.zarr"),
+            "--fields",
+            str(tmp_path / "f.parquet"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "cannot open Zarr store" in proc.stderr

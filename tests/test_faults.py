@@ -1,4 +1,5 @@
 """Faults during a run: corrupt chunks, a worker that dies, an interrupted run, adding partitions."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,11 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import shapely
-
 from aef_zonal.run import main
+from aef_zonal.udfs.store import describe
+
 from tests.compare import assert_same, read, same
 from tests.conftest import ALL_STATS, job_args, run_job
-from aef_zonal.udfs.store import describe
 
 pytestmark = pytest.mark.spark
 
@@ -34,7 +35,7 @@ def corrupt_store(sample, tmp_path_factory) -> Path:
     data = bytearray(shard.read_bytes())
     # shard index at the end: (offset, nbytes) uint64 pairs per inner chunk in C order, then crc32c
     offset, _ = struct.unpack_from("<QQ", data, len(data) - 4 - 4 * 16 + 1 * 16)
-    data[offset:offset + 16] = b"\x07" * 16  # the zstd frame header
+    data[offset : offset + 16] = b"\x07" * 16  # the zstd frame header
     shard.write_bytes(bytes(data))
     return store
 
@@ -50,8 +51,17 @@ def test_corrupt_chunk_fails_naming_it(corrupt_store, sample, tmp_path, capsys, 
 
 def test_corrupt_chunk_skipped_on_request_marks_fields(corrupt_store, sample, tmp_path, job_out):
     out = tmp_path / "out"
-    rc = run_job(corrupt_store, sample / "fields.parquet", out, "--stats", ALL_STATS,
-                 "--on-bad-chunk", "skip", "--pca-model", str(job_out / "_pca_model.json"))
+    rc = run_job(
+        corrupt_store,
+        sample / "fields.parquet",
+        out,
+        "--stats",
+        ALL_STATS,
+        "--on-bad-chunk",
+        "skip",
+        "--pca-model",
+        str(job_out / "_pca_model.json"),
+    )
     assert rc == 0
     report = json.loads((out / "_run.json").read_text())
     assert report["skipped_chunks"] == [BAD_CHUNK] and report["complete"] is False
@@ -78,21 +88,41 @@ def test_worker_killed_once_is_retried(sample, tmp_path, monkeypatch, job_out):
     marker = tmp_path / "killed"
     monkeypatch.setenv("AEF_ZONAL_TEST_KILL_ONCE", str(marker))
     out = tmp_path / "out"
-    rc = run_job(sample / "store.zarr", sample / "fields.parquet", out, "--stats",
-                 ALL_STATS, "--pca-model", str(job_out / "_pca_model.json"))
+    rc = run_job(
+        sample / "store.zarr",
+        sample / "fields.parquet",
+        out,
+        "--stats",
+        ALL_STATS,
+        "--pca-model",
+        str(job_out / "_pca_model.json"),
+    )
     assert rc == 0 and marker.exists(), "the hook killed a Python worker"
     assert_same(out, job_out)
 
 
 def test_interrupted_run_then_same_command(sample, tmp_path, job_out):
     out = tmp_path / "out"
-    cmd = job_args(sample / "store.zarr", sample / "fields.parquet", out, "--stats", ALL_STATS,
-                   "--pca-model", str(job_out / "_pca_model.json"))
-    proc = subprocess.Popen([sys.executable, "-m", "aef_zonal.cli", "run", *cmd], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=Path(__file__).resolve().parent.parent)
+    cmd = job_args(
+        sample / "store.zarr",
+        sample / "fields.parquet",
+        out,
+        "--stats",
+        ALL_STATS,
+        "--pca-model",
+        str(job_out / "_pca_model.json"),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aef_zonal.cli", "run", *cmd],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     deadline = time.time() + 600
-    while not list(tmp_path.glob(".out.staging-*")) and proc.poll() is None and time.time() < deadline:
+    while (
+        not list(tmp_path.glob(".out.staging-*")) and proc.poll() is None and time.time() < deadline
+    ):
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers
@@ -110,11 +140,25 @@ def test_mode_add_replaces_only_its_partitions(sample, tmp_path, job_out, capsys
     fields = gpd.read_parquet(sample / "fields.parquet")
     corn = tmp_path / "corn.parquet"
     fields[fields.label == "corn"].to_parquet(corn)
-    assert run_job(sample / "store.zarr", corn, out, "--stats", ALL_STATS,
-                   "--years", "2025", "--mode", "add") == 0
+    assert (
+        run_job(
+            sample / "store.zarr",
+            corn,
+            out,
+            "--stats",
+            ALL_STATS,
+            "--years",
+            "2025",
+            "--mode",
+            "add",
+        )
+        == 0
+    )
     summary = capsys.readouterr().out  # the console summary of the run
     n = int((fields.label == "corn").sum())
-    assert f"fields: {n} (0 null, 0 empty, 0 repaired geometries; CRS EPSG:4326)" in summary, summary
+    assert f"fields: {n} (0 null, 0 empty, 0 repaired geometries; CRS EPSG:4326)" in summary, (
+        summary
+    )
     assert f"time=2025-01-01/label=corn: {n}" in summary and " chunks, " in summary
     after = {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")}
     replaced = {p.parent.as_posix() for p in set(before) ^ set(after)}
@@ -129,4 +173,6 @@ def test_mode_add_replaces_only_its_partitions(sample, tmp_path, job_out, capsys
     # different statistics would give partitions different columns: refused, nothing touched
     rc = run_job(sample / "store.zarr", corn, out, "--mode", "add")
     assert rc == 2 and "--mode add" in capsys.readouterr().err
-    assert {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")} == after
+    assert {
+        p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")
+    } == after

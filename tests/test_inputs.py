@@ -1,4 +1,5 @@
 """Input from other people's pipelines: kept and explained, repaired, reprojected, or refused."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import shapely
-
 from aef_zonal.sample import create_store
+from aef_zonal.udfs.store import describe
+
 from tests import reference
 from tests.compare import read
 from tests.conftest import run_job
-from aef_zonal.udfs.store import describe
 
 pytestmark = pytest.mark.spark
 
@@ -35,11 +36,18 @@ def messy(sample, tmp_path_factory, job_out):
     f = gpd.read_parquet(sample / "fields.parquet").iloc[:30].copy()
     f["label"] = [LABELS[i % len(LABELS)] for i in range(len(f))]
     x0, y0, x1, y1 = f.geometry.iloc[0].bounds
-    extra = gpd.GeoDataFrame({
-        "feature_id": [9001, 9002, 9003, 9004],
-        "label": ["bowtie", "empty", "null", "far"],
-        "geometry": [shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)]),
-                     shapely.Polygon(), None, shapely.box(10, 10, 10.01, 10.01)]})
+    extra = gpd.GeoDataFrame(
+        {
+            "feature_id": [9001, 9002, 9003, 9004],
+            "label": ["bowtie", "empty", "null", "far"],
+            "geometry": [
+                shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)]),
+                shapely.Polygon(),
+                None,
+                shapely.box(10, 10, 10.01, 10.01),
+            ],
+        }
+    )
     both = pd.concat([f[["feature_id", "label", "geometry"]], extra])
     fields = gpd.GeoDataFrame(both.drop(columns="geometry"), geometry=list(both.geometry))
     assert fields.crs is None
@@ -61,8 +69,11 @@ def test_bad_rows_are_kept_with_a_reason(messy):
     assert pd.isna(t.loc[9002, "hilbert_key"]) and pd.isna(t.loc[9003, "hilbert_key"])
     assert t.loc[9004, "hilbert_key"] > 0 and t.loc[9004, "pca_components"] is None
     report = json.loads((out / "_run.json").read_text())
-    assert report["rows_count_zero"] == {"empty geometry": 1, "null geometry": 1,
-                                         "outside the store": 1}
+    assert report["rows_count_zero"] == {
+        "empty geometry": 1,
+        "null geometry": 1,
+        "outside the store": 1,
+    }
     assert report["fields_crs"].startswith("OGC:CRS84 (assumed")
 
 
@@ -116,14 +127,17 @@ def test_fields_in_utm_are_reprojected(sample, tmp_path, job_out):
     for u, v in zip(got["mean"], ref["mean"]):
         if v is not None:
             np.testing.assert_allclose(u, v, atol=1e-12)
-    moved = [shapely.hausdorff_distance(shapely.from_wkb(a), shapely.from_wkb(b))
-             for a, b in zip(got.geometry, ref.geometry)]
+    moved = [
+        shapely.hausdorff_distance(shapely.from_wkb(a), shapely.from_wkb(b))
+        for a, b in zip(got.geometry, ref.geometry)
+    ]
     assert max(moved) < 1e-8
 
 
 @pytest.fixture(scope="module")
 def meta_only(sample, tmp_path_factory) -> Path:
     """The sample store's metadata and coordinates without its chunks (cheap to copy and edit)."""
+
     def skip_chunks(folder, names):
         return ["c"] if Path(folder).name == "embeddings" else []
 
@@ -132,15 +146,28 @@ def meta_only(sample, tmp_path_factory) -> Path:
     return store
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda g, a: g["attributes"].pop("spatial:transform"), ["no 'spatial:transform' attribute"]),
-    (lambda g, a: g["attributes"].pop("proj:code"), ["no 'proj:code' attribute", "EPSG:4326"]),
-    (lambda g, a: g["attributes"]["geoemb:quantization"].update(method="log"),
-     ["unknown quantisation method 'log'", "signed_square"]),
-    (lambda g, a: a.update(data_type="int16", fill_value=0), ["dtype int16", "int8", "float32/float16"]),
-    (lambda g, a: a.update(data_type="float32", fill_value=0.0),
-     ["a float32 store with quantisation method 'signed_square'", "linear scale/offset"]),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (
+            lambda g, a: g["attributes"].pop("spatial:transform"),
+            ["no 'spatial:transform' attribute"],
+        ),
+        (lambda g, a: g["attributes"].pop("proj:code"), ["no 'proj:code' attribute", "EPSG:4326"]),
+        (
+            lambda g, a: g["attributes"]["geoemb:quantization"].update(method="log"),
+            ["unknown quantisation method 'log'", "signed_square"],
+        ),
+        (
+            lambda g, a: a.update(data_type="int16", fill_value=0),
+            ["dtype int16", "int8", "float32/float16"],
+        ),
+        (
+            lambda g, a: a.update(data_type="float32", fill_value=0.0),
+            ["a float32 store with quantisation method 'signed_square'", "linear scale/offset"],
+        ),
+    ],
+)
 def test_store_problems_are_named(edit, words, meta_only, sample, tmp_path, capsys):
     store = tmp_path / "store.zarr"
     shutil.copytree(meta_only, store)
@@ -163,18 +190,37 @@ def test_a_polygon_over_a_thousand_chunks(sample, tmp_path, job_out):
     written = rng.integers(-127, 128, size=(2, 64, 256, 256), dtype=np.int8)
     arr[0, :, 0:256, 0:256] = written[0]
     arr[0, :, 4096:4352, 2048:2304] = written[1]
-    fields = gpd.GeoDataFrame({"feature_id": [1], "geometry": [
-        shapely.box(g.xmin, g.ymax - size * g.res, g.xmin + size * g.res, g.ymax).buffer(-g.res / 4)]},
-        crs="EPSG:4326")
+    fields = gpd.GeoDataFrame(
+        {
+            "feature_id": [1],
+            "geometry": [
+                shapely.box(g.xmin, g.ymax - size * g.res, g.xmin + size * g.res, g.ymax).buffer(
+                    -g.res / 4
+                )
+            ],
+        },
+        crs="EPSG:4326",
+    )
     fields.to_parquet(tmp_path / "big.parquet")
     out = tmp_path / "out"
-    assert run(tmp_path / "big.zarr", tmp_path / "big.parquet", out,
-               "--stats", "count,mean,valid_fraction",
-               "--pca-model", str(job_out / "_pca_model.json")) == 0  # one field: nothing to fit
+    assert (
+        run(
+            tmp_path / "big.zarr",
+            tmp_path / "big.parquet",
+            out,
+            "--stats",
+            "count,mean,valid_fraction",
+            "--pca-model",
+            str(job_out / "_pca_model.json"),
+        )
+        == 0
+    )  # one field: nothing to fit
     report = json.loads((out / "_run.json").read_text())
     assert report["chunk_tasks"] == 32 * 32
     row = read(out).iloc[0]
     q = written.transpose(1, 0, 2, 3).reshape(64, -1).astype(np.float64)
     assert row["count"] == 2 * 256 * 256
-    np.testing.assert_allclose(row["mean"], (np.sign(q) * (q / 127.5) ** 2).mean(axis=1), atol=1e-12)
-    assert row["valid_fraction"] == pytest.approx(2 * 256 * 256 / size ** 2)
+    np.testing.assert_allclose(
+        row["mean"], (np.sign(q) * (q / 127.5) ** 2).mean(axis=1), atol=1e-12
+    )
+    assert row["valid_fraction"] == pytest.approx(2 * 256 * 256 / size**2)

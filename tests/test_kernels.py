@@ -1,16 +1,17 @@
 """The numeric kernels with numpy alone: dequantisation, pixel membership, chunk reduction."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import shapely
-from shapely import affinity
-
-from tests import aligned
 from aef_zonal.udfs.grid import Grid, hilbert_key
 from aef_zonal.udfs.pixels import centre_runs, runs_to_pairs
 from aef_zonal.udfs.reduce import reduce_chunk
 from aef_zonal.udfs.store import Quantisation
+from shapely import affinity
+
+from tests import aligned
 
 pytestmark = pytest.mark.fast
 
@@ -32,6 +33,7 @@ def membership(geoms, size=256):
 
 # --- dequantisation --------------------------------------------------------------------------
 
+
 def test_signed_square_table_matches_the_formula():
     table = Quantisation.from_attrs(SIGNED_SQUARE, "s").table()
     for q in range(-127, 128):
@@ -41,14 +43,17 @@ def test_signed_square_table_matches_the_formula():
 
 
 def test_linear_table_and_unknown_method():
-    q = Quantisation.from_attrs({"geoemb:quantization": {"method": "linear", "scale": 0.01,
-                                                         "offset": 0.5, "nodata": -128}}, "s")
+    q = Quantisation.from_attrs(
+        {"geoemb:quantization": {"method": "linear", "scale": 0.01, "offset": 0.5, "nodata": -128}},
+        "s",
+    )
     assert q.table()[10 + 128] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="unknown quantisation method 'log'"):
         Quantisation.from_attrs({"geoemb:quantization": {"method": "log"}}, "s")
 
 
 # --- pixel membership ------------------------------------------------------------------------
+
 
 def random_polygon(rng, cx, cy, r, n=9):
     ang = np.sort(rng.uniform(0, 2 * np.pi, n))
@@ -66,11 +71,17 @@ def test_membership_equals_point_in_polygon_for_random_polygons():
         cx, cy = rng.uniform(xs[0], xs[-1]), rng.uniform(ys[-1], ys[0])
         g = random_polygon(rng, cx, cy, rng.uniform(0.3, 60) * res)
         if rng.random() < 0.3:  # a hole
-            g = g.difference(shapely.Point(cx, cy).buffer(g.area ** 0.5 / 5))
+            g = g.difference(shapely.Point(cx, cy).buffer(g.area**0.5 / 5))
         geoms.append(g)
     off = res / 3  # keeps the edges off pixel centres; the second part leaves the window
-    geoms.append(shapely.MultiPolygon([shapely.box(xs[10] + off, ys[20] + off, xs[30] + off, ys[10] + off),
-                                       shapely.box(xs[200] + off, ys[250] + off, xs[255] + 9 * res, ys[240] + off)]))
+    geoms.append(
+        shapely.MultiPolygon(
+            [
+                shapely.box(xs[10] + off, ys[20] + off, xs[30] + off, ys[10] + off),
+                shapely.box(xs[200] + off, ys[250] + off, xs[255] + 9 * res, ys[240] + off),
+            ]
+        )
+    )
     mask = membership(geoms)
     for g, m in zip(geoms, mask):
         # no centre lies on these boundaries, so GEOS's strict test decides every pixel
@@ -87,7 +98,10 @@ def test_centre_on_boundary_counts_on_west_and_south_edges_only():
     assert (cols.min(), cols.max()) == (10, 19)  # west edge in, east edge out
     assert (rows.min(), rows.max()) == (31, 40)  # south edge (row 40) in, north edge out
     # two fields sharing an edge through centres: each centre on it counted exactly once
-    left, right = shapely.box(xs[50], ys[60], xs[55], ys[50]), shapely.box(xs[55], ys[60], xs[60], ys[50])
+    left, right = (
+        shapely.box(xs[50], ys[60], xs[55], ys[50]),
+        shapely.box(xs[55], ys[60], xs[60], ys[50]),
+    )
     a, b = membership([left, right])
     assert not (a & b).any() and (a | b).sum() == membership([left.union(right)])[0].sum()
 
@@ -97,7 +111,9 @@ def test_overlapping_fields_share_pixels_and_subpixel_polygons():
     res = GRID.res
     a = shapely.box(xs[5] - 0.3 * res, ys[15] - 0.2 * res, xs[15] + 0.1 * res, ys[5] + 0.4 * res)
     b = affinity.translate(a, 5 * res, 0)
-    tiny_on_centre = shapely.box(xs[100] - 0.2 * res, ys[100] - 0.2 * res, xs[100] + 0.2 * res, ys[100] + 0.2 * res)
+    tiny_on_centre = shapely.box(
+        xs[100] - 0.2 * res, ys[100] - 0.2 * res, xs[100] + 0.2 * res, ys[100] + 0.2 * res
+    )
     tiny_off = affinity.translate(tiny_on_centre, 0.5 * res, 0.5 * res)
     ma, mb, mt, mo = membership([a, b, tiny_on_centre, tiny_off])
     assert ma.sum() == 11 * 11 and mb.sum() == 11 * 11 and (ma & mb).sum() == 6 * 11
@@ -106,6 +122,7 @@ def test_overlapping_fields_share_pixels_and_subpixel_polygons():
 
 # --- chunk reduction -------------------------------------------------------------------------
 
+
 def naive_partials(data, mask, table):
     """Per field: count, sum and sum of squares of dequantised values over valid pixels."""
     valid = (data != -128).all(axis=0)
@@ -113,8 +130,15 @@ def naive_partials(data, mask, table):
     for m in mask:
         sel = (m & valid).reshape(-1)
         v = table[data.reshape(data.shape[0], -1)[:, sel].astype(int) + 128]
-        out.append((sel.sum(), v.sum(axis=1), (v * v).sum(axis=1), v.min(axis=1) if sel.any() else None,
-                    v.max(axis=1) if sel.any() else None))
+        out.append(
+            (
+                sel.sum(),
+                v.sum(axis=1),
+                (v * v).sum(axis=1),
+                v.min(axis=1) if sel.any() else None,
+                v.max(axis=1) if sel.any() else None,
+            )
+        )
     return out
 
 
@@ -122,11 +146,18 @@ def naive_partials(data, mask, table):
 def chunk_case():
     rng = np.random.default_rng(7)
     data = rng.integers(-127, 128, (64, 256, 256)).astype(np.int8)
-    data[:, rng.random((256, 256)) < 0.02] = -128        # nodata pixels, all bands
-    data[5, 3, 3] = -128                                 # nodata in a single band masks the pixel
+    data[:, rng.random((256, 256)) < 0.02] = -128  # nodata pixels, all bands
+    data[5, 3, 3] = -128  # nodata in a single band masks the pixel
     xs, ys = window_centres()
-    geoms = [random_polygon(rng, rng.uniform(xs[20], xs[230]), rng.uniform(ys[230], ys[20]),
-                            rng.uniform(2, 80) * GRID.res) for _ in range(25)]
+    geoms = [
+        random_polygon(
+            rng,
+            rng.uniform(xs[20], xs[230]),
+            rng.uniform(ys[230], ys[20]),
+            rng.uniform(2, 80) * GRID.res,
+        )
+        for _ in range(25)
+    ]
     geoms.append(shapely.box(xs[0], ys[10], xs[10], ys[0]))  # covers pixel (3, 3)
     return data, geoms
 
@@ -139,7 +170,7 @@ def test_reduce_matches_naive_numpy(chunk_case):
     for f, (n, s1, s2, lo, hi) in enumerate(naive_partials(data, membership(geoms), q.table())):
         assert p.count[f] == n
         np.testing.assert_allclose(q.a * p.s1[f], s1, rtol=0, atol=1e-9)
-        np.testing.assert_allclose(q.a ** 2 * p.s2[f], s2, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(q.a**2 * p.s2[f], s2, rtol=0, atol=1e-9)
         if n:
             np.testing.assert_allclose(q.a * p.umin[f], lo, atol=1e-15)
             np.testing.assert_allclose(q.a * p.umax[f], hi, atol=1e-15)
@@ -159,7 +190,9 @@ def test_integer_sums_are_exact_in_runs_with_and_without_nodata(chunk_case):
     for f, m in enumerate(membership(geoms)):
         sel = m & valid
         assert p.count[f] == sel.sum() and p.inside[f] == m.sum()
-        assert (p.s1[f] == u[:, sel].sum(axis=1)).all() and (p.s2[f] == (u[:, sel] ** 2).sum(axis=1)).all()
+        assert (p.s1[f] == u[:, sel].sum(axis=1)).all() and (
+            p.s2[f] == (u[:, sel] ** 2).sum(axis=1)
+        ).all()
 
 
 def test_partials_of_pieces_merge_to_the_whole(chunk_case):
@@ -183,7 +216,6 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
     from concurrent.futures import Future
 
     import pyarrow as pa
-
     from aef_zonal.udfs import tasks
     from aef_zonal.udfs.finish import Finish, finish_batch
 
@@ -195,18 +227,35 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
     chunk = Future()
     chunk.set_result(data)
     spans = [1 + i % 2 for i in range(len(geoms))]
-    task = {"cy": 0, "cx": 0, "fields": [{"feature_id": i, "wkb": shapely.to_wkb(g), "years": [2024],
-                                          "chunks": c} for i, (g, c) in enumerate(zip(geoms, spans))]}
-    rows = [r for b in tasks.reduce_batches([pa.RecordBatch.from_pylist([task])], red, lambda t, w: chunk)
-            for r in b.to_pylist()]
+    task = {
+        "cy": 0,
+        "cx": 0,
+        "fields": [
+            {"feature_id": i, "wkb": shapely.to_wkb(g), "years": [2024], "chunks": c}
+            for i, (g, c) in enumerate(zip(geoms, spans))
+        ],
+    }
+    rows = [
+        r
+        for b in tasks.reduce_batches([pa.RecordBatch.from_pylist([task])], red, lambda t, w: chunk)
+        for r in b.to_pylist()
+    ]
     members = membership(geoms)
     assert sorted(r["feature_id"] for r in rows) == [f for f, m in enumerate(members) if m.any()]
     valid = (data != -128).all(axis=0)
     u = np.sign(data.astype(np.int64)) * data.astype(np.int64) ** 2
-    lists = pa.schema([("feature_id", pa.int64()), ("year", pa.int32()), ("count", pa.int64()),
-                       ("inside", pa.int64()), *[(k, pa.list_(pa.list_(pa.int64()))) for k in ("l1", "l2", "lmin", "lmax")],
-                       ("hkeys", pa.list_(pa.int16())), ("hcounts", pa.list_(pa.int32())),
-                       ("skipped_chunks", pa.list_(pa.string()))])
+    lists = pa.schema(
+        [
+            ("feature_id", pa.int64()),
+            ("year", pa.int32()),
+            ("count", pa.int64()),
+            ("inside", pa.int64()),
+            *[(k, pa.list_(pa.list_(pa.int64()))) for k in ("l1", "l2", "lmin", "lmax")],
+            ("hkeys", pa.list_(pa.int16())),
+            ("hcounts", pa.list_(pa.int32())),
+            ("skipped_chunks", pa.list_(pa.string())),
+        ]
+    )
     for r in rows:
         f = r["feature_id"]
         sel = members[f] & valid
@@ -215,19 +264,37 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
             assert r["finished"] is None and r["s1"] == v.sum(axis=1).tolist()
             continue
         assert all(r[k] is None for k in tasks.SUMS) and sel.any()
-        keys, counts = np.unique((np.arange(64)[:, None] * 256 + data[:, sel] + 128).reshape(-1),
-                                 return_counts=True)
-        one = pa.RecordBatch.from_pylist([{
-            "feature_id": f, "year": 2024, "count": int(sel.sum()), "inside": int(members[f].sum()),
-            "l1": [v.sum(axis=1).tolist()], "l2": [(v * v).sum(axis=1).tolist()],
-            "lmin": [v.min(axis=1).tolist()], "lmax": [v.max(axis=1).tolist()],
-            "hkeys": keys.tolist(), "hcounts": counts.tolist(), "skipped_chunks": []}], schema=lists)
+        keys, counts = np.unique(
+            (np.arange(64)[:, None] * 256 + data[:, sel] + 128).reshape(-1), return_counts=True
+        )
+        one = pa.RecordBatch.from_pylist(
+            [
+                {
+                    "feature_id": f,
+                    "year": 2024,
+                    "count": int(sel.sum()),
+                    "inside": int(members[f].sum()),
+                    "l1": [v.sum(axis=1).tolist()],
+                    "l2": [(v * v).sum(axis=1).tolist()],
+                    "lmin": [v.min(axis=1).tolist()],
+                    "lmax": [v.max(axis=1).tolist()],
+                    "hkeys": keys.tolist(),
+                    "hcounts": counts.tolist(),
+                    "skipped_chunks": [],
+                }
+            ],
+            schema=lists,
+        )
         expected = finish_batch(one, fin).to_pylist()[0]
         assert r["finished"] == {k: expected[k] for k in r["finished"]}
         np.testing.assert_allclose(r["finished"]["mean"], q.a * v.mean(axis=1), rtol=1e-14)
     # output batches close once they hold rows_per_batch rows: one task's rows each here
-    sizes = [b.num_rows for b in tasks.reduce_batches([pa.RecordBatch.from_pylist([task] * 3)], red,
-                                                      lambda t, w: chunk, rows_per_batch=1)]
+    sizes = [
+        b.num_rows
+        for b in tasks.reduce_batches(
+            [pa.RecordBatch.from_pylist([task] * 3)], red, lambda t, w: chunk, rows_per_batch=1
+        )
+    ]
     assert sizes == [len(rows)] * 3
 
 
@@ -239,6 +306,7 @@ def test_linear_store_sums_codes():
 
 
 # --- grid ------------------------------------------------------------------------------------
+
 
 def test_hilbert_key_is_a_bijection_on_a_small_grid():
     n = 1 << 4
@@ -260,12 +328,19 @@ def test_fraction_weights_add_up_to_the_area_and_all_touched_covers_center():
     xs, ys = window_centres()
     res = GRID.res
     x_left, y_top = GRID.xmin, GRID.ymax
-    geoms = [random_polygon(rng, rng.uniform(xs[40], xs[200]), rng.uniform(ys[200], ys[40]),
-                            rng.uniform(0.2, 30) * res) for _ in range(15)]
+    geoms = [
+        random_polygon(
+            rng,
+            rng.uniform(xs[40], xs[200]),
+            rng.uniform(ys[200], ys[40]),
+            rng.uniform(0.2, 30) * res,
+        )
+        for _ in range(15)
+    ]
     pix, fld, w = members(geoms, "fraction", x_left, y_top, res, 256, 256)
     assert (w > 0).all() and (w <= 1).all()
     for f, g in enumerate(geoms):
-        assert w[fld == f].sum() == pytest.approx(g.area / res ** 2, rel=1e-9)
+        assert w[fld == f].sum() == pytest.approx(g.area / res**2, rel=1e-9)
     center = membership(geoms)
     touched = np.zeros_like(center)
     for r, c0, c1, f in members(geoms, "all-touched", x_left, y_top, res, 256, 256):
@@ -279,6 +354,7 @@ def test_fraction_weights_add_up_to_the_area_and_all_touched_covers_center():
 
 # --- all-touched on pixel boundaries ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", list(aligned.CASES))
 def test_all_touched_is_exact_on_pixel_boundaries(name):
     """Edges on pixel boundaries and through corners: exactly the pixels sharing area with the
@@ -288,13 +364,13 @@ def test_all_touched_is_exact_on_pixel_boundaries(name):
 
     geom = aligned.CASES[name]
     placed = aligned.to_degrees(geom)
-    touched, = aligned.job_pixels(members, [placed], "all-touched")
+    (touched,) = aligned.job_pixels(members, [placed], "all-touched")
     want = aligned.shapely_touched(geom)
     assert set(touched) == want
     assert want == aligned.exactextract_touched(geom)
     # centre rule: GEOS's point test decides every centre off the boundary (the slope-1 edges
     # run through centres: their ties are the half-open rule's, tested above)
-    center, = aligned.job_pixels(members, [placed], "center")
+    (center,) = aligned.job_pixels(members, [placed], "center")
     rows, cols = (np.array(a) for a in zip(*want))
     off = ~shapely.touches(geom, shapely.points(cols + 0.5, rows + 0.5))
     inside = shapely.contains_xy(geom, cols + 0.5, rows + 0.5)
@@ -302,10 +378,12 @@ def test_all_touched_is_exact_on_pixel_boundaries(name):
     assert (got[off] == inside[off]).all() and set(center) <= want
     # fraction: the touched pixels, weighted by their covered share (exact here: whole pixels or
     # halves and thirds of them along the diagonals)
-    fraction, = aligned.job_pixels(members, [placed], "fraction")
+    (fraction,) = aligned.job_pixels(members, [placed], "fraction")
     assert set(fraction) == want
     cells = shapely.box(cols, rows, cols + 1, rows + 1)
-    share = dict(zip(zip(rows.tolist(), cols.tolist()), shapely.area(shapely.intersection(geom, cells))))
+    share = dict(
+        zip(zip(rows.tolist(), cols.tolist()), shapely.area(shapely.intersection(geom, cells)))
+    )
     worst = max(abs(w - share[k]) for k, w in fraction.items())
     assert worst <= 1e-9, worst
     # GEOS works in degrees here, where a pixel corner carries ~1e-10 px of rounding
@@ -313,6 +391,7 @@ def test_all_touched_is_exact_on_pixel_boundaries(name):
 
 
 # --- minimum coverage --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(aligned.CASES))
 def test_min_coverage_keeps_exactextracts_pixels(name):
@@ -329,10 +408,10 @@ def test_min_coverage_keeps_exactextracts_pixels(name):
     want = aligned.exactextract_coverage(geom, min_coverage=0.5)
     assert want and min(want.values()) >= 0.5
     least = functools.partial(members, min_coverage=0.5)
-    fraction, = aligned.job_pixels(least, [placed], "fraction")
+    (fraction,) = aligned.job_pixels(least, [placed], "fraction")
     assert set(fraction) == set(want)
     assert max(abs(w - want[k]) for k, w in fraction.items()) <= 1e-7
-    touched, = aligned.job_pixels(least, [placed], "all-touched")
+    (touched,) = aligned.job_pixels(least, [placed], "all-touched")
     assert set(touched) == set(want) and set(touched.values()) == {1.0}
 
 
@@ -344,41 +423,88 @@ def test_min_coverage_on_random_polygons_matches_exactextract():
     rng = np.random.default_rng(11)
     xs, ys = window_centres()
     res, x_left, y_top = GRID.res, GRID.xmin, GRID.ymax
-    geoms = [random_polygon(rng, rng.uniform(xs[40], xs[200]), rng.uniform(ys[200], ys[40]),
-                            rng.uniform(0.5, 30) * res) for _ in range(12)]
-    pixel_units = [shapely.transform(g, lambda c: np.c_[(c[:, 0] - x_left) / res, (y_top - c[:, 1]) / res])
-                   for g in geoms]
+    geoms = [
+        random_polygon(
+            rng,
+            rng.uniform(xs[40], xs[200]),
+            rng.uniform(ys[200], ys[40]),
+            rng.uniform(0.5, 30) * res,
+        )
+        for _ in range(12)
+    ]
+    pixel_units = [
+        shapely.transform(g, lambda c: np.c_[(c[:, 0] - x_left) / res, (y_top - c[:, 1]) / res])
+        for g in geoms
+    ]
     for f_min in (0.25, 0.5, 0.99):
         pix, fld, w = members(geoms, "fraction", x_left, y_top, res, 256, 256, min_coverage=f_min)
         runs = members(geoms, "all-touched", x_left, y_top, res, 256, 256, min_coverage=f_min)
         tpix, tfld = runs_to_pairs(runs, 256)
         for f, g in enumerate(pixel_units):
             want = aligned.exactextract_coverage(g, min_coverage=f_min)
-            got = dict(zip(zip((pix[fld == f] // 256).tolist(), (pix[fld == f] % 256).tolist()),
-                           w[fld == f].tolist()))
+            got = dict(
+                zip(
+                    zip((pix[fld == f] // 256).tolist(), (pix[fld == f] % 256).tolist()),
+                    w[fld == f].tolist(),
+                )
+            )
             assert set(got) == set(want), (f_min, f)
             assert max(abs(v - want[k]) for k, v in got.items()) <= 1e-6
-            assert set(zip((tpix[tfld == f] // 256).tolist(), (tpix[tfld == f] % 256).tolist())) == set(want)
+            assert set(
+                zip((tpix[tfld == f] // 256).tolist(), (tpix[tfld == f] % 256).tolist())
+            ) == set(want)
 
 
 # --- float stores ------------------------------------------------------------------------------
 
+
 def test_float_store_quantisation_and_refusals():
     q = Quantisation.from_attrs({}, "s", "float32", float("nan"))
     assert (q.floats, q.a, q.b, q.square) == (True, 1.0, 0.0, False) and np.isnan(q.nodata)
-    scaled = Quantisation.from_attrs({"geoemb:quantization": {
-        "method": "linear", "scale": {"type": "scalar", "scale": 0.5, "offset": 2.0}}}, "s", "float16", -9999.0)
+    scaled = Quantisation.from_attrs(
+        {
+            "geoemb:quantization": {
+                "method": "linear",
+                "scale": {"type": "scalar", "scale": 0.5, "offset": 2.0},
+            }
+        },
+        "s",
+        "float16",
+        -9999.0,
+    )
     assert (scaled.a, scaled.b, scaled.nodata, scaled.dtype) == (0.5, 2.0, -9999.0, "float16")
     # the convention's scale object on an int8 store too
-    assert Quantisation.from_attrs({"geoemb:quantization": {
-        "method": "linear", "scale": {"type": "scalar", "scale": 0.01}}}, "s").a == 0.01
+    assert (
+        Quantisation.from_attrs(
+            {
+                "geoemb:quantization": {
+                    "method": "linear",
+                    "scale": {"type": "scalar", "scale": 0.01},
+                }
+            },
+            "s",
+        ).a
+        == 0.01
+    )
     for attrs, dtype, message in (
-            ({}, "int16", "embeddings of dtype int16; the embeddings convention defines int8"),
-            ({}, "float64", "embeddings of dtype float64"),
-            ({"geoemb:quantization": {"method": "product_quantization"}}, "float32",
-             "quantisation method 'product_quantization'"),
-            ({"geoemb:quantization": {"method": "linear", "scale": {"type": "array", "array_name": "s"}}},
-             "int8", "'array' scale")):
+        ({}, "int16", "embeddings of dtype int16; the embeddings convention defines int8"),
+        ({}, "float64", "embeddings of dtype float64"),
+        (
+            {"geoemb:quantization": {"method": "product_quantization"}},
+            "float32",
+            "quantisation method 'product_quantization'",
+        ),
+        (
+            {
+                "geoemb:quantization": {
+                    "method": "linear",
+                    "scale": {"type": "array", "array_name": "s"},
+                }
+            },
+            "int8",
+            "'array' scale",
+        ),
+    ):
         with pytest.raises(ValueError, match=message):
             Quantisation.from_attrs(attrs, "s", dtype, float("nan"))
 
@@ -393,12 +519,21 @@ def test_float_reduction_is_compensated(weighted):
     from aef_zonal.udfs.reduce import reduce_chunk_float
 
     rng = np.random.default_rng(9)
-    data = (rng.normal(0, 0.12, (8, 256, 256)) + rng.choice([-1e4, 1e4], (8, 256, 256))).astype(np.float32)
+    data = (rng.normal(0, 0.12, (8, 256, 256)) + rng.choice([-1e4, 1e4], (8, 256, 256))).astype(
+        np.float32
+    )
     data[:, rng.random((256, 256)) < 0.02] = np.nan
-    data[3, rng.random((256, 256)) < 0.01] = -9999.0   # the fill value in one band masks the pixel
+    data[3, rng.random((256, 256)) < 0.01] = -9999.0  # the fill value in one band masks the pixel
     xs, ys = window_centres()
-    geoms = [random_polygon(rng, rng.uniform(xs[20], xs[230]), rng.uniform(ys[230], ys[20]),
-                            rng.uniform(2, 120) * GRID.res) for _ in range(12)]
+    geoms = [
+        random_polygon(
+            rng,
+            rng.uniform(xs[20], xs[230]),
+            rng.uniform(ys[230], ys[20]),
+            rng.uniform(2, 120) * GRID.res,
+        )
+        for _ in range(12)
+    ]
     from aef_zonal.udfs.pixels import members
 
     if weighted:
@@ -409,14 +544,16 @@ def test_float_reduction_is_compensated(weighted):
     p = reduce_chunk_float(data, pix, fld, w, len(geoms), fill=-9999.0)
     flat = data.reshape(8, -1).astype(np.float64)
     valid = ~np.isnan(flat).any(axis=0) & (flat != -9999.0).all(axis=0)
-    u = 2.0 ** -53
+    u = 2.0**-53
     worst = 0.0
     for f in range(len(geoms)):
         sel = (fld == f) & valid[pix]
         wf = np.ones(sel.sum()) if w is None else w[sel]
         x = flat[:, pix[sel]]
         # weights summed plainly: within n u of the exact sum
-        assert p.count[f] == (sel.sum() if w is None else pytest.approx(math.fsum(wf), rel=len(wf) * u))
+        assert p.count[f] == (
+            sel.sum() if w is None else pytest.approx(math.fsum(wf), rel=len(wf) * u)
+        )
         if w is None:
             assert p.count.dtype == np.int64 and p.inside[f] == (fld == f).sum()
         for b in range(8):
@@ -471,7 +608,11 @@ def test_warm_up_loads_every_kernel_a_first_real_task_runs(rule):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", WARM.replace("RULE", repr(rule))], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", WARM.replace("RULE", repr(rule))],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     warm, after = json.loads(out)
     assert sum(warm.values()) > 0 and after == warm

@@ -1,6 +1,7 @@
 """docs/notebook.ipynb, executed (nbclient + ipykernel) on the test sample so that it cannot rot:
 the API in the kernel's own Spark session, then the analysis of what it wrote; and kept without
 outputs in git."""
+
 from __future__ import annotations
 
 import re
@@ -26,16 +27,27 @@ def test_notebook_runs_the_api_and_reads_its_output(sample, job_out, tmp_path, m
     monkeypatch.setenv("AEF_ZONAL_SAMPLE", str(sample))  # the kernel inherits the environment
     monkeypatch.setenv("AEF_ZONAL_OUT", str(out))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     data = ds.dataset(out, format="parquet", partitioning="hive")
-    assert f"{data.count_rows():,} rows written to" in text and f"{data.count_rows():,} rows in" in text
+    assert (
+        f"{data.count_rows():,} rows written to" in text
+        and f"{data.count_rows():,} rows in" in text
+    )
     assert data.count_rows() == ds.dataset(job_out, format="parquet").count_rows()
     assert "years [2024, 2025]" in text and (out / "_SUCCESS").exists()
     changed = re.search(r"([\d,]+) of ([\d,]+) fields changed between 2024 and 2025", text)
-    assert changed and int(changed.group(1).replace(",", "")) > 0, text  # the sample's crop rotation
-    kinds = [k for o in outputs if o.output_type in ("display_data", "execute_result") for k in o.data]
+    assert changed and int(changed.group(1).replace(",", "")) > 0, (
+        text
+    )  # the sample's crop rotation
+    kinds = [
+        k for o in outputs if o.output_type in ("display_data", "execute_result") for k in o.data
+    ]
     assert kinds.count("image/png") == 2 and "text/html" in kinds
     assert any("<iframe srcdoc=" in o.data.get("text/html", "") for o in outputs if "data" in o)

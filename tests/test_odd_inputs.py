@@ -1,4 +1,5 @@
 """Inputs a new user brings: each gives a result or a message naming the problem, never a trace."""
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,29 @@ import pyarrow.dataset as ds
 import pytest
 import shapely
 import zarr
-
 from aef_zonal import submit
+
 from tests import reference
 
 pytestmark = pytest.mark.spark
 
 
 def run(sample, fields, out, *extra):
-    return submit.main(["--store", str(sample / "store.zarr"), "--fields", str(fields), "--out", str(out),
-                             "--master", "local[2]", "--stats", "count,mean,std", *extra])
+    return submit.main(
+        [
+            "--store",
+            str(sample / "store.zarr"),
+            "--fields",
+            str(fields),
+            "--out",
+            str(out),
+            "--master",
+            "local[2]",
+            "--stats",
+            "count,mean,std",
+            *extra,
+        ]
+    )
 
 
 def rows(out) -> pd.DataFrame:
@@ -41,10 +55,15 @@ def odd(sample, tmp_path_factory):
     huge = shapely.box(-100, 35, -85, 50)  # the whole store and far beyond
     geoms = g + [z, collection, huge]
     ids = [str(i) for i in base.feature_id] + ["5000001", "5000002", "5000003"]
-    f = gpd.GeoDataFrame({"feature_id": ids, "label": [None] * len(geoms),
-                          "score_mean": np.full(len(geoms), np.nan, np.float32),
-                          "score_std": np.full(len(geoms), np.nan, np.float32)},
-                         geometry=gpd.GeoSeries(geoms, crs="EPSG:4326")).rename_geometry("geom")
+    f = gpd.GeoDataFrame(
+        {
+            "feature_id": ids,
+            "label": [None] * len(geoms),
+            "score_mean": np.full(len(geoms), np.nan, np.float32),
+            "score_std": np.full(len(geoms), np.nan, np.float32),
+        },
+        geometry=gpd.GeoSeries(geoms, crs="EPSG:4326"),
+    ).rename_geometry("geom")
     folder = tmp_path_factory.mktemp("odd")
     f.to_parquet(folder / "fields.parquet")
     out = folder / "out"
@@ -54,8 +73,12 @@ def odd(sample, tmp_path_factory):
 
 def test_string_ids_geom_column_and_null_optionals(odd):
     base, got, _ = odd
-    assert sorted(got.index.get_level_values(0)) == sorted(list(base.feature_id) + [5000001, 5000002, 5000003])
-    assert (got.label == "field").all() and got.score_mean.isna().all() and got.score_std.isna().all()
+    assert sorted(got.index.get_level_values(0)) == sorted(
+        list(base.feature_id) + [5000001, 5000002, 5000003]
+    )
+    assert (
+        (got.label == "field").all() and got.score_mean.isna().all() and got.score_std.isna().all()
+    )
     assert (got["count"] > 0).all()
 
 
@@ -65,7 +88,9 @@ def test_3d_polygon_and_collection_are_reduced_as_their_polygons(odd, sample):
     first = got.loc[(int(base.feature_id[0]), 2025)]
     z = got.loc[(5000001, 2025)]
     assert z["count"] == first["count"] and np.array_equal(z["mean"], first["mean"])
-    ref = reference.field_stats(store, shapely.MultiPolygon([base.geometry[1], base.geometry[2]]), 2025)
+    ref = reference.field_stats(
+        store, shapely.MultiPolygon([base.geometry[1], base.geometry[2]]), 2025
+    )
     c = got.loc[(5000002, 2025)]
     assert c["count"] == ref["count"] > 0 and pd.isna(c.reason)
     assert reference.rounding_error(c, ref) <= 1e-12
@@ -122,7 +147,12 @@ def test_files_in_different_crs(sample, tmp_path, capsys):
     f.iloc[3:].to_crs(32615).to_parquet(folder / "b.parquet")
     assert run(sample, folder, tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert "different CRSs" in err and "EPSG:32615" in err and "EPSG:4326" in err and "Traceback" not in err
+    assert (
+        "different CRSs" in err
+        and "EPSG:32615" in err
+        and "EPSG:4326" in err
+        and "Traceback" not in err
+    )
 
 
 def test_one_field_one_year_writes_statistics_without_pca(sample, tmp_path, odd):
@@ -130,12 +160,27 @@ def test_one_field_one_year_writes_statistics_without_pca(sample, tmp_path, odd)
     f.to_parquet(tmp_path / "one.parquet")
     assert run(sample, tmp_path / "one.parquet", tmp_path / "out", "--years", "2025") == 0
     row = rows(tmp_path / "out").iloc[0]
-    ref = reference.field_stats(reference.open_store(sample / "store.zarr"), f.geometry.iloc[0], 2025)
+    ref = reference.field_stats(
+        reference.open_store(sample / "store.zarr"), f.geometry.iloc[0], 2025
+    )
     assert row["count"] == ref["count"] > 0 and row.pca_components is None
     report = json.loads((tmp_path / "out" / "_run.json").read_text())
-    assert "only 1 field-year(s) have a valid pixel" in report["pca"] and "--pca-model" in report["pca"]
+    assert (
+        "only 1 field-year(s) have a valid pixel" in report["pca"]
+        and "--pca-model" in report["pca"]
+    )
     assert not (tmp_path / "out" / "_pca_model.json").exists()
     # with a model the same run is coloured
-    assert run(sample, tmp_path / "one.parquet", tmp_path / "coloured", "--years", "2025",
-               "--pca-model", str(odd[2] / "_pca_model.json")) == 0
+    assert (
+        run(
+            sample,
+            tmp_path / "one.parquet",
+            tmp_path / "coloured",
+            "--years",
+            "2025",
+            "--pca-model",
+            str(odd[2] / "_pca_model.json"),
+        )
+        == 0
+    )
     assert rows(tmp_path / "coloured").iloc[0].pca_components is not None

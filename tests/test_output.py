@@ -1,4 +1,5 @@
 """The written dataset: schema, GeoParquet metadata, partitioning, and readers that use it."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,40 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
 from aef_zonal.udfs import pca
 
 pytestmark = pytest.mark.spark
 
-COLUMNS = ["geometry", "score_mean", "score_std", "source_store", "global_x_offset",
-           "global_y_offset", "local_x_offset", "local_y_offset", "path", "feature_id", "bbox",
-           "mean", "pca_components", "hilbert_key", "count", "std", "min", "max", "sum",
-           "mean_normalized", "valid_fraction", "change", "change_from", "complete", "reason", "p05",
-           "median", "p95"]
+COLUMNS = [
+    "geometry",
+    "score_mean",
+    "score_std",
+    "source_store",
+    "global_x_offset",
+    "global_y_offset",
+    "local_x_offset",
+    "local_y_offset",
+    "path",
+    "feature_id",
+    "bbox",
+    "mean",
+    "pca_components",
+    "hilbert_key",
+    "count",
+    "std",
+    "min",
+    "max",
+    "sum",
+    "mean_normalized",
+    "valid_fraction",
+    "change",
+    "change_from",
+    "complete",
+    "reason",
+    "p05",
+    "median",
+    "p95",
+]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +114,9 @@ def test_offsets_path_and_pca(job_out, table, sample):
     model = pca.load(Path(job_out) / "_pca_model.json")
     rows = table[table["count"] > 0]
     got = np.stack(rows.pca_components.to_numpy())
-    np.testing.assert_allclose(got, sklearn_rgb(model, np.stack(rows["mean"].to_numpy())), rtol=0, atol=6e-8)
+    np.testing.assert_allclose(
+        got, sklearn_rgb(model, np.stack(rows["mean"].to_numpy())), rtol=0, atol=6e-8
+    )
     assert got.min() >= 0 and got.max() <= 1 and got.std(axis=0).min() > 0.05
 
 
@@ -121,20 +148,33 @@ def test_pca_model_is_scikit_learns_fit():
     np.testing.assert_array_equal(model["hi"], scores.max(axis=0))
     fresh = rng.normal(size=(50, 64)) * 0.3  # some fall outside the fit range: clipped to [0, 1]
     for x in (means, fresh):
-        np.testing.assert_allclose(pca.apply(model, x).astype(np.float32), sklearn_rgb(model, x), rtol=0, atol=6e-8)
+        np.testing.assert_allclose(
+            pca.apply(model, x).astype(np.float32), sklearn_rgb(model, x), rtol=0, atol=6e-8
+        )
 
 
 def test_spark_sedona_sql_over_the_output(spark, job_out, table):
     df = spark.read.format("geoparquet").load(str(job_out))
     df.createOrReplaceTempView("fields_out")
-    per_label = {r.label: r.n for r in spark.sql(
-        "SELECT label, COUNT(*) AS n FROM fields_out WHERE time = '2024-01-01' GROUP BY label").collect()}
+    per_label = {
+        r.label: r.n
+        for r in spark.sql(
+            "SELECT label, COUNT(*) AS n FROM fields_out WHERE time = '2024-01-01' GROUP BY label"
+        ).collect()
+    }
     expected = table[table.time == "2024-01-01"].groupby("label").size().to_dict()
     assert per_label == expected
     fid = int(table.feature_id.iloc[0])
-    area = spark.sql(f"SELECT ST_Area(geometry) AS a FROM fields_out WHERE feature_id = {fid} "
-                     "AND time = '2024-01-01'").first().a
+    area = (
+        spark.sql(
+            f"SELECT ST_Area(geometry) AS a FROM fields_out WHERE feature_id = {fid} "
+            "AND time = '2024-01-01'"
+        )
+        .first()
+        .a
+    )
     from shapely import wkb
+
     assert area == pytest.approx(wkb.loads(table.geometry.iloc[0]).area, rel=1e-12)
 
 
@@ -144,7 +184,6 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
     holds the field's bbox top-left corner, found from the store's coordinate arrays."""
     import shapely
     import zarr
-
     from aef_zonal import submit
     from aef_zonal.sample import create_store
     from aef_zonal.udfs.store import ShardLayout, describe
@@ -155,18 +194,51 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
     rng = np.random.default_rng(0)
     arr[0] = rng.integers(-127, 128, arr.shape[1:], dtype=np.int8)
     # corners in every shard, on chunk borders, in the last pixel, and west of the store
-    corners = [(3.2, 5.7), (300.5, 600.1), (511.9, 511.9), (512.001, 100.3), (700.4, 1000.6),
-               (1022.5, 1022.5), (255.999, 256.001), (-4.5, 20.2)]
-    geoms = [shapely.box(xmin + c * res, ymax - (r + 1.3) * res, xmin + (c + 1.4) * res, ymax - r * res)
-             for c, r in corners]
-    fields = gpd.GeoDataFrame({"feature_id": np.arange(len(geoms)), "geometry": geoms}, crs="EPSG:4326")
+    corners = [
+        (3.2, 5.7),
+        (300.5, 600.1),
+        (511.9, 511.9),
+        (512.001, 100.3),
+        (700.4, 1000.6),
+        (1022.5, 1022.5),
+        (255.999, 256.001),
+        (-4.5, 20.2),
+    ]
+    geoms = [
+        shapely.box(xmin + c * res, ymax - (r + 1.3) * res, xmin + (c + 1.4) * res, ymax - r * res)
+        for c, r in corners
+    ]
+    fields = gpd.GeoDataFrame(
+        {"feature_id": np.arange(len(geoms)), "geometry": geoms}, crs="EPSG:4326"
+    )
     fields.to_parquet(tmp_path / "fields.parquet")
     out = tmp_path / "out"
-    assert submit.main(["--store", str(tmp_path / "store.zarr"), "--fields", str(tmp_path / "fields.parquet"),
-                             "--out", str(out), "--master", "local[2]"]) == 0
-    rows = ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id").sort_index()
+    assert (
+        submit.main(
+            [
+                "--store",
+                str(tmp_path / "store.zarr"),
+                "--fields",
+                str(tmp_path / "fields.parquet"),
+                "--out",
+                str(out),
+                "--master",
+                "local[2]",
+            ]
+        )
+        == 0
+    )
+    rows = (
+        ds.dataset(out, partitioning="hive")
+        .to_table()
+        .to_pandas()
+        .set_index("feature_id")
+        .sort_index()
+    )
     info = describe(str(tmp_path / "store.zarr"))
-    layout = ShardLayout(zarr.open_array(tmp_path / "store.zarr" / "embeddings", mode="r"), info.grid)
+    layout = ShardLayout(
+        zarr.open_array(tmp_path / "store.zarr" / "embeddings", mode="r"), info.grid
+    )
     group = zarr.open_group(tmp_path / "store.zarr", mode="r")
     x, y = group["x"][:], group["y"][:]
     for fid, (c, r) in enumerate(corners):
@@ -184,4 +256,6 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
         slot = layout.slot(cy, cx)
         per = layout.per
         assert (row.local_y_offset, row.local_x_offset) == (
-            slot // per * info.grid.chunk + gy % info.grid.chunk, slot % per * info.grid.chunk + gx % info.grid.chunk)
+            slot // per * info.grid.chunk + gy % info.grid.chunk,
+            slot % per * info.grid.chunk + gx % info.grid.chunk,
+        )

@@ -1,13 +1,13 @@
 """aef-zonal plot over the session's output: two PNGs of a sensible size that show the fields'
 colours (not blank), and clear refusals for an absent year or a folder that is no output."""
+
 from __future__ import annotations
 
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from PIL import Image
-
 from aef_zonal import plot
+from PIL import Image
 
 pytestmark = pytest.mark.spark
 
@@ -23,11 +23,21 @@ def pictures(job_out, tmp_path_factory):
 def label_colours(job_out) -> dict[str, np.ndarray]:
     """Each label's typical colour in 2024, as 0..255 RGB: that of its field nearest to the label's
     median colour (a label's fields spread widely: the median itself may be no field's colour)."""
-    t = ds.dataset(job_out, format="parquet", partitioning="hive").to_table(
-        filter=(ds.field("time") == "2024-01-01") & (ds.field("count") > 0),
-        columns=["label", "pca_components"]).to_pandas()
-    colours = {label: np.stack(g.pca_components.to_numpy()) * 255 for label, g in t.groupby("label")}
-    return {label: c[np.abs(c - np.median(c, axis=0)).sum(axis=1).argmin()] for label, c in colours.items()}
+    t = (
+        ds.dataset(job_out, format="parquet", partitioning="hive")
+        .to_table(
+            filter=(ds.field("time") == "2024-01-01") & (ds.field("count") > 0),
+            columns=["label", "pca_components"],
+        )
+        .to_pandas()
+    )
+    colours = {
+        label: np.stack(g.pca_components.to_numpy()) * 255 for label, g in t.groupby("label")
+    }
+    return {
+        label: c[np.abs(c - np.median(c, axis=0)).sum(axis=1).argmin()]
+        for label, c in colours.items()
+    }
 
 
 @pytest.mark.parametrize("name,min_share", [("map.png", 0.0005), ("pca.png", 0.00002)])

@@ -2,6 +2,7 @@
 spatial extension from the duckdb-extension-spatial wheel, no download) give the same answers as
 pyarrow; and a third-party validator (geoparquet-validator) checks every file against GeoParquet 1.1.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-
 from aef_zonal import query
 
 pytestmark = pytest.mark.spark
@@ -40,8 +40,12 @@ def box(table) -> dict:
     """The middle half of the year's extent: some fields inside, some across, most outside."""
     b = pd.DataFrame(list(table[table.time == YEAR].bbox))
     x0, x1, y0, y1 = b.xmin.min(), b.xmax.max(), b.ymin.min(), b.ymax.max()
-    return {"xmin": x0 + (x1 - x0) / 4, "xmax": x1 - (x1 - x0) / 4,
-            "ymin": y0 + (y1 - y0) / 4, "ymax": y1 - (y1 - y0) / 4}
+    return {
+        "xmin": x0 + (x1 - x0) / 4,
+        "xmax": x1 - (x1 - x0) / 4,
+        "ymin": y0 + (y1 - y0) / 4,
+        "ymax": y1 - (y1 - y0) / 4,
+    }
 
 
 def wkt(box) -> str:
@@ -55,7 +59,12 @@ def expected(table, box) -> dict:
 
     year = table[table.time == YEAR]
     b = pd.DataFrame(list(year.bbox), index=year.index)
-    inside = (b.xmin >= box["xmin"]) & (b.xmax <= box["xmax"]) & (b.ymin >= box["ymin"]) & (b.ymax <= box["ymax"])
+    inside = (
+        (b.xmin >= box["xmin"])
+        & (b.xmax <= box["xmax"])
+        & (b.ymin >= box["ymin"])
+        & (b.ymax <= box["ymax"])
+    )
     geoms = shapely.from_wkb(year.geometry)
     hits = shapely.intersects(geoms, shapely.from_wkt(wkt(box)))
     valid = year[year["count"] > 0].assign(area=shapely.area(geoms[year["count"].to_numpy() > 0]))
@@ -63,8 +72,10 @@ def expected(table, box) -> dict:
         "per_label": table.groupby(["time", "label"]).size().to_dict(),
         "bbox": sorted(year.feature_id[inside]),
         "intersects": sorted(year.feature_id[hits]),
-        "band_mean": {label: (np.mean([m[BAND - 1] for m in g["mean"]]), g.area.sum())
-                      for label, g in valid.groupby("label")},
+        "band_mean": {
+            label: (np.mean([m[BAND - 1] for m in g["mean"]]), g.area.sum())
+            for label, g in valid.groupby("label")
+        },
     }
 
 
@@ -72,7 +83,10 @@ def answers(rows: dict[str, pd.DataFrame]) -> dict:
     """Engine results (pandas) in the shape of expected()."""
     per_label = rows["per_label"]
     return {
-        "per_label": {(str(t)[:10], lab): int(n) for t, lab, n in per_label[["time", "label", "n"]].itertuples(index=False)},
+        "per_label": {
+            (str(t)[:10], lab): int(n)
+            for t, lab, n in per_label[["time", "label", "n"]].itertuples(index=False)
+        },
         "bbox": sorted(int(i) for i in rows["bbox"].feature_id),
         "intersects": sorted(int(i) for i in rows["intersects"].feature_id),
         "band_mean": {r.label: (r.v, r.area) for r in rows["band_mean"].itertuples()},
@@ -89,7 +103,10 @@ def assert_same(got: dict, want: dict) -> None:
 
 
 def test_spark_sedona_via_the_sql_command(spark, job_out, table, box):
-    sql = {k: s.format(band=BAND - 1, window=f"ST_GeomFromText('{wkt(box)}')", **box) for k, s in SQL.items()}
+    sql = {
+        k: s.format(band=BAND - 1, window=f"ST_GeomFromText('{wkt(box)}')", **box)
+        for k, s in SQL.items()
+    }
     rows = {k: query.query(spark, job_out, s).toPandas() for k, s in sql.items()}
     assert_same(answers(rows), expected(table, box))
 
@@ -100,7 +117,9 @@ def test_sedonadb(job_out, table, box):
     sd = sedona.db.connect()
     sd.read_parquet(str(job_out)).to_view("fields")
     window = f"ST_SetSRID(ST_GeomFromText('{wkt(box)}'), 4326)"  # SedonaDB refuses mixed CRSs
-    rows = {k: sd.sql(s.format(band=BAND, window=window, **box)).to_pandas() for k, s in SQL.items()}
+    rows = {
+        k: sd.sql(s.format(band=BAND, window=window, **box)).to_pandas() for k, s in SQL.items()
+    }
     assert_same(answers(rows), expected(table, box))
 
 
@@ -109,23 +128,37 @@ def test_duckdb_with_spatial(job_out, table, box, tmp_path):
     from duckdb_extensions import import_extension
 
     con = duckdb.connect()
-    con.sql(f"SET extension_directory = '{tmp_path}'")  # install from the wheel here, not in ~/.duckdb
+    con.sql(
+        f"SET extension_directory = '{tmp_path}'"
+    )  # install from the wheel here, not in ~/.duckdb
     import_extension("spatial", con=con)
     con.sql("LOAD spatial")
-    con.sql(f"CREATE VIEW fields AS SELECT * FROM read_parquet('{job_out}/*/*/*.parquet', hive_partitioning = true)")
-    assert con.sql("SELECT data_type FROM information_schema.columns "
-                   "WHERE column_name = 'geometry'").fetchone()[0].startswith("GEOMETRY")
+    con.sql(
+        f"CREATE VIEW fields AS SELECT * FROM read_parquet('{job_out}/*/*/*.parquet', hive_partitioning = true)"
+    )
+    assert (
+        con.sql("SELECT data_type FROM information_schema.columns WHERE column_name = 'geometry'")
+        .fetchone()[0]
+        .startswith("GEOMETRY")
+    )
     window = f"ST_GeomFromText('{wkt(box)}')"
     rows = {k: con.sql(s.format(band=BAND, window=window, **box)).df() for k, s in SQL.items()}
     assert_same(answers(rows), expected(table, box))
 
 
 def test_year_filter_prunes_partitions(spark, job_out, capsys):
-    plan = query.query(spark, job_out, f"SELECT feature_id FROM fields WHERE time = '{YEAR}' AND label = 'corn'")
+    plan = query.query(
+        spark, job_out, f"SELECT feature_id FROM fields WHERE time = '{YEAR}' AND label = 'corn'"
+    )
     text = plan._jdf.queryExecution().executedPlan().toString()
     assert "PartitionFilters: [isnotnull(time" in text and f"= {YEAR}" in text and "(label" in text
     # the same plan through the command line
-    assert query.main([str(job_out), f"SELECT COUNT(*) FROM fields WHERE time = '{YEAR}'", "--explain"]) == 0
+    assert (
+        query.main(
+            [str(job_out), f"SELECT COUNT(*) FROM fields WHERE time = '{YEAR}'", "--explain"]
+        )
+        == 0
+    )
     assert "PartitionFilters: [isnotnull(time#" in capsys.readouterr().out
 
 
@@ -134,23 +167,50 @@ def test_area_spheroid_is_geodesic_square_metres(spark, job_out, table):
     from shapely import wkb
 
     row = table[(table.time == YEAR)].iloc[0]
-    got = query.query(spark, job_out, f"SELECT ST_AreaSpheroid(geometry) AS a FROM fields "
-                      f"WHERE time = '{YEAR}' AND feature_id = {row.feature_id}").first().a
+    got = (
+        query.query(
+            spark,
+            job_out,
+            f"SELECT ST_AreaSpheroid(geometry) AS a FROM fields "
+            f"WHERE time = '{YEAR}' AND feature_id = {row.feature_id}",
+        )
+        .first()
+        .a
+    )
     want = abs(Geod(ellps="WGS84").geometry_area_perimeter(wkb.loads(row.geometry))[0])
     assert got == pytest.approx(want, rel=1e-6) and got > 100
 
 
 def test_sql_command_prints_and_writes(job_out, tmp_path, capsys):
-    assert query.main([str(job_out), "SELECT label, COUNT(*) AS n FROM fields "
-                       f"WHERE time = '{YEAR}' GROUP BY label ORDER BY label"]) == 0
+    assert (
+        query.main(
+            [
+                str(job_out),
+                "SELECT label, COUNT(*) AS n FROM fields "
+                f"WHERE time = '{YEAR}' GROUP BY label ORDER BY label",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "   label|  n|" in out and "    corn|" in out
 
     import geopandas as gpd
 
     target = tmp_path / "corn.parquet"
-    assert query.main([str(job_out), f"SELECT feature_id, geometry FROM fields WHERE time = '{YEAR}' "
-                       "AND label = 'corn'", "--to", str(target), "--limit", "5"]) == 0
+    assert (
+        query.main(
+            [
+                str(job_out),
+                f"SELECT feature_id, geometry FROM fields WHERE time = '{YEAR}' AND label = 'corn'",
+                "--to",
+                str(target),
+                "--limit",
+                "5",
+            ]
+        )
+        == 0
+    )
     gdf = gpd.read_parquet(target)
     assert len(gdf) == 5 and gdf.crs.to_epsg() == 4326 and target.is_file()
 
@@ -195,25 +255,53 @@ def every_kind(sample, tmp_path_factory, job_out):
     an empty, an invalid (repaired) and a far-away (outside the store) polygon."""
     import geopandas as gpd
     import shapely
-
     from aef_zonal import submit
     from aef_zonal.sample import fields_by_year
 
-    layers = fields_by_year(gpd.read_parquet(sample / "fields.parquet").iloc[:20], (2024, 2025), seed=5)
+    layers = fields_by_year(
+        gpd.read_parquet(sample / "fields.parquet").iloc[:20], (2024, 2025), seed=5
+    )
     x0, y0, x1, y1 = layers.geometry.iloc[0].bounds
-    odd = gpd.GeoDataFrame({
-        "feature_id": [9001, 9002, 9003, 9004], "label": ["null", "empty", "bowtie", "far"],
-        "year": np.array([2024, 2025, 2025, 2024], np.int32),
-        "geometry": [None, shapely.Polygon(), shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)]),
-                     shapely.box(10, 10, 10.01, 10.01)]}, crs=layers.crs)
+    odd = gpd.GeoDataFrame(
+        {
+            "feature_id": [9001, 9002, 9003, 9004],
+            "label": ["null", "empty", "bowtie", "far"],
+            "year": np.array([2024, 2025, 2025, 2024], np.int32),
+            "geometry": [
+                None,
+                shapely.Polygon(),
+                shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)]),
+                shapely.box(10, 10, 10.01, 10.01),
+            ],
+        },
+        crs=layers.crs,
+    )
     fields = gpd.GeoDataFrame(pd.concat([layers, odd], ignore_index=True), crs=layers.crs)
     folder = tmp_path_factory.mktemp("every_kind")
     fields.to_parquet(folder / "fields.parquet")
     out = folder / "out"
-    assert submit.main(["--store", str(sample / "store.zarr"), "--fields", str(folder / "fields.parquet"),
-                             "--out", str(out), "--master", "local[2]", "--stats", "count,mean",
-                             "--pca-model", str(job_out / "_pca_model.json")]) == 0
-    reasons = ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id").reason
+    assert (
+        submit.main(
+            [
+                "--store",
+                str(sample / "store.zarr"),
+                "--fields",
+                str(folder / "fields.parquet"),
+                "--out",
+                str(out),
+                "--master",
+                "local[2]",
+                "--stats",
+                "count,mean",
+                "--pca-model",
+                str(job_out / "_pca_model.json"),
+            ]
+        )
+        == 0
+    )
+    reasons = (
+        ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id").reason
+    )
     assert reasons[9001] == "null geometry" and reasons[9002] == "empty geometry"
     assert reasons[9004] == "outside the store" and pd.isna(reasons[9003])  # repaired, reduced
     return out
@@ -239,8 +327,9 @@ def test_bbox_is_present_exactly_where_the_geometry_is(every_kind):
     assert all(np.isnan(v) for v in t.bbox[9002].values())  # empty: NaN, no extent
     rest = t.drop(index=[9001, 9002])
     bounds = shapely.bounds(shapely.from_wkb(rest.geometry))
-    np.testing.assert_array_equal(np.array([[b[k] for k in ("xmin", "ymin", "xmax", "ymax")] for b in rest.bbox]),
-                                  bounds)
+    np.testing.assert_array_equal(
+        np.array([[b[k] for k in ("xmin", "ymin", "xmax", "ymax")] for b in rest.bbox]), bounds
+    )
 
 
 BBOX_FILTERS = {  # the whole world: every field with an extent, in the two usual forms
@@ -255,16 +344,30 @@ def test_bbox_filters_never_select_an_empty_geometry(every_kind, spark, tmp_path
 
     data = ds.dataset(every_kind, partitioning="hive")
     # one row per field and year of its layer: all but the null and the empty geometry
-    want = sorted(f for f in data.to_table().column("feature_id").to_pylist() if f not in (9001, 9002))
+    want = sorted(
+        f for f in data.to_table().column("feature_id").to_pylist() if f not in (9001, 9002)
+    )
     xmin, ymin, xmax, ymax = (pc.field("bbox", k) for k in ("xmin", "ymin", "xmax", "ymax"))
-    arrow = {"within": (xmin >= -180) & (xmax <= 180) & (ymin >= -90) & (ymax <= 90),
-             "intersects": (xmin <= 180) & (xmax >= -180) & (ymin <= 90) & (ymax >= -90)}
+    arrow = {
+        "within": (xmin >= -180) & (xmax <= 180) & (ymin >= -90) & (ymax <= 90),
+        "intersects": (xmin <= 180) & (xmax >= -180) & (ymin <= 90) & (ymax >= -90),
+    }
     con = duckdb.connect()
     for name, where in BBOX_FILTERS.items():
         got = {
-            "spark": [r.feature_id for r in query.query(spark, every_kind, f"SELECT feature_id FROM fields WHERE {where}").collect()],
-            "duckdb": [r[0] for r in con.sql(f"SELECT feature_id FROM read_parquet('{every_kind}/*/*/*.parquet', "
-                                              f"hive_partitioning = true) WHERE {where}").fetchall()],
+            "spark": [
+                r.feature_id
+                for r in query.query(
+                    spark, every_kind, f"SELECT feature_id FROM fields WHERE {where}"
+                ).collect()
+            ],
+            "duckdb": [
+                r[0]
+                for r in con.sql(
+                    f"SELECT feature_id FROM read_parquet('{every_kind}/*/*/*.parquet', "
+                    f"hive_partitioning = true) WHERE {where}"
+                ).fetchall()
+            ],
             "pyarrow": data.to_table(filter=arrow[name]).column("feature_id").to_pylist(),
         }
         for engine, ids in got.items():

@@ -1,4 +1,5 @@
 """The job's count, mean and std equal the brute-force reference for every field-year."""
+
 from __future__ import annotations
 
 import geopandas as gpd
@@ -38,8 +39,17 @@ def test_every_field_year_matches_reference(sample, result, kinds):
     print(f"worst mean/std error in units of mean |v|: {worst:.3g}")
     assert worst <= 1e-12
     # the edge cases with pixels were all compared
-    assert {"hole", "multipolygon", "many-chunks", "shard-corner", "chunk-border",
-            "subpixel-centre", "partly-outside", "overlap-a", "overlap-b"} <= seen
+    assert {
+        "hole",
+        "multipolygon",
+        "many-chunks",
+        "shard-corner",
+        "chunk-border",
+        "subpixel-centre",
+        "partly-outside",
+        "overlap-a",
+        "overlap-b",
+    } <= seen
 
 
 def test_edge_cases_have_the_expected_rows(result, kinds):
@@ -50,7 +60,9 @@ def test_edge_cases_have_the_expected_rows(result, kinds):
     for kind in ("outside", "subpixel-corner"):
         for _, row in by_kind[kind]:
             assert row["count"] == 0 and row["mean"] is None and row["pca_components"] is None
-    assert all(row["count"] == 1 for _, row in by_kind["subpixel-centre"] if row["mean"] is not None)
+    assert all(
+        row["count"] == 1 for _, row in by_kind["subpixel-centre"] if row["mean"] is not None
+    )
     # the never-written chunk (first year) holds no valid pixel; the next year is written
     counts = {year: row["count"] for year, row in by_kind["missing-chunk"]}
     assert counts[2024] == 0 and counts[2025] > 1500
@@ -63,4 +75,6 @@ def test_min_max_bound_the_mean(result):
     tol = 4 * np.spacing(np.abs(mean))
     assert (lo <= mean + tol).all() and (mean <= hi + tol).all() and (lo < hi).any()
     single = rows["count"].to_numpy() == 1
-    assert (lo[single] == hi[single]).all() and np.allclose(mean[single], lo[single], rtol=1e-15, atol=0)
+    assert (lo[single] == hi[single]).all() and np.allclose(
+        mean[single], lo[single], rtol=1e-15, atol=0
+    )

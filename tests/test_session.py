@@ -1,5 +1,6 @@
 """The Python workers: the environment the job's session starts them with, the housekeeping
 around each task (udfs/spark.py)."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from aef_zonal import config
 
 
@@ -73,6 +73,11 @@ print("ok")
 
 @pytest.mark.fast
 def test_a_task_start_freezes_what_is_alive_and_later_garbage_is_still_collected():
-    run = subprocess.run([sys.executable, "-c", FREEZE_SCENARIO], capture_output=True, text=True,
-                         cwd=Path(__file__).parents[1], timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", FREEZE_SCENARIO],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        timeout=120,
+    )
     assert run.returncode == 0 and run.stdout == "ok\n", run.stderr

@@ -1,4 +1,5 @@
 """Statistics beyond the mean and the three pixel rules, against independent references."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,8 @@ import math
 import geopandas as gpd
 import numpy as np
 import pytest
-
 from aef_zonal import options
+
 from tests import aligned, reference
 from tests.compare import read
 from tests.conftest import run_job
@@ -27,8 +28,20 @@ def load(out):
 
 def run_rule(sample, job_out, tmp_path_factory, rule, stats, fields):
     out = tmp_path_factory.mktemp(rule) / "result"
-    assert run_job(sample / "store.zarr", fields, out, "--pixels", rule,
-                   "--stats", stats, "--pca-model", str(job_out / "_pca_model.json")) == 0
+    assert (
+        run_job(
+            sample / "store.zarr",
+            fields,
+            out,
+            "--pixels",
+            rule,
+            "--stats",
+            stats,
+            "--pca-model",
+            str(job_out / "_pca_model.json"),
+        )
+        == 0
+    )
     return load(out)
 
 
@@ -47,10 +60,14 @@ def with_aligned(sample, fields, tmp_path_factory):
     from aef_zonal.udfs.store import describe
 
     grid = describe(str(sample / "store.zarr")).grid
-    extra = gpd.GeoDataFrame({"feature_id": ALIGNED_IDS + np.arange(len(aligned.CASES)),
-                              "label": "aligned",
-                              "geometry": [aligned.to_degrees(g, grid) for g in aligned.CASES.values()]},
-                             crs=fields.crs)
+    extra = gpd.GeoDataFrame(
+        {
+            "feature_id": ALIGNED_IDS + np.arange(len(aligned.CASES)),
+            "label": "aligned",
+            "geometry": [aligned.to_degrees(g, grid) for g in aligned.CASES.values()],
+        },
+        crs=fields.crs,
+    )
     both = gpd.GeoDataFrame(pd.concat([fields, extra], ignore_index=True), crs=fields.crs)
     path = tmp_path_factory.mktemp("aligned") / "fields.parquet"
     both.to_parquet(path)
@@ -74,14 +91,26 @@ def center(job_out):
 
 @pytest.fixture(scope="module")
 def touched(sample, job_out, tmp_path_factory, with_aligned):
-    return run_rule(sample, job_out, tmp_path_factory, "all-touched", "count,mean,std,median,valid_fraction",
-                    with_aligned[1])
+    return run_rule(
+        sample,
+        job_out,
+        tmp_path_factory,
+        "all-touched",
+        "count,mean,std,median,valid_fraction",
+        with_aligned[1],
+    )
 
 
 @pytest.fixture(scope="module")
 def fraction(sample, job_out, tmp_path_factory, with_aligned):
-    return run_rule(sample, job_out, tmp_path_factory, "fraction",
-                    "count,mean,std,valid_fraction,p05,median,p95", with_aligned[1])
+    return run_rule(
+        sample,
+        job_out,
+        tmp_path_factory,
+        "fraction",
+        "count,mean,std,valid_fraction,p05,median,p95",
+        with_aligned[1],
+    )
 
 
 def test_center_quantiles_extremes_and_more_are_exact(center, fields, store):
@@ -91,7 +120,9 @@ def test_center_quantiles_extremes_and_more_are_exact(center, fields, store):
             ref = reference.field_stats(store, geom, year)
             row = center.loc[(fid, year)]
             if ref["inside"]:
-                assert row["valid_fraction"] == pytest.approx(ref["count"] / ref["inside"], abs=1e-15)
+                assert row["valid_fraction"] == pytest.approx(
+                    ref["count"] / ref["inside"], abs=1e-15
+                )
             if ref["count"] == 0:
                 assert all(row[c] is None for c in ("min", "max", "p05", "median", "p95", "sum"))
                 continue
@@ -106,7 +137,9 @@ def test_center_quantiles_extremes_and_more_are_exact(center, fields, store):
             # fsum: the correctly rounded sum (a float loop over 10^5 values drifts by ~1e-8)
             exact = np.array([math.fsum(band) for band in v])
             # relative to sum |v|: each reference value carries its own rounding of (q / 127.5)^2
-            worst = max(worst, (np.abs(np.asarray(row["sum"]) - exact) / np.abs(v).sum(axis=1)).max())
+            worst = max(
+                worst, (np.abs(np.asarray(row["sum"]) - exact) / np.abs(v).sum(axis=1)).max()
+            )
             m = np.asarray(row["mean"])
             np.testing.assert_allclose(row["mean_normalized"], m / np.linalg.norm(m), atol=1e-12)
     assert worst <= 2e-15
@@ -139,15 +172,25 @@ def test_all_touched_matches_exactextract(touched, with_aligned, store, all_kind
     worst = 0.0
     for fid, geom in zip(both.feature_id, both.geometry):
         for year in (2024, 2025):
-            ref = (reference.field_stats(store, geom, year, all_touched=True) if fid < ALIGNED_IDS
-                   else reference.pixel_stats(store, dict.fromkeys(aligned.shapely_touched(
-                       list(aligned.CASES.values())[fid - ALIGNED_IDS]), 1.0), year))
+            ref = (
+                reference.field_stats(store, geom, year, all_touched=True)
+                if fid < ALIGNED_IDS
+                else reference.pixel_stats(
+                    store,
+                    dict.fromkeys(
+                        aligned.shapely_touched(list(aligned.CASES.values())[fid - ALIGNED_IDS]),
+                        1.0,
+                    ),
+                    year,
+                )
+            )
             row = touched.loc[(fid, year)]
             assert row["count"] == ref["count"], (fid, year, all_kinds[fid])
             if ref["count"]:
                 worst = max(worst, reference.rounding_error(row, ref))
-                np.testing.assert_allclose(row["median"], np.median(ref["values"], axis=1),
-                                           rtol=1e-15, atol=1e-17)
+                np.testing.assert_allclose(
+                    row["median"], np.median(ref["values"], axis=1), rtol=1e-15, atol=1e-17
+                )
     print(f"worst mean/std error in units of mean |v|: {worst:.3g}")
     assert worst <= 1e-12
 
@@ -165,8 +208,11 @@ def test_fraction_matches_exactextract(fraction, with_aligned, store, all_kinds)
             # exactextract keeps coverage fractions in float32
             assert row["count"] == pytest.approx(ref["count"], rel=1e-6), (fid, all_kinds[fid])
             if ref["count"]:
-                worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
-                            np.abs(np.asarray(row["std"]) - ref["std"]).max())
+                worst = max(
+                    worst,
+                    np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
+                    np.abs(np.asarray(row["std"]) - ref["std"]).max(),
+                )
                 got = np.stack([np.asarray(row[name]) for name in QS])
                 worst_q = max(worst_q, np.abs(got - ref["quantiles"]).max())
     # the weights are areas, not integers; exactextract's are float32 (~1e-7 relative)
@@ -217,9 +263,24 @@ def extras(sample, job_out, fields, tmp_path_factory):
     path = tmp_path_factory.mktemp("extras") / "fields.parquet"
     with_columns(fields).to_parquet(path, write_covering_bbox=True)
     out = path.parent / "result"
-    assert run_job(sample / "store.zarr", path, out, "--pixels", "fraction",
-                   "--min-coverage", str(MIN_COVERAGE), "--stats", "count,mean,std",
-                   "--keep-columns", "all", "--pca-model", str(job_out / "_pca_model.json")) == 0
+    assert (
+        run_job(
+            sample / "store.zarr",
+            path,
+            out,
+            "--pixels",
+            "fraction",
+            "--min-coverage",
+            str(MIN_COVERAGE),
+            "--stats",
+            "count,mean,std",
+            "--keep-columns",
+            "all",
+            "--pca-model",
+            str(job_out / "_pca_model.json"),
+        )
+        == 0
+    )
     return out
 
 
@@ -234,11 +295,13 @@ def test_keep_columns_carries_every_input_column_unchanged(extras, fields):
     # exactly the published columns, the statistics asked for, and the kept input columns
     assert set(written.column_names) == o.output_columns() | set(KEPT)
     names = written.column_names
-    assert names[1:1 + len(KEPT)] == list(KEPT)  # where score_mean, score_std always were
+    assert names[1 : 1 + len(KEPT)] == list(KEPT)  # where score_mean, score_std always were
     for name in KEPT[2:]:  # types as read: string, double, int32, date32, list, struct
         typ = given.schema.field(name).type
         # pandas' strings come as Arrow's large_string, Spark writes string: both Parquet STRING
-        assert written.schema.field(name).type == (pa.string() if typ == pa.large_string() else typ), name
+        assert written.schema.field(name).type == (
+            pa.string() if typ == pa.large_string() else typ
+        ), name
     want = given.select(["feature_id", *KEPT[2:]]).to_pylist()
     want = {r["feature_id"]: r for r in want}
     rows = written.select(["feature_id", *KEPT]).to_pylist()
@@ -254,14 +317,23 @@ def test_keep_columns_refusals(sample, fields, tmp_path, capsys):
     """A kept name that is an output column, or not in the file, or (with all) an input column
     named like an output column: refused naming it, exit 2, nothing written."""
     with pytest.raises(SystemExit) as e:
-        options.parse(["--store", "s", "--fields", "f", "--out", "o", "--keep-columns", "crop,mean"])
+        options.parse(
+            ["--store", "s", "--fields", "f", "--out", "o", "--keep-columns", "crop,mean"]
+        )
     assert e.value.code == 2 and "--keep-columns: mean would clash" in capsys.readouterr().err
-    assert options.parse(["--store", "s", "--fields", "f", "--out", "o", "--keep-columns", "none"]).keep_columns == ()
+    assert (
+        options.parse(
+            ["--store", "s", "--fields", "f", "--out", "o", "--keep-columns", "none"]
+        ).keep_columns
+        == ()
+    )
     path = tmp_path / "fields.parquet"
     clashing = fields.head(20).assign(count=1)
     clashing.to_parquet(path)
-    for keep, message in (("all", "input column(s) ['count'] would clash"),
-                          ("score_mean,crop", "--keep-columns names ['crop'], not in the file")):
+    for keep, message in (
+        ("all", "input column(s) ['count'] would clash"),
+        ("score_mean,crop", "--keep-columns names ['crop'], not in the file"),
+    ):
         out = tmp_path / f"out-{keep}"
         assert run_job(sample / "store.zarr", path, out, "--keep-columns", keep) == 2
         assert message in capsys.readouterr().err and not out.exists()
@@ -283,14 +355,22 @@ def test_min_coverage_matches_exactextract(extras, fields, store, kinds):
         for year in (2024, 2025):
             ref = reference.fraction_stats(store, geoms[fid], year, min_coverage=MIN_COVERAGE)
             row = table.loc[(fid, year)]
-            assert row["count"] == pytest.approx(ref["count"], rel=1e-6, abs=1e-9), (fid, kinds[fid])
+            assert row["count"] == pytest.approx(ref["count"], rel=1e-6, abs=1e-9), (
+                fid,
+                kinds[fid],
+            )
             if ref["count"]:
-                worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
-                            np.abs(np.asarray(row["std"]) - ref["std"]).max())
+                worst = max(
+                    worst,
+                    np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
+                    np.abs(np.asarray(row["std"]) - ref["std"]).max(),
+                )
             else:
                 dropped += 1
                 assert row["mean"] is None and row["reason"] is not None
-    print(f"min-coverage: worst mean/std difference {worst:.3g}, {dropped} field-years left without a pixel")
+    print(
+        f"min-coverage: worst mean/std difference {worst:.3g}, {dropped} field-years left without a pixel"
+    )
     # exactextract's coverage fractions are float32 (~1e-7 relative), as for plain fraction
     assert worst <= 1e-6 and dropped > 0
 
@@ -299,7 +379,9 @@ def by_kind(table, kinds, kind, year):
     return next(row for (fid, y), row in table.iterrows() if kinds[fid] == kind and y == year)
 
 
-def test_all_nodata_and_single_pixel_fields_in_every_mode(center, touched, fraction, all_kinds, fields, store):
+def test_all_nodata_and_single_pixel_fields_in_every_mode(
+    center, touched, fraction, all_kinds, fields, store
+):
     kinds = all_kinds
     for table in (center, touched, fraction):
         empty = by_kind(table, kinds, "missing-chunk", 2024)  # its chunk was never written
@@ -309,12 +391,13 @@ def test_all_nodata_and_single_pixel_fields_in_every_mode(center, touched, fract
     ref = reference.field_stats(store, geom, 2025)
     assert ref["count"] == 1
     pixel = ref["values"][:, 0]
-    coverage = pytest.approx(geom.area / (8.983111749910169e-05 ** 2))
+    coverage = pytest.approx(geom.area / (8.983111749910169e-05**2))
     # integer sums give std exactly 0; weighted float sums leave ~sqrt(eps) * |value|
     for table, count, std_tol in ((center, 1, 0), (touched, 1, 0), (fraction, coverage, 1e-8)):
         row = by_kind(table, kinds, "subpixel-centre", 2025)
         assert row["count"] == count
         np.testing.assert_allclose(row["mean"], pixel, atol=1e-15)
         np.testing.assert_allclose(row["std"], 0, atol=std_tol)
-    np.testing.assert_allclose(by_kind(center, kinds, "subpixel-centre", 2025)["median"], pixel,
-                               rtol=1e-15, atol=1e-17)
+    np.testing.assert_allclose(
+        by_kind(center, kinds, "subpixel-centre", 2025)["median"], pixel, rtol=1e-15, atol=1e-17
+    )

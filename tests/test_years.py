@@ -1,4 +1,5 @@
 """Fields that carry their own year: each is reduced against that year's slice only."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-
-from aef_zonal.stages import fields as fields_stage
 from aef_zonal.sample import fields_by_year
+from aef_zonal.stages import fields as fields_stage
+
 from tests import reference
 from tests.compare import read
 from tests.conftest import run_job
@@ -23,8 +24,18 @@ def yearly(sample, tmp_path_factory, job_out):
     folder = tmp_path_factory.mktemp("yearly")
     fields.to_parquet(folder / "fields.parquet")
     out = folder / "result"
-    assert run_job(sample / "store.zarr", folder / "fields.parquet", out, "--stats", "count,mean,std,change",
-                   "--pca-model", str(job_out / "_pca_model.json")) == 0
+    assert (
+        run_job(
+            sample / "store.zarr",
+            folder / "fields.parquet",
+            out,
+            "--stats",
+            "count,mean,std,change",
+            "--pca-model",
+            str(job_out / "_pca_model.json"),
+        )
+        == 0
+    )
     return fields, out
 
 
@@ -44,8 +55,11 @@ def test_each_field_reduced_for_its_own_year(sample, yearly):
         assert row["count"] == ref["count"], (fid, year)
         if ref["count"]:
             means[fid, int(year)] = ref["mean"]
-            worst = max(worst, np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
-                        np.abs(np.asarray(row["std"]) - ref["std"]).max())
+            worst = max(
+                worst,
+                np.abs(np.asarray(row["mean"]) - ref["mean"]).max(),
+                np.abs(np.asarray(row["std"]) - ref["std"]).max(),
+            )
     assert worst <= 1e-6
     # change: the two layers' polygons of an id are the same field (1 - cosine of the reference
     # means in numpy); null in 2024, for ids only in 2025 and without a valid pixel either year
@@ -62,13 +76,16 @@ def test_each_field_reduced_for_its_own_year(sample, yearly):
     assert json.loads((out / "_run.json").read_text())["year_column"] == "year"
 
 
-@pytest.mark.parametrize("column, values", [
-    ("time", pd.to_datetime(["2024-01-01", "2025-01-01", "2024-01-01"]).date),
-    ("time", pd.to_datetime(["2024-01-01", "2025-01-01", "2024-01-01"])),
-    ("time", ["2024-01-01", "2025-01-01", "2024-01-01"]),
-    ("time", np.array([2024, 2025, 2024], np.int64)),
-    ("year", np.array([2024, 2025, 2024], np.int16)),
-])
+@pytest.mark.parametrize(
+    "column, values",
+    [
+        ("time", pd.to_datetime(["2024-01-01", "2025-01-01", "2024-01-01"]).date),
+        ("time", pd.to_datetime(["2024-01-01", "2025-01-01", "2024-01-01"])),
+        ("time", ["2024-01-01", "2025-01-01", "2024-01-01"]),
+        ("time", np.array([2024, 2025, 2024], np.int64)),
+        ("year", np.array([2024, 2025, 2024], np.int16)),
+    ],
+)
 def test_year_column_types(spark, sample, tmp_path, column, values):
     fields = gpd.read_parquet(sample / "fields.parquet").head(3)
     fields[column] = values

@@ -10,6 +10,7 @@ a tiny generated sample: start-up, the spatial join, the Python UDFs and the Geo
 The archive fits only the JDK and class path that wrote it (the JVM ignores it otherwise), so
 it is rebuilt when either changes.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,25 +22,41 @@ from aef_zonal import config
 
 
 def build(archive: Path) -> int:
-    from pyspark import SparkContext
-
     from aef_zonal import options, run
     from aef_zonal.sample import make_sample
+    from pyspark import SparkContext
 
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)  # a JVM cannot write a dynamic archive over one it maps
     with tempfile.TemporaryDirectory() as tmp:
-        store, fields = make_sample(Path(tmp) / "sample", size=512, shard=512, years=(2024, 2025),
-                                    log=lambda *a: None)
+        store, fields = make_sample(
+            Path(tmp) / "sample", size=512, shard=512, years=(2024, 2025), log=lambda *a: None
+        )
         partial = archive.with_suffix(".partial")  # beside it: renamed on the same filesystem
         partial.unlink(missing_ok=True)
         java = config.load()["spark"]["conf"]["spark.driver.extraJavaOptions"]
         settings = Path(tmp) / "archive.toml"
-        settings.write_text('[spark.conf]\n"spark.driver.extraJavaOptions" = '
-                            f'"{java} -XX:ArchiveClassesAtExit={partial} -Xlog:cds=off"\n')
+        settings.write_text(
+            '[spark.conf]\n"spark.driver.extraJavaOptions" = '
+            f'"{java} -XX:ArchiveClassesAtExit={partial} -Xlog:cds=off"\n'
+        )
         os.environ.pop("AEF_ZONAL_CLASS_ARCHIVE", None)
-        run.run(options.parse(["--conf", str(settings), "--store", str(store), "--fields",
-                               str(fields), "--out", str(Path(tmp) / "out"), "--master", "local[2]"]))
+        run.run(
+            options.parse(
+                [
+                    "--conf",
+                    str(settings),
+                    "--store",
+                    str(store),
+                    "--fields",
+                    str(fields),
+                    "--out",
+                    str(Path(tmp) / "out"),
+                    "--master",
+                    "local[2]",
+                ]
+            )
+        )
         gateway = SparkContext._gateway
         SparkContext._active_spark_context.stop()
         gateway.shutdown()

@@ -4,6 +4,7 @@ is the one definition of what the package is. The wheel's metadata folder is lef
 
 Usage: python tools/pyfiles.py [OUT.zip]   (default dist/aef_zonal.zip)
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -18,8 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def build(out: Path) -> list[str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", folder, str(ROOT)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", folder, str(ROOT)],
+            check=True,
+        )
         wheel = next(Path(folder).glob("aef_zonal-*.whl"))
         with zipfile.ZipFile(wheel) as w, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
             names = [n for n in w.namelist() if n.startswith("aef_zonal/")]

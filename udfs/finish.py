@@ -10,14 +10,14 @@ value = a * u + b, so with n valid pixels, S1 = sum(u) and S2 = sum(u^2) per ban
 Integer sums merge exactly and n * S2 - S1^2 is formed exactly before the one square root: in
 float64 while every term stays below 2^53 (n <= exact_count), in Python integers beyond.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-
 from aef_zonal.udfs import quantiles, schemas
 from aef_zonal.udfs.quant import Quantisation
 from aef_zonal.udfs.schemas import rows_as_lists
@@ -26,19 +26,20 @@ from aef_zonal.udfs.schemas import rows_as_lists
 @dataclass(frozen=True)
 class Finish:
     """What every field-year of a run gets: the store's dequantisation and the asked statistics."""
+
     quant: Quantisation
     bands: int
-    weighted: bool = False          # coverage-weighted sums (doubles), not integers
-    extremes: bool = False          # min, max
-    sums: bool = False              # sum
-    normalized: bool = False        # mean_normalized
-    qs: tuple[float, ...] = ()      # quantile levels, from the histograms
+    weighted: bool = False  # coverage-weighted sums (doubles), not integers
+    extremes: bool = False  # min, max
+    sums: bool = False  # sum
+    normalized: bool = False  # mean_normalized
+    qs: tuple[float, ...] = ()  # quantile levels, from the histograms
 
     @property
     def exact_count(self) -> int:
         # n * S2 and S1^2 stay below 2^53 while n * umax^2 < 2^26.5
-        umax = 127 ** 2 if self.quant.square else 128
-        return int(2 ** 26.5 / umax)
+        umax = 127**2 if self.quant.square else 128
+        return int(2**26.5 / umax)
 
     def schema(self) -> pa.Schema:
         return schemas.statistics(self.weighted)
@@ -62,12 +63,16 @@ def statistics(f: Finish, n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> dict
         else:
             var_n2 = nn * s2.astype(np.float64) - s1.astype(np.float64) ** 2
             for i in np.flatnonzero(n > f.exact_count):  # beyond float64's exact integers
-                var_n2[i] = [float(int(n[i]) * int(q) - int(p) * int(p)) for p, q in zip(s1[i], s2[i])]
+                var_n2[i] = [
+                    float(int(n[i]) * int(q) - int(p) * int(p)) for p, q in zip(s1[i], s2[i])
+                ]
             out["std"] = a * np.sqrt(var_n2) / nn
         if f.sums:
             out["sum"] = a * s1 + b * nn
         if f.normalized:
-            out["mean_normalized"] = out["mean"] / np.sqrt((out["mean"] ** 2).sum(axis=1, keepdims=True))
+            out["mean_normalized"] = out["mean"] / np.sqrt(
+                (out["mean"] ** 2).sum(axis=1, keepdims=True)
+            )
     return out
 
 
@@ -85,23 +90,50 @@ def finish_batch(batch: pa.RecordBatch, f: Finish) -> pa.RecordBatch:
     st = statistics(f, n, s1, s2)
     ok = n > 0
     a, b = f.quant.a, f.quant.b
-    extremes = ((a * merge(col("lmin"), f.bands, np.minimum) + b,
-                 a * merge(col("lmax"), f.bands, np.maximum) + b) if f.extremes else (None, None))
+    extremes = (
+        (
+            a * merge(col("lmin"), f.bands, np.minimum) + b,
+            a * merge(col("lmax"), f.bands, np.maximum) + b,
+        )
+        if f.extremes
+        else (None, None)
+    )
     if f.qs:
         keys, counts, table = col("hkeys"), col("hcounts"), f.quant.table()
         read = quantiles.from_weighted_histogram if f.weighted else quantiles.from_histogram
-        qv = [read(quantiles.dense(keys[i].values.to_numpy(), counts[i].values.to_numpy(), f.bands,
-                                   f.weighted), f.qs, table).tolist() if ok[i] else None
-              for i in range(len(n))]
+        qv = [
+            read(
+                quantiles.dense(
+                    keys[i].values.to_numpy(), counts[i].values.to_numpy(), f.bands, f.weighted
+                ),
+                f.qs,
+                table,
+            ).tolist()
+            if ok[i]
+            else None
+            for i in range(len(n))
+        ]
         qcol = pa.array(qv, pa.list_(pa.list_(pa.float64())))
     else:
         qcol = pa.nulls(len(n), pa.list_(pa.list_(pa.float64())))
     return pa.RecordBatch.from_arrays(
-        [col("feature_id"), col("year"), col("count"), col("inside"),
-         _lists(st.get("sum"), ok), _lists(st["mean"], ok), _lists(st["std"], ok),
-         _lists(extremes[0], ok), _lists(extremes[1], ok), _lists(st.get("mean_normalized"), ok),
-         pa.array(n / inside), qcol, col("skipped_chunks")],
-        schema=f.schema())
+        [
+            col("feature_id"),
+            col("year"),
+            col("count"),
+            col("inside"),
+            _lists(st.get("sum"), ok),
+            _lists(st["mean"], ok),
+            _lists(st["std"], ok),
+            _lists(extremes[0], ok),
+            _lists(extremes[1], ok),
+            _lists(st.get("mean_normalized"), ok),
+            pa.array(n / inside),
+            qcol,
+            col("skipped_chunks"),
+        ],
+        schema=f.schema(),
+    )
 
 
 def finish_batches(batches: Iterable[pa.RecordBatch], f: Finish) -> Iterator[pa.RecordBatch]:

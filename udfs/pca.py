@@ -1,4 +1,5 @@
 """PCA(3) of field means, scaled to [0, 1] per component so the result draws as RGB."""
+
 from __future__ import annotations
 
 import json

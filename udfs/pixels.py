@@ -21,12 +21,12 @@ Hand-written (numba) rather than shapely/rasterio because membership must be man
 small fraction of the chunk's decode time: a scanline visits each row once per edge instead of
 testing every candidate pixel against the polygon.
 """
+
 from __future__ import annotations
 
 import numba
 import numpy as np
 import shapely
-
 from aef_zonal.udfs.grid import centres
 
 
@@ -110,8 +110,13 @@ def centre_runs(geoms, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     # per row, a geometry has at most edges / 2 runs, and at most one per column
     per_row = np.minimum(np.diff(offsets) // 2, len(xs)).sum()
     out = np.empty((len(ys) * per_row, 4), np.int64)
-    n = _centre_runs(edges, offsets, np.ascontiguousarray(xs, np.float64),
-                     np.ascontiguousarray(ys, np.float64), out)
+    n = _centre_runs(
+        edges,
+        offsets,
+        np.ascontiguousarray(xs, np.float64),
+        np.ascontiguousarray(ys, np.float64),
+        out,
+    )
     runs = out[:n]
     return runs[np.lexsort((runs[:, 1], runs[:, 0]))]
 
@@ -179,12 +184,16 @@ def _boundary_cells(edges, offsets, x_left, y_top, res, height, width, out_pix, 
     return n
 
 
-def boundary_pairs(geoms, x_left: float, y_top: float, res: float, height: int,
-                   width: int) -> tuple[np.ndarray, np.ndarray]:
+def boundary_pairs(
+    geoms, x_left: float, y_top: float, res: float, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Unique (pixel, geometry) pairs of the window's cells crossed by a geometry's boundary."""
     edges, offsets = ring_edges(geoms)
-    span = (np.minimum(np.abs(edges[:, 2] - edges[:, 0]) / res, width)
-            + np.minimum(np.abs(edges[:, 3] - edges[:, 1]) / res, height) + 3)
+    span = (
+        np.minimum(np.abs(edges[:, 2] - edges[:, 0]) / res, width)
+        + np.minimum(np.abs(edges[:, 3] - edges[:, 1]) / res, height)
+        + 3
+    )
     bound = int(span.sum()) + 1
     pix = np.empty(bound, np.int64)
     fld = np.empty(bound, np.int64)
@@ -202,8 +211,9 @@ def pairs_to_runs(pix: np.ndarray, fld: np.ndarray, width: int) -> np.ndarray:
     starts = np.nonzero(brk)[0]
     stops = np.r_[starts[1:], len(pix)]
     first = pix[starts]
-    runs = np.column_stack([first // width, first % width,
-                            first % width + (stops - starts), fld[starts]]).astype(np.int64)
+    runs = np.column_stack(
+        [first // width, first % width, first % width + (stops - starts), fld[starts]]
+    ).astype(np.int64)
     return runs[np.lexsort((runs[:, 1], runs[:, 0]))]
 
 
@@ -229,8 +239,16 @@ RULES = ("center", "all-touched", "fraction")
 COVER_SNAP = 1e-9
 
 
-def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: int, width: int,
-            min_coverage: float = 0.0):
+def members(
+    geoms,
+    rule: str,
+    x_left: float,
+    y_top: float,
+    res: float,
+    height: int,
+    width: int,
+    min_coverage: float = 0.0,
+):
     """Membership of a window for `rule`.
 
     center, all-touched: int64[R, 4] runs (weight 1 each pixel).
@@ -258,7 +276,9 @@ def members(geoms, rule: str, x_left: float, y_top: float, res: float, height: i
     for f in np.unique(bfld):
         sel = bfld == f
         r, c = bpix[sel] // width, bpix[sel] % width
-        cells = shapely.box(x_left + c * res, y_top - (r + 1) * res, x_left + (c + 1) * res, y_top - r * res)
+        cells = shapely.box(
+            x_left + c * res, y_top - (r + 1) * res, x_left + (c + 1) * res, y_top - r * res
+        )
         weights[sel] = shapely.area(shapely.intersection(geoms[f], cells)) / (res * res)
     # GEOS's areas in degrees carry ~1e-10 of a pixel: a pixel covered exactly `min_coverage`
     # (half a pixel for 0.5) must not fall below it by that rounding

@@ -13,6 +13,7 @@ ascending order with weights w_i and cumulative weights W_i, s_0 = 0 and
 s_i = i w_i + (n - 1) W_(i-1); with h = q (n - 1) W_n, the value is x_l + (h - s_l)(x_r - x_l)/(s_r - s_l)
 for the first r with s_r > h and l = r - 1 (x_(n-1) when there is no such r).
 """
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,9 @@ def parse(names) -> dict[str, float]:
 def dense(keys: np.ndarray, counts: np.ndarray, bands: int, weighted: bool = False) -> np.ndarray:
     """int64[bands, 256] from sparse (band * 256 + code + 128, count) entries, summing repeats
     (float64 summed weights when `weighted`)."""
-    h = np.bincount(np.asarray(keys, np.int64), weights=np.asarray(counts, np.float64),
-                    minlength=bands * CODES)
+    h = np.bincount(
+        np.asarray(keys, np.int64), weights=np.asarray(counts, np.float64), minlength=bands * CODES
+    )
     return (h if weighted else h.astype(np.int64)).reshape(bands, CODES)
 
 

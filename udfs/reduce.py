@@ -11,6 +11,7 @@ one pass per band over the runs in memory order, no per-field or per-pixel Pytho
 temporary array of the chunk's size. Unsigned indices let LLVM vectorise the inner loop
 (numba's negative-index wrap check otherwise blocks it).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -22,13 +23,15 @@ _BIG = np.int64(1) << 40
 
 
 class Partials(NamedTuple):
-    count: np.ndarray   # int64[F]    valid pixels per field (float64: summed weights)
+    count: np.ndarray  # int64[F]    valid pixels per field (float64: summed weights)
     inside: np.ndarray  # int64[F]    member pixels, valid or not (float64: summed weights)
-    s1: np.ndarray      # int64[F, B] sum of u (float64: weighted)
-    s2: np.ndarray      # int64[F, B] sum of u * u (float64: weighted)
-    umin: np.ndarray    # int64[F, B] smallest u (+2^40 where count == 0; float stores: value, inf)
-    umax: np.ndarray    # int64[F, B] largest u (-2^40 where count == 0; float stores: value, -inf)
-    hist: np.ndarray | None  # int32[F, B, 256] valid pixels per code (index code + 128; float64: weights)
+    s1: np.ndarray  # int64[F, B] sum of u (float64: weighted)
+    s2: np.ndarray  # int64[F, B] sum of u * u (float64: weighted)
+    umin: np.ndarray  # int64[F, B] smallest u (+2^40 where count == 0; float stores: value, inf)
+    umax: np.ndarray  # int64[F, B] largest u (-2^40 where count == 0; float stores: value, -inf)
+    hist: (
+        np.ndarray | None
+    )  # int32[F, B, 256] valid pixels per code (index code + 128; float64: weights)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -198,8 +201,15 @@ def _reduce_float(data, pix, fld, weight, nfields, valid):
     return count, inside, (s1 + c1).T.copy(), (s2 + c2).T.copy(), vmin.T.copy(), vmax.T.copy()
 
 
-def reduce_chunk_float(data: np.ndarray, pix: np.ndarray, fld: np.ndarray, weight: np.ndarray | None,
-                       nfields: int, *, fill: float = np.nan) -> Partials:
+def reduce_chunk_float(
+    data: np.ndarray,
+    pix: np.ndarray,
+    fld: np.ndarray,
+    weight: np.ndarray | None,
+    nfields: int,
+    *,
+    fill: float = np.nan,
+) -> Partials:
     """Partials of a float store's chunk (values as stored; NaN and `fill` are nodata) over
     (pixel, field) pairs, weighted (coverage fractions) or each weighing 1 (weight None: counts
     stay int64). Sums are float64 with Neumaier's compensated summation: each field's sum over
@@ -211,15 +221,24 @@ def reduce_chunk_float(data: np.ndarray, pix: np.ndarray, fld: np.ndarray, weigh
         flat = flat.astype(np.float32)
     valid = valid_float_pixels(flat, flat.dtype.type(fill))
     w = np.ones(len(pix)) if weight is None else np.asarray(weight, np.float64)
-    count, inside, *sums = _reduce_float(flat, np.asarray(pix, np.int64), np.asarray(fld, np.int64),
-                                         w, nfields, valid)
+    count, inside, *sums = _reduce_float(
+        flat, np.asarray(pix, np.int64), np.asarray(fld, np.int64), w, nfields, valid
+    )
     if weight is None:
         count, inside = count.astype(np.int64), inside.astype(np.int64)
     return Partials(count, inside, *sums, None)
 
 
-def reduce_chunk(data: np.ndarray, runs: np.ndarray, nfields: int, *, square: bool,
-                 nodata: int = -128, extremes: bool = True, histograms: bool = False) -> Partials:
+def reduce_chunk(
+    data: np.ndarray,
+    runs: np.ndarray,
+    nfields: int,
+    *,
+    square: bool,
+    nodata: int = -128,
+    extremes: bool = True,
+    histograms: bool = False,
+) -> Partials:
     """Partials of `nfields` fields over one chunk, every member pixel weighing 1.
 
     data: int8[bands, rows, cols], the chunk; runs: int64[R, 4] from pixels.members;
@@ -230,20 +249,40 @@ def reduce_chunk(data: np.ndarray, runs: np.ndarray, nfields: int, *, square: bo
     bands, _, width = data.shape
     flat = np.ascontiguousarray(data).reshape(bands, -1)
     valid = valid_pixels(flat, np.int8(nodata))
-    *sums, hist = _reduce(flat, width, np.ascontiguousarray(runs, np.int64), nfields, valid,
-                          square, extremes, histograms)
+    *sums, hist = _reduce(
+        flat,
+        width,
+        np.ascontiguousarray(runs, np.int64),
+        nfields,
+        valid,
+        square,
+        extremes,
+        histograms,
+    )
     return Partials(*sums, hist if histograms else None)
 
 
-def reduce_chunk_weighted(data: np.ndarray, pix: np.ndarray, fld: np.ndarray, weight: np.ndarray,
-                          nfields: int, *, square: bool, nodata: int = -128,
-                          histograms: bool = False) -> Partials:
+def reduce_chunk_weighted(
+    data: np.ndarray,
+    pix: np.ndarray,
+    fld: np.ndarray,
+    weight: np.ndarray,
+    nfields: int,
+    *,
+    square: bool,
+    nodata: int = -128,
+    histograms: bool = False,
+) -> Partials:
     """Partials with each (pixel, field) pair weighted (coverage fractions): float sums;
     histograms: also the summed weight of each code per field and band (weighted quantiles)."""
     bands = data.shape[0]
     flat = np.ascontiguousarray(data).reshape(bands, -1)
     valid = valid_pixels(flat, np.int8(nodata))
-    pix, fld, weight = np.asarray(pix, np.int64), np.asarray(fld, np.int64), np.asarray(weight, np.float64)
+    pix, fld, weight = (
+        np.asarray(pix, np.int64),
+        np.asarray(fld, np.int64),
+        np.asarray(weight, np.float64),
+    )
     sums = _reduce_weighted(flat, pix, fld, weight, nfields, valid, square)
     hist = _histograms_weighted(flat, pix, fld, weight, nfields, valid) if histograms else None
     return Partials(*sums, hist)

@@ -4,6 +4,7 @@ Spark's schemas (mapInArrow's return types) are derived from these on the driver
 builds its batches in this column order. Numbers are integers (exact sums) unless the pixels
 are coverage-weighted, then doubles.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,35 +20,51 @@ def partials(weighted: bool, floats: bool = False) -> pa.Schema:
     and extremes of the values, doubles)."""
     num, sums = _number(weighted), _number(weighted or floats)
     extreme = pa.float64() if floats else pa.int64()
-    return pa.schema([
-        ("feature_id", pa.int64()), ("year", pa.int32()),
-        ("count", num),                      # valid pixels (summed weights)
-        ("inside", num),                     # member pixels, valid or not
-        ("s1", pa.list_(sums)),              # per band: sum of u
-        ("s2", pa.list_(sums)),              # per band: sum of u * u
-        ("umin", pa.list_(extreme)),         # per band: smallest u (null unless min/max asked)
-        ("umax", pa.list_(extreme)),
-        ("hkeys", pa.list_(pa.int16())),     # histogram: band * 256 + code + 128 ...
-        ("hcounts", pa.list_(pa.float64() if weighted else pa.int32())),  # ... its count (summed
-                                             # weights), for the codes present
-        ("skipped", pa.string()),            # the chunk's name when it was skipped (undecodable)
-        ("chunks", pa.int32()),              # chunks the field touches
-        # a field inside one chunk (chunks = 1) has all its pixels here: its statistics, finished
-        # on the worker (the sums above are then null); null for a field that needs a merge
-        ("finished", finished(weighted)),
-    ])
+    return pa.schema(
+        [
+            ("feature_id", pa.int64()),
+            ("year", pa.int32()),
+            ("count", num),  # valid pixels (summed weights)
+            ("inside", num),  # member pixels, valid or not
+            ("s1", pa.list_(sums)),  # per band: sum of u
+            ("s2", pa.list_(sums)),  # per band: sum of u * u
+            ("umin", pa.list_(extreme)),  # per band: smallest u (null unless min/max asked)
+            ("umax", pa.list_(extreme)),
+            ("hkeys", pa.list_(pa.int16())),  # histogram: band * 256 + code + 128 ...
+            (
+                "hcounts",
+                pa.list_(pa.float64() if weighted else pa.int32()),
+            ),  # ... its count (summed
+            # weights), for the codes present
+            ("skipped", pa.string()),  # the chunk's name when it was skipped (undecodable)
+            ("chunks", pa.int32()),  # chunks the field touches
+            # a field inside one chunk (chunks = 1) has all its pixels here: its statistics, finished
+            # on the worker (the sums above are then null); null for a field that needs a merge
+            ("finished", finished(weighted)),
+        ]
+    )
 
 
 def statistics(weighted: bool) -> pa.Schema:
     """Aggregate stage output (udfs/finish.py): one row per field-year."""
     num, lists = _number(weighted), pa.list_(pa.float64())
-    return pa.schema([
-        ("feature_id", pa.int64()), ("year", pa.int32()), ("count", num), ("inside", num),
-        ("sum", lists), ("mean", lists), ("std", lists), ("min", lists), ("max", lists),
-        ("mean_normalized", lists), ("valid_fraction", pa.float64()),
-        ("quantiles", pa.list_(lists)),      # one list per asked quantile, in --stats order
-        ("skipped_chunks", pa.list_(pa.string())),
-    ])
+    return pa.schema(
+        [
+            ("feature_id", pa.int64()),
+            ("year", pa.int32()),
+            ("count", num),
+            ("inside", num),
+            ("sum", lists),
+            ("mean", lists),
+            ("std", lists),
+            ("min", lists),
+            ("max", lists),
+            ("mean_normalized", lists),
+            ("valid_fraction", pa.float64()),
+            ("quantiles", pa.list_(lists)),  # one list per asked quantile, in --stats order
+            ("skipped_chunks", pa.list_(pa.string())),
+        ]
+    )
 
 
 def finished(weighted: bool) -> pa.StructType:
@@ -58,9 +75,11 @@ def finished(weighted: bool) -> pa.StructType:
 def rows_as_lists(a: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     """A list per row of a[rows, width], without a Python object per row; null where not valid."""
     rows, width = a.shape
-    return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * width),
-                                    pa.array(a.reshape(-1)),
-                                    mask=None if valid is None else pa.array(~valid))
+    return pa.ListArray.from_arrays(
+        pa.array(np.arange(rows + 1, dtype=np.int32) * width),
+        pa.array(a.reshape(-1)),
+        mask=None if valid is None else pa.array(~valid),
+    )
 
 
 def ragged(parts: list[np.ndarray], typ: pa.DataType) -> pa.Array:

@@ -3,6 +3,7 @@
 Each is built on the driver, closed over what every worker needs (small and picklable), and
 wrapped by `per_task`, the one place for per-task housekeeping.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,11 +56,13 @@ def freeze_imports():
 def per_task(fn):
     """`fn` (a mapInArrow body or a pandas UDF's function) with the per-task housekeeping around it."""
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def partition(*args):
             freeze_imports()
             yield from fn(*args)
             forget_zip_importers()
+
         return partition
 
     @functools.wraps(fn)
@@ -69,6 +72,7 @@ def per_task(fn):
             return fn(*args)
         finally:
             forget_zip_importers()
+
     return batch
 
 
@@ -90,7 +94,10 @@ def reduce_partitions(access, red, skip_bad: bool, counters: dict):
             for batch in batch_iter:  # Arrow compute: the reduce loop converts the rows itself
                 f = batch.column("fields").flatten()
                 years = pc.cast(pc.list_value_length(f.field("years")), pa.float64())
-                fy += pc.sum(pc.divide(years, pc.cast(f.field("chunks"), pa.float64()))).as_py() or 0.0
+                fy += (
+                    pc.sum(pc.divide(years, pc.cast(f.field("chunks"), pa.float64()))).as_py()
+                    or 0.0
+                )
                 yield batch
 
         if kill_marker and not os.path.exists(kill_marker):
@@ -134,9 +141,8 @@ def finish_partitions(fin):
 def pca_rgb(model_broadcast):
     """pca_rgb(mean): aef_zonal.udfs.pca.apply on a batch of means (3 x 64 dot products per row); the
     model reaches the workers once, as a Spark broadcast variable."""
-    from pyspark.sql.functions import pandas_udf
-
     from aef_zonal.udfs import pca
+    from pyspark.sql.functions import pandas_udf
 
     @pandas_udf("array<float>")
     @per_task
@@ -145,7 +151,9 @@ def pca_rgb(model_broadcast):
         has = mean.notna().to_numpy() & (model_broadcast.value is not None)
         out = [None] * len(mean)  # a list, not a Series: masked assignment into one is slow
         if has.any():
-            rgb = pca.apply(model_broadcast.value, np.stack(mean[has].to_numpy())).astype(np.float32)
+            rgb = pca.apply(model_broadcast.value, np.stack(mean[has].to_numpy())).astype(
+                np.float32
+            )
             for i, v in zip(np.flatnonzero(has), rgb):
                 out[i] = v
         return pd.Series(out, dtype=object)
@@ -155,9 +163,8 @@ def pca_rgb(model_broadcast):
 
 def hilbert_key():
     """hilbert_key(x, y): aef_zonal.udfs.grid.hilbert_key on a batch of points."""
-    from pyspark.sql.functions import pandas_udf
-
     from aef_zonal.udfs import grid
+    from pyspark.sql.functions import pandas_udf
 
     @pandas_udf("long")
     @per_task

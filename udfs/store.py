@@ -4,6 +4,7 @@ Object storage goes through obstore, which retries 5xx errors, throttling and dr
 connections with exponential backoff and jitter. Reads of one worker overlap (a thread pool over
 zarr's own event loop) so that request latency, not bandwidth, stops being the limit.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,12 +19,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import zarr
+from aef_zonal.udfs.grid import Grid
+from aef_zonal.udfs.quant import Quantisation
 from obstore.exceptions import BaseError as ObstoreError
 from zarr.abc.store import SuffixByteRequest
 from zarr.storage import WrapperStore
-
-from aef_zonal.udfs.grid import Grid
-from aef_zonal.udfs.quant import Quantisation
 
 ARRAY = "embeddings"
 
@@ -47,13 +47,14 @@ class StoreInfo:
 @dataclass(frozen=True)
 class Access:
     """Where a store is and how to talk to it; small and picklable, so every worker gets it."""
+
     url: str
-    region: str | None = None      # S3 region (default: AWS_REGION or us-east-1)
-    endpoint: str | None = None    # S3-compatible endpoint, e.g. http://127.0.0.1:9000
-    retries: int = 10              # per request, on 5xx, throttling, dropped connections
-    retry_timeout: float = 180.0   # seconds from a request's first try after which it fails
-    backoff: float = 0.1           # seconds before the first retry; doubles, with jitter
-    concurrency: int = 32          # chunk reads in flight per worker
+    region: str | None = None  # S3 region (default: AWS_REGION or us-east-1)
+    endpoint: str | None = None  # S3-compatible endpoint, e.g. http://127.0.0.1:9000
+    retries: int = 10  # per request, on 5xx, throttling, dropped connections
+    retry_timeout: float = 180.0  # seconds from a request's first try after which it fails
+    backoff: float = 0.1  # seconds before the first retry; doubles, with jitter
+    concurrency: int = 32  # chunk reads in flight per worker
 
     @property
     def scheme(self) -> str:
@@ -115,25 +116,40 @@ def _object_store(a: Access):
             raise StoreError(f"cannot open Zarr store {a.url}: no such folder")
         return IndexCachingStore(LocalStore(path, read_only=True))
 
-    retry = {"max_retries": a.retries, "retry_timeout": timedelta(seconds=a.retry_timeout),
-             "backoff": {"init_backoff": timedelta(seconds=a.backoff),
-                         "max_backoff": timedelta(seconds=30), "base": 2.0}}
+    retry = {
+        "max_retries": a.retries,
+        "retry_timeout": timedelta(seconds=a.retry_timeout),
+        "backoff": {
+            "init_backoff": timedelta(seconds=a.backoff),
+            "max_backoff": timedelta(seconds=30),
+            "base": 2.0,
+        },
+    }
     client = {"allow_http": True} if (a.endpoint or a.url).startswith("http://") else {}
     if a.scheme in ("s3", "s3a"):
         parts = urlsplit(a.url)
         # the AEF mosaic is public: sign requests only when the user gave credentials
         signed = bool(os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"))
-        opts = {"skip_signature": not signed,
-                "region": a.region or os.environ.get("AWS_REGION") or "us-east-1"}
+        opts = {
+            "skip_signature": not signed,
+            "region": a.region or os.environ.get("AWS_REGION") or "us-east-1",
+        }
         if a.endpoint:
             opts["endpoint"] = a.endpoint
-        store = S3Store(parts.netloc, prefix=parts.path.strip("/") or None, retry_config=retry,
-                        client_options=client, **opts)
+        store = S3Store(
+            parts.netloc,
+            prefix=parts.path.strip("/") or None,
+            retry_config=retry,
+            client_options=client,
+            **opts,
+        )
     elif a.scheme in ("http", "https"):
         store = HTTPStore.from_url(a.url, retry_config=retry, client_options=client)
     else:
-        raise StoreError(f"{a.url}: unsupported URL scheme {a.scheme!r}; use a local path, "
-                         "s3://bucket/prefix or https://host/path")
+        raise StoreError(
+            f"{a.url}: unsupported URL scheme {a.scheme!r}; use a local path, "
+            "s3://bucket/prefix or https://host/path"
+        )
     return IndexCachingStore(ObjectStore(store, read_only=True))
 
 
@@ -157,7 +173,9 @@ def describe(a: Access | str) -> StoreInfo:
     attrs = {**dict(arr.attrs), **dict(group.attrs)}  # older copies keep them on the array
     dims = tuple(arr.metadata.dimension_names or ())
     if dims != ("time", "band", "y", "x"):
-        raise StoreError(f"{url}: {ARRAY} dimensions are {dims}, expected ('time', 'band', 'y', 'x')")
+        raise StoreError(
+            f"{url}: {ARRAY} dimensions are {dims}, expected ('time', 'band', 'y', 'x')"
+        )
     if "spatial:transform" not in attrs:
         raise StoreError(f"{url}: no 'spatial:transform' attribute; cannot place pixels")
     chunk = arr.chunks  # inner chunks when sharded
@@ -166,12 +184,20 @@ def describe(a: Access | str) -> StoreInfo:
         raise StoreError(f"{url}: inner chunks {chunk} are not (1, bands, n, n)")
     ShardLayout.check(arr, url)
     if "proj:code" not in attrs:
-        raise StoreError(f"{url}: no 'proj:code' attribute (e.g. 'EPSG:4326'); cannot place the fields")
+        raise StoreError(
+            f"{url}: no 'proj:code' attribute (e.g. 'EPSG:4326'); cannot place the fields"
+        )
     try:
-        grid = Grid.from_transform(attrs["spatial:transform"], arr.shape[2:], chunk[2], shard[2],
-                                   years=tuple(int(y) for y in group["time"][:]),
-                                   crs=str(attrs["proj:code"]), array=ARRAY,
-                                   key_encoding=arr.metadata.chunk_key_encoding)
+        grid = Grid.from_transform(
+            attrs["spatial:transform"],
+            arr.shape[2:],
+            chunk[2],
+            shard[2],
+            years=tuple(int(y) for y in group["time"][:]),
+            crs=str(attrs["proj:code"]),
+            array=ARRAY,
+            key_encoding=arr.metadata.chunk_key_encoding,
+        )
     except ValueError as e:
         raise StoreError(f"{url}: {e}") from e
     try:
@@ -198,8 +224,8 @@ class ShardLayout:
 
     def __init__(self, arr: zarr.Array, grid: Grid):
         self.grid = grid
-        self.per = grid.shard // grid.chunk                   # inner chunks per shard edge
-        self.index_bytes = 16 * self.per * self.per + 4       # (offset, length) uint64 pairs + crc32c
+        self.per = grid.shard // grid.chunk  # inner chunks per shard edge
+        self.index_bytes = 16 * self.per * self.per + 4  # (offset, length) uint64 pairs + crc32c
         self.shape = (int(arr.shape[1]), grid.chunk, grid.chunk)
         # the bytes codec writes little-endian (ShardLayout.check refuses any other order)
         self.dtype = np.dtype(arr.dtype).newbyteorder("<")
@@ -211,15 +237,20 @@ class ShardLayout:
         from zarr.codecs.sharding import ShardingCodecIndexLocation
 
         codecs = arr.metadata.codecs
-        ok = (len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)
-              and codecs[0].index_location == ShardingCodecIndexLocation.end
-              and [type(c) for c in codecs[0].index_codecs] == [BytesCodec, Crc32cCodec]
-              and [type(c) for c in codecs[0].codecs] == [BytesCodec, ZstdCodec]
-              and getattr(codecs[0].codecs[0].endian, "value", "little") == "little")
+        ok = (
+            len(codecs) == 1
+            and isinstance(codecs[0], ShardingCodec)
+            and codecs[0].index_location == ShardingCodecIndexLocation.end
+            and [type(c) for c in codecs[0].index_codecs] == [BytesCodec, Crc32cCodec]
+            and [type(c) for c in codecs[0].codecs] == [BytesCodec, ZstdCodec]
+            and getattr(codecs[0].codecs[0].endian, "value", "little") == "little"
+        )
         if not ok:
-            raise StoreError(f"{url}: {ARRAY} codecs are {codecs}; expected the AEF layout "
-                             "(sharding_indexed, index at the end with crc32c, little-endian bytes "
-                             "+ zstd inside)")
+            raise StoreError(
+                f"{url}: {ARRAY} codecs are {codecs}; expected the AEF layout "
+                "(sharding_indexed, index at the end with crc32c, little-endian bytes "
+                "+ zstd inside)"
+            )
 
     def key(self, t: int, cy: int, cx: int) -> str:
         return self.grid.shard_key(t, cy * self.grid.chunk, cx * self.grid.chunk)
@@ -298,17 +329,21 @@ class ChunkReader:
             raw = sync(self._fetch(self.layout.key(t, cy, cx), cy, cx))
             if raw is None:  # a missing chunk reads as the fill value: all nodata
                 return np.full((self.layout.shape[0], r1 - r0, c1 - c0), self.layout.fill)
-            return self.layout.decode(raw.as_numpy_array())[:, :r1 - r0, :c1 - c0]
+            return self.layout.decode(raw.as_numpy_array())[:, : r1 - r0, : c1 - c0]
         except Exception as e:
             where = f"store {self.access.url}, chunk {g.chunk_name(t, cy, cx)}"
             if _is_io_error(e):
-                raise ChunkError(f"reading {where} failed after {self.access.retries} retries: "
-                                 f"{type(e).__name__}: {e}") from e
+                raise ChunkError(
+                    f"reading {where} failed after {self.access.retries} retries: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
             if self.skip_bad:
                 return None
-            raise ChunkError(f"{where} does not decode ({type(e).__name__}: {e}); the object is "
-                             "corrupt. Pass --on-bad-chunk skip to skip such chunks (the fields "
-                             "they touch are marked complete = false)") from e
+            raise ChunkError(
+                f"{where} does not decode ({type(e).__name__}: {e}); the object is "
+                "corrupt. Pass --on-bad-chunk skip to skip such chunks (the fields "
+                "they touch are marked complete = false)"
+            ) from e
 
     def submit(self, t: int, window: tuple[int, int, int, int]) -> Future:
         return self._pool.submit(self._read, t, window)

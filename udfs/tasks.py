@@ -4,17 +4,17 @@ A task is one inner chunk with every field that touches it. The chunk is read on
 that any of its fields needs, and reduced for all of those fields in one pass. The `skipped`
 column names a chunk that could not be decoded and was skipped on request (--on-bad-chunk skip).
 """
+
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import shapely
-
 from aef_zonal.udfs import schemas
 from aef_zonal.udfs.finish import Finish, finish_batch
 from aef_zonal.udfs.grid import Grid
@@ -32,12 +32,13 @@ SUMS = ("s1", "s2", "umin", "umax", "hkeys", "hcounts")  # null in a row finishe
 class Reduction:
     """What every task of a run computes: partial sums, and the statistics (`finish`) of the
     fields that lie inside one chunk."""
+
     grid: Grid
     quant: Quantisation
     bands: int
-    finish: Finish              # the run's statistics, which say what the sums must hold
-    rule: str = "center"        # pixels.RULES
-    min_coverage: float = 0.0   # all-touched, fraction: least covered share of a pixel that counts
+    finish: Finish  # the run's statistics, which say what the sums must hold
+    rule: str = "center"  # pixels.RULES
+    min_coverage: float = 0.0  # all-touched, fraction: least covered share of a pixel that counts
 
     @property
     def weighted(self) -> bool:
@@ -81,8 +82,9 @@ class Planned:
         r0, r1, c0, c1 = window = g.chunk_window(*self.key)
         self.shape = (red.bands, r1 - r0, c1 - c0)
         geoms = shapely.from_wkb([f["wkb"] for f in fields])
-        self.m = members(geoms, red.rule, *g.window_corner(window), g.res, r1 - r0, c1 - c0,
-                         red.min_coverage)
+        self.m = members(
+            geoms, red.rule, *g.window_corner(window), g.res, r1 - r0, c1 - c0, red.min_coverage
+        )
         self.ids = np.array([f["feature_id"] for f in fields], np.int64)
         self.chunks = np.array([f["chunks"] for f in fields], np.int32)
         owner = self.m[1] if red.weighted else self.m[:, 3]
@@ -101,23 +103,46 @@ class Planned:
                 data = np.full(self.shape, red.quant.nodata, red.quant.dtype)
                 skipped = red.grid.chunk_name(red.grid.time_index(year), *self.key)
             if red.quant.floats:
-                pix, fld = ((self.m[0][active], self.m[1][active]) if red.weighted
-                            else runs_to_pairs(self.m[active], self.shape[2]))
-                p: Partials = reduce_chunk_float(data, pix, fld, self.m[2][active] if red.weighted else None,
-                                                 len(self.ids), fill=red.quant.nodata)
+                pix, fld = (
+                    (self.m[0][active], self.m[1][active])
+                    if red.weighted
+                    else runs_to_pairs(self.m[active], self.shape[2])
+                )
+                p: Partials = reduce_chunk_float(
+                    data,
+                    pix,
+                    fld,
+                    self.m[2][active] if red.weighted else None,
+                    len(self.ids),
+                    fill=red.quant.nodata,
+                )
             elif red.weighted:
-                p = reduce_chunk_weighted(data, self.m[0][active], self.m[1][active],
-                                          self.m[2][active], len(self.ids),
-                                          square=red.quant.square, nodata=red.quant.nodata,
-                                          histograms=red.histograms)
+                p = reduce_chunk_weighted(
+                    data,
+                    self.m[0][active],
+                    self.m[1][active],
+                    self.m[2][active],
+                    len(self.ids),
+                    square=red.quant.square,
+                    nodata=red.quant.nodata,
+                    histograms=red.histograms,
+                )
             else:
-                p = reduce_chunk(data, self.m[active], len(self.ids), square=red.quant.square,
-                                 nodata=red.quant.nodata, extremes=red.extremes,
-                                 histograms=red.histograms)
+                p = reduce_chunk(
+                    data,
+                    self.m[active],
+                    len(self.ids),
+                    square=red.quant.square,
+                    nodata=red.quant.nodata,
+                    extremes=red.extremes,
+                    histograms=red.histograms,
+                )
             rows = np.flatnonzero(p.inside > 0)
             out["feature_id"].append(self.ids[rows])
             out["year"].append(np.full(len(rows), year, np.int32))
-            for name in ("count", "inside", "s1", "s2") + (("umin", "umax") if red.extremes else ()):
+            for name in ("count", "inside", "s1", "s2") + (
+                ("umin", "umax") if red.extremes else ()
+            ):
                 out[name].append(getattr(p, name)[rows])
             keys, counts = _sparse(p.hist, rows)
             out["hkeys"].extend(keys)
@@ -134,15 +159,29 @@ def warm_up(red: Reduction) -> None:
     g = red.grid
     window = g.chunk_window(0, 0)
     fill = Future()
-    fill.set_result(np.full((red.bands, window[1] - window[0], window[3] - window[2]),
-                            red.quant.nodata, red.quant.dtype))
-    field = {"feature_id": 0, "chunks": 1, "years": [g.years[0]],
-             "wkb": shapely.to_wkb(shapely.box(*g.chunk_footprint(0, 0)))}
+    fill.set_result(
+        np.full(
+            (red.bands, window[1] - window[0], window[3] - window[2]),
+            red.quant.nodata,
+            red.quant.dtype,
+        )
+    )
+    field = {
+        "feature_id": 0,
+        "chunks": 1,
+        "years": [g.years[0]],
+        "wkb": shapely.to_wkb(shapely.box(*g.chunk_footprint(0, 0))),
+    }
     Planned({"cy": 0, "cx": 0, "fields": [field]}, red, lambda t, w: fill).reduce(red)
 
 
-def reduce_batches(batches: Iterable[pa.RecordBatch], red: Reduction, submit: Submit,
-                   lookahead: int = 8, rows_per_batch: int = 4096) -> Iterator[pa.RecordBatch]:
+def reduce_batches(
+    batches: Iterable[pa.RecordBatch],
+    red: Reduction,
+    submit: Submit,
+    lookahead: int = 8,
+    rows_per_batch: int = 4096,
+) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: each input row is a chunk task (cy, cx, fields). Output batches close
     after the task that brings them to `rows_per_batch` rows: a worker's memory then stays the
     same however many fields share a chunk."""
@@ -208,24 +247,42 @@ def _finish_whole(columns: dict[str, pa.Array], fin: Finish, schema: pa.Schema) 
     typ = schema.field("finished").type
     if len(rows):
         one = {k: columns[k].take(pa.array(rows)) for k in columns}
-        single = pa.array(np.arange(len(rows) + 1, dtype=np.int32))  # each row a list of one partial
-        lists = pa.RecordBatch.from_pydict({
-            "feature_id": one["feature_id"], "year": one["year"], "count": one["count"],
-            "inside": one["inside"],
-            **{name: pa.ListArray.from_arrays(single, one[sums])
-               for name, sums in (("l1", "s1"), ("l2", "s2"), ("lmin", "umin"), ("lmax", "umax"))},
-            "hkeys": one["hkeys"], "hcounts": one["hcounts"],
-            "skipped_chunks": _listed(one["skipped"]),
-        })
+        single = pa.array(
+            np.arange(len(rows) + 1, dtype=np.int32)
+        )  # each row a list of one partial
+        lists = pa.RecordBatch.from_pydict(
+            {
+                "feature_id": one["feature_id"],
+                "year": one["year"],
+                "count": one["count"],
+                "inside": one["inside"],
+                **{
+                    name: pa.ListArray.from_arrays(single, one[sums])
+                    for name, sums in (
+                        ("l1", "s1"),
+                        ("l2", "s2"),
+                        ("lmin", "umin"),
+                        ("lmax", "umax"),
+                    )
+                },
+                "hkeys": one["hkeys"],
+                "hcounts": one["hcounts"],
+                "skipped_chunks": _listed(one["skipped"]),
+            }
+        )
         stats = finish_batch(lists, fin)
         at = np.zeros(len(whole), np.int64)
         at[rows] = np.arange(len(rows))
         finished = pa.StructArray.from_arrays(stats.columns[2:], fields=list(typ)).take(
-            pa.array(at, mask=~whole))
+            pa.array(at, mask=~whole)
+        )
         for k in SUMS:
             a = columns[k]
-            columns[k] = pa.ListArray.from_arrays(a.offsets, a.values, mask=pa.array(
-                whole | a.is_null().to_numpy(zero_copy_only=False)))
+            columns[k] = pa.ListArray.from_arrays(
+                a.offsets,
+                a.values,
+                mask=pa.array(whole | a.is_null().to_numpy(zero_copy_only=False)),
+            )
     else:
         finished = pa.nulls(len(whole), typ)
     return pa.RecordBatch.from_arrays([*columns.values(), finished], schema=schema)

@@ -3,35 +3,47 @@
 field-years the reduce stage finished (sql/42_statistics.sql). Only the merged field-years are
 cached: the finished ones, most of a run with many small fields, are read from the partials'
 cache through the union rather than copied into a second cache of the same size."""
-from __future__ import annotations
 
-from pyspark.sql.pandas.types import from_arrow_schema
+from __future__ import annotations
 
 from aef_zonal.options import Options
 from aef_zonal.session import sql
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.finish import Finish
 from aef_zonal.udfs.store import StoreInfo
+from pyspark.sql.pandas.types import from_arrow_schema
 
 
 def finish(o: Options, store: StoreInfo) -> Finish:
     """The statistics every field-year of the run gets (the reduce stage finishes some)."""
-    return Finish(store.quant, store.bands, weighted=o.weighted, extremes=o.extremes,
-                  sums="sum" in o.stats, normalized="mean_normalized" in o.stats,
-                  qs=tuple(o.quantiles.values()))
+    return Finish(
+        store.quant,
+        store.bands,
+        weighted=o.weighted,
+        extremes=o.extremes,
+        sums="sum" in o.stats,
+        normalized="mean_normalized" in o.stats,
+        qs=tuple(o.quantiles.values()),
+    )
 
 
 def aggregate(spark, o: Options, store: StoreInfo, partials):
     fin = finish(o, store)
     # a few large Arrow batches per core: each Python task has a fixed cost, a batch of
     # field-years hardly any
-    merged = (sql(spark, "40_aggregate.sql", {"partials": partials}, extremes=o.extremes)
-              .coalesce(2 * spark.sparkContext.defaultParallelism)
-              .mapInArrow(executor.finish_partitions(fin), from_arrow_schema(fin.schema()))
-              .persist())
+    merged = (
+        sql(spark, "40_aggregate.sql", {"partials": partials}, extremes=o.extremes)
+        .coalesce(2 * spark.sparkContext.defaultParallelism)
+        .mapInArrow(executor.finish_partitions(fin), from_arrow_schema(fin.schema()))
+        .persist()
+    )
     stats = sql(spark, "42_statistics.sql", {"merged": merged, "partials": partials})
     seen = stats.selectExpr(
         "COUNT_IF(count > 0) AS with_pixels",
-        "ARRAY_SORT(ARRAY_DISTINCT(FLATTEN(COLLECT_LIST(skipped_chunks)))) AS skipped").first()
-    return stats, {"field_years_with_pixels": seen.with_pixels, "skipped_chunks": list(seen.skipped),
-                   "_release": [merged]}
+        "ARRAY_SORT(ARRAY_DISTINCT(FLATTEN(COLLECT_LIST(skipped_chunks)))) AS skipped",
+    ).first()
+    return stats, {
+        "field_years_with_pixels": seen.with_pixels,
+        "skipped_chunks": list(seen.skipped),
+        "_release": [merged],
+    }

@@ -1,6 +1,7 @@
 """Which chunks each field touches (sql/20_assign.sql), the chunk tasks the reduce stage runs
 (sql/30_chunk_tasks.sql) and the field-years a run writes (sql/35_field_years.sql; the fields
 stage counted them)."""
+
 from __future__ import annotations
 
 from aef_zonal.session import sql
@@ -9,18 +10,28 @@ from aef_zonal.udfs.grid import Grid
 
 def assign(spark, fields, grid: Grid):
     g = grid.sql_params()
-    field_chunks = sql(spark, "20_assign.sql", {"fields": fields}, xmin=g["xmin"], ymax=g["ymax"],
-                       chunk_deg=g["chunk_deg"], chunk_rows=g["chunk_rows"], chunk_cols=g["chunk_cols"])
+    field_chunks = sql(
+        spark,
+        "20_assign.sql",
+        {"fields": fields},
+        xmin=g["xmin"],
+        ymax=g["ymax"],
+        chunk_deg=g["chunk_deg"],
+        chunk_rows=g["chunk_rows"],
+        chunk_cols=g["chunk_cols"],
+    )
     return field_chunks, {}
 
 
 def chunk_tasks(spark, field_chunks, years: list[int]):
     """Cached: the reduce stage reads it twice (its totals, then the tasks)."""
-    tasks = sql(spark, "30_chunk_tasks.sql", {"field_chunks": field_chunks},
-                years=int_array(spark, years)).persist()
+    tasks = sql(
+        spark, "30_chunk_tasks.sql", {"field_chunks": field_chunks}, years=int_array(spark, years)
+    ).persist()
     totals = tasks.selectExpr(
         "COUNT(*) AS tasks",
-        "SUM(SIZE(ARRAY_DISTINCT(FLATTEN(TRANSFORM(fields, f -> f.years))))) AS reads").first()
+        "SUM(SIZE(ARRAY_DISTINCT(FLATTEN(TRANSFORM(fields, f -> f.years))))) AS reads",
+    ).first()
     return tasks, {"chunk_tasks": totals.tasks, "chunk_reads_planned": totals.reads or 0}
 
 

@@ -3,19 +3,19 @@
 Everything here runs on the driver as Spark SQL over the input; bad input stops the run with a
 message that names the file, the column or example ids, and the fix.
 """
+
 from __future__ import annotations
 
 import json
 
+from aef_zonal import storage
+from aef_zonal.errors import JobError
+from aef_zonal.options import DEFAULT_KEEP, Options
+from aef_zonal.session import sql
+from aef_zonal.udfs.store import StoreInfo
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
-
-from aef_zonal import storage
-from aef_zonal.options import DEFAULT_KEEP, Options
-from aef_zonal.errors import JobError
-from aef_zonal.session import sql
-from aef_zonal.udfs.store import StoreInfo
 
 REQUIRED = ("feature_id", "geometry")
 OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
@@ -39,13 +39,16 @@ def fields(spark, o: Options, store: StoreInfo, years: list[int]):
             name = FRAME
             given, column = o.fields, frame_geometry(o.fields)
             crs, report = frame_crs(given, column, store.grid.crs)
-        df, year_column = load(given, name, o.year_column, column, o.keep_columns,
-                               o.output_columns())
-        typed = sql(spark, "10_fields.sql", {"fields_input": df}, source_crs=crs,
-                    store_crs=store.grid.crs).persist()
+        df, year_column = load(
+            given, name, o.year_column, column, o.keep_columns, o.output_columns()
+        )
+        typed = sql(
+            spark, "10_fields.sql", {"fields_input": df}, source_crs=crs, store_crs=store.grid.crs
+        ).persist()
         report |= validate(typed, name) | {"geometry_column": column}
-        selected, part = select_years(typed, name, year_column, years, store.years,
-                                      o.skip_missing_years, report["fields"])
+        selected, part = select_years(
+            typed, name, year_column, years, store.years, o.skip_missing_years, report["fields"]
+        )
     except (FieldsError, storage.StorageError) as e:
         raise JobError(str(e)) from e
     return selected, report | part | {"_release": [typed]}
@@ -64,13 +67,22 @@ def year_of(df, column: str, path: str):
     if isinstance(typ, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
         return col.cast("int")
     if isinstance(typ, T.StringType):
-        bad = df.where(col.isNotNull() & ~col.rlike(r"^\d{4}(-\d{2}-\d{2})?$")).select(column).limit(3).collect()
+        bad = (
+            df.where(col.isNotNull() & ~col.rlike(r"^\d{4}(-\d{2}-\d{2})?$"))
+            .select(column)
+            .limit(3)
+            .collect()
+        )
         if bad:
-            raise FieldsError(f"{path}: column '{column}' holds values that are not years, e.g. "
-                              f"{[r[0] for r in bad]}; use 'YYYY-01-01' strings, dates or integer years")
+            raise FieldsError(
+                f"{path}: column '{column}' holds values that are not years, e.g. "
+                f"{[r[0] for r in bad]}; use 'YYYY-01-01' strings, dates or integer years"
+            )
         return F.substring(col, 1, 4).cast("int")
-    raise FieldsError(f"{path}: column '{column}' has type {typ.simpleString()}; a year column must "
-                      "be a date, timestamp, 'YYYY-01-01' string or integer (or pass --year-column none)")
+    raise FieldsError(
+        f"{path}: column '{column}' has type {typ.simpleString()}; a year column must "
+        "be a date, timestamp, 'YYYY-01-01' string or integer (or pass --year-column none)"
+    )
 
 
 def geo_metadata(spark, path: str) -> list:
@@ -79,8 +91,12 @@ def geo_metadata(spark, path: str) -> list:
     if not storage.Hadoop(spark).exists(path):
         raise FieldsError(f"fields file {path} does not exist")
     try:
-        return (spark.read.format("geoparquet.metadata").load(path)
-                .select("path", "primary_column", "columns").collect())
+        return (
+            spark.read.format("geoparquet.metadata")
+            .load(path)
+            .select("path", "primary_column", "columns")
+            .collect()
+        )
     except Exception:
         return []
 
@@ -91,8 +107,10 @@ def geometry_column(meta: list, path: str) -> str:
     found = {r.primary_column for r in meta}
     found.discard(None)
     if len(found) > 1:
-        raise FieldsError(f"{path}: its files name different primary geometry columns {sorted(found)}; "
-                          "write the fields with one geometry column name")
+        raise FieldsError(
+            f"{path}: its files name different primary geometry columns {sorted(found)}; "
+            "write the fields with one geometry column name"
+        )
     return found.pop() if found else "geometry"
 
 
@@ -104,16 +122,25 @@ def feature_ids(df, path: str):
         return df
     col = F.col("feature_id")
     if isinstance(typ, T.StringType):
-        bad = [r[0] for r in df.where(col.isNotNull() & ~col.rlike(r"^\s*[+-]?\d{1,18}\s*$"))
-               .select("feature_id").limit(3).collect()]
+        bad = [
+            r[0]
+            for r in df.where(col.isNotNull() & ~col.rlike(r"^\s*[+-]?\d{1,18}\s*$"))
+            .select("feature_id")
+            .limit(3)
+            .collect()
+        ]
         if not bad:
             return df.withColumn("feature_id", F.trim(col).cast("bigint"))
-        raise FieldsError(f"{path}: column 'feature_id' holds strings that are not integers, e.g. "
-                          f"{bad}; the ids must be integers (int64, or strings of digits): number the "
-                          "fields, e.g. with geopandas df['feature_id'] = range(len(df)), and keep "
-                          "your own id in another column")
-    raise FieldsError(f"{path}: column 'feature_id' has type {typ.simpleString()}; the ids must be "
-                      "integers (int64, or strings of digits), e.g. df['feature_id'].astype('int64')")
+        raise FieldsError(
+            f"{path}: column 'feature_id' holds strings that are not integers, e.g. "
+            f"{bad}; the ids must be integers (int64, or strings of digits): number the "
+            "fields, e.g. with geopandas df['feature_id'] = range(len(df)), and keep "
+            "your own id in another column"
+        )
+    raise FieldsError(
+        f"{path}: column 'feature_id' has type {typ.simpleString()}; the ids must be "
+        "integers (int64, or strings of digits), e.g. df['feature_id'].astype('int64')"
+    )
 
 
 FRAME = "the fields DataFrame"
@@ -125,9 +152,11 @@ def frame_geometry(df) -> str:
         return "geometry"
     found = [f.name for f in df.schema.fields if isinstance(f.dataType, GeometryType)]
     if len(found) != 1:
-        raise FieldsError(f"{FRAME}: {'no' if not found else 'more than one'} geometry column "
-                          f"(found {df.columns}); name the field polygons 'geometry' (a Sedona "
-                          "geometry, WKB bytes or WKT text)")
+        raise FieldsError(
+            f"{FRAME}: {'no' if not found else 'more than one'} geometry column "
+            f"(found {df.columns}); name the field polygons 'geometry' (a Sedona "
+            "geometry, WKB bytes or WKT text)"
+        )
     return found[0]
 
 
@@ -136,17 +165,26 @@ def frame_crs(df, column: str, store_crs: str) -> tuple[str, dict]:
     have one, else the store's (WKB and WKT carry none)."""
     if not isinstance(df.schema[column].dataType, GeometryType):
         return store_crs, {"fields_crs": f"{store_crs} (assumed: WKB and WKT name no CRS)"}
-    srids = [r[0] for r in df.select(F.expr(f"ST_SRID(`{column}`)")).where(F.col(column).isNotNull())
-             .distinct().limit(3).collect()]
+    srids = [
+        r[0]
+        for r in df.select(F.expr(f"ST_SRID(`{column}`)"))
+        .where(F.col(column).isNotNull())
+        .distinct()
+        .limit(3)
+        .collect()
+    ]
     if len(srids) > 1:
-        raise FieldsError(f"{FRAME}: its geometries have different SRIDs {sorted(srids)}; bring "
-                          "them to one CRS, e.g. with ST_Transform")
+        raise FieldsError(
+            f"{FRAME}: its geometries have different SRIDs {sorted(srids)}; bring "
+            "them to one CRS, e.g. with ST_Transform"
+        )
     if not srids or srids[0] == 0:
         return store_crs, {"fields_crs": f"{store_crs} (assumed: the geometries have no SRID)"}
     from pyproj import CRS
 
-    return transform_from(CRS.from_epsg(srids[0]), f"EPSG:{srids[0]} (the geometries' SRID)",
-                          store_crs)
+    return transform_from(
+        CRS.from_epsg(srids[0]), f"EPSG:{srids[0]} (the geometries' SRID)", store_crs
+    )
 
 
 def source_crs(meta: list, path: str, store_crs: str, column: str = "geometry") -> tuple[str, dict]:
@@ -161,8 +199,10 @@ def source_crs(meta: list, path: str, store_crs: str, column: str = "geometry") 
     found = {crs for _, crs in crs_of}
     if len(found) > 1:
         names = sorted({_name(path, crs) + " (" + storage.name(f) + ")" for f, crs in crs_of})
-        raise FieldsError(f"{path}: its files have different CRSs: {', '.join(names)}; write the "
-                          "fields in one CRS, e.g. with geopandas' to_crs")
+        raise FieldsError(
+            f"{path}: its files have different CRSs: {', '.join(names)}; write the "
+            "fields in one CRS, e.g. with geopandas' to_crs"
+        )
     crs_json = found.pop() if found else None
     if crs_json in (None, "", "null"):
         crs, described = CRS("OGC:CRS84"), "OGC:CRS84 (assumed: the file names no CRS)"
@@ -185,7 +225,11 @@ def transform_from(crs, described: str, store_crs: str) -> tuple[str, dict]:
 
 
 def _name(path: str, crs_json) -> str:
-    return "OGC:CRS84 (no CRS)" if crs_json in (None, "", "null") else _crs(path, json.loads(crs_json)).to_string()
+    return (
+        "OGC:CRS84 (no CRS)"
+        if crs_json in (None, "", "null")
+        else _crs(path, json.loads(crs_json)).to_string()
+    )
 
 
 def _crs(path: str, projjson: dict):
@@ -194,23 +238,36 @@ def _crs(path: str, projjson: dict):
     ident = projjson.get("id") or {}
     try:
         # Sedona hands back PROJJSON with camelCase keys that PROJ refuses: use its id when it has one
-        return (CRS.from_authority(ident["authority"], ident["code"]) if ident
-                else CRS.from_json_dict(projjson))
+        return (
+            CRS.from_authority(ident["authority"], ident["code"])
+            if ident
+            else CRS.from_json_dict(projjson)
+        )
     except Exception as e:
-        raise FieldsError(f"{path}: cannot interpret its CRS ({e}); write the fields in a CRS with "
-                          "an EPSG code, e.g. geopandas' to_crs(4326)") from e
+        raise FieldsError(
+            f"{path}: cannot interpret its CRS ({e}); write the fields in a CRS with "
+            "an EPSG code, e.g. geopandas' to_crs(4326)"
+        ) from e
 
 
 def read(spark, path: str):
     try:
         return spark.read.format("geoparquet").load(path)
     except Exception as e:
-        raise FieldsError(f"cannot read {path} as GeoParquet ({type(e).__name__}: {str(e)[:300]}); "
-                          "write it with geopandas.GeoDataFrame.to_parquet or Sedona") from e
+        raise FieldsError(
+            f"cannot read {path} as GeoParquet ({type(e).__name__}: {str(e)[:300]}); "
+            "write it with geopandas.GeoDataFrame.to_parquet or Sedona"
+        ) from e
 
 
-def load(df, path: str, year_column: str | None, column: str = "geometry",
-         keep: tuple[str, ...] | None = DEFAULT_KEEP, reserved: set[str] = frozenset()):
+def load(
+    df,
+    path: str,
+    year_column: str | None,
+    column: str = "geometry",
+    keep: tuple[str, ...] | None = DEFAULT_KEEP,
+    reserved: set[str] = frozenset(),
+):
     """The fields as read (`path` names them in messages), with the optional columns filled:
     sql/10_fields.sql's `fields_input`, with the input columns to carry through (`keep`, None:
     all) in the struct `kept`.
@@ -221,20 +278,26 @@ def load(df, path: str, year_column: str | None, column: str = "geometry",
         df = df.drop("geometry").withColumnRenamed(column, "geometry")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise FieldsError(f"{path}: required column(s) {missing} missing (found {df.columns}); "
-                          "the fields need an int64 'feature_id' and a polygon 'geometry'")
+        raise FieldsError(
+            f"{path}: required column(s) {missing} missing (found {df.columns}); "
+            "the fields need an int64 'feature_id' and a polygon 'geometry'"
+        )
     typ = df.schema["geometry"].dataType
     if path == FRAME and isinstance(typ, (T.BinaryType, T.StringType)):
         # a DataFrame's WKB bytes or WKT text: Sedona's parser names a bad value itself
         parse = "ST_GeomFromWKB" if isinstance(typ, T.BinaryType) else "ST_GeomFromWKT"
         df = df.withColumn("geometry", F.expr(f"{parse}(geometry)"))
     elif path == FRAME and not isinstance(typ, GeometryType):
-        raise FieldsError(f"{path}: column 'geometry' is {typ.simpleString()}; give the polygons "
-                          "as a Sedona geometry, WKB bytes or WKT text")
+        raise FieldsError(
+            f"{path}: column 'geometry' is {typ.simpleString()}; give the polygons "
+            "as a Sedona geometry, WKB bytes or WKT text"
+        )
     elif not isinstance(typ, GeometryType):
-        raise FieldsError(f"{path}: column 'geometry' is {df.schema['geometry'].dataType.simpleString()}, "
-                          "not a geometry: the file is plain Parquet without GeoParquet 'geo' metadata; "
-                          "write it with geopandas.GeoDataFrame.to_parquet or Sedona")
+        raise FieldsError(
+            f"{path}: column 'geometry' is {df.schema['geometry'].dataType.simpleString()}, "
+            "not a geometry: the file is plain Parquet without GeoParquet 'geo' metadata; "
+            "write it with geopandas.GeoDataFrame.to_parquet or Sedona"
+        )
     df = feature_ids(df, path)
     given = df.columns
     for name, typ in OPTIONAL.items():
@@ -245,15 +308,23 @@ def load(df, path: str, year_column: str | None, column: str = "geometry",
     elif year_column == "none":
         year_column = None
     elif year_column not in df.columns:
-        raise FieldsError(f"{path}: no column '{year_column}' (found {df.columns}) for --year-column")
+        raise FieldsError(
+            f"{path}: no column '{year_column}' (found {df.columns}) for --year-column"
+        )
     year = year_of(df, year_column, path) if year_column else F.lit(None)
     kept = kept_columns(df, given, path, keep, year_column, reserved)
     df = df.withColumn("layer_year", year.cast("int"))
     return df.select("feature_id", "geometry", "label", kept, "layer_year"), year_column
 
 
-def kept_columns(df, given: list[str], path: str, keep: tuple[str, ...] | None,
-                 year_column: str | None, reserved: set[str]):
+def kept_columns(
+    df,
+    given: list[str],
+    path: str,
+    keep: tuple[str, ...] | None,
+    year_column: str | None,
+    reserved: set[str],
+):
     """The struct `kept` of the input columns --keep-columns names, values and types as read
     (score_mean, score_std: float, null when absent, as the published schema has them).
 
@@ -264,21 +335,34 @@ def kept_columns(df, given: list[str], path: str, keep: tuple[str, ...] | None,
     scores = [n for n in OPTIONAL if n != "label"]
     if keep is None:
         skip = {"feature_id", "geometry", "label", year_column, *scores}
-        names = scores + [c for c in given if c not in skip and not (
-            c == "bbox" and isinstance(df.schema[c].dataType, T.StructType))]
+        names = scores + [
+            c
+            for c in given
+            if c not in skip
+            and not (c == "bbox" and isinstance(df.schema[c].dataType, T.StructType))
+        ]
     else:
         names = [n for n in keep if n != "label"]
         missing = [n for n in names if n not in df.columns]
         if missing:
-            raise FieldsError(f"{path}: --keep-columns names {missing}, not in the file (found "
-                              f"{given}); name columns it has, or pass --keep-columns none")
+            raise FieldsError(
+                f"{path}: --keep-columns names {missing}, not in the file (found "
+                f"{given}); name columns it has, or pass --keep-columns none"
+            )
     clash = sorted(set(names) & reserved)
     if clash:
-        raise FieldsError(f"{path}: input column(s) {clash} would clash with the output column(s) "
-                          "of the same name; rename them, or list the columns to keep with "
-                          "--keep-columns a,b,c")
-    return F.struct(*[(F.col(f"`{n}`").cast("float") if n in scores else F.col(f"`{n}`")).alias(n)
-                      for n in names] or [F.lit(None).cast("boolean").alias(NO_KEPT)]).alias("kept")
+        raise FieldsError(
+            f"{path}: input column(s) {clash} would clash with the output column(s) "
+            "of the same name; rename them, or list the columns to keep with "
+            "--keep-columns a,b,c"
+        )
+    return F.struct(
+        *[
+            (F.col(f"`{n}`").cast("float") if n in scores else F.col(f"`{n}`")).alias(n)
+            for n in names
+        ]
+        or [F.lit(None).cast("boolean").alias(NO_KEPT)]
+    ).alias("kept")
 
 
 def validate(fields, path: str) -> dict:
@@ -294,33 +378,62 @@ def validate(fields, path: str) -> dict:
         "COUNT_IF(repaired) AS repaired",
         "COUNT_IF(geom_type = 'ST_GeometryCollection of polygons') AS collections",
         # a struct is never null, so a field without a year counts too
-        "COUNT(DISTINCT STRUCT(feature_id, layer_year)) AS distinct_ids").first()
+        "COUNT(DISTINCT STRUCT(feature_id, layer_year)) AS distinct_ids",
+    ).first()
     if row.n == 0:
         raise FieldsError(f"{path}: the file has no fields (0 rows); nothing to reduce")
     if row.null_ids:
-        raise FieldsError(f"{path}: {row.null_ids} field(s) have a null feature_id; give every field an id")
+        raise FieldsError(
+            f"{path}: {row.null_ids} field(s) have a null feature_id; give every field an id"
+        )
     if row.bad_types:
         ex = fields.where(f"NOT {polygons}").select("feature_id", "geom_type").limit(5).collect()
-        raise FieldsError(f"{path}: {row.bad_types} geometr(y/ies) are not polygons, e.g. "
-                          + ", ".join(f"feature_id {r.feature_id}: {r.geom_type}" for r in ex)
-                          + "; zonal statistics need Polygon or MultiPolygon fields")
+        raise FieldsError(
+            f"{path}: {row.bad_types} geometr(y/ies) are not polygons, e.g. "
+            + ", ".join(f"feature_id {r.feature_id}: {r.geom_type}" for r in ex)
+            + "; zonal statistics need Polygon or MultiPolygon fields"
+        )
     if row.distinct_ids < row.n:
-        dups = (fields.groupBy("feature_id", "layer_year").agg(F.count("*").alias("k"))
-                .where("k > 1").limit(5).collect())
-        raise FieldsError(f"{path}: feature_id is not unique, e.g. "
-                          + ", ".join(f"{r.feature_id} ({r.k} rows)" for r in dups)
-                          + "; ids must identify one field each (one per year when fields carry a year)")
-    report = {"fields": row.n, "null_geometries": row.null_geometries,
-              "collections_reduced_as_polygons": row.collections,
-              "empty_geometries": row.empty_geometries, "repaired_geometries": row.repaired}
+        dups = (
+            fields.groupBy("feature_id", "layer_year")
+            .agg(F.count("*").alias("k"))
+            .where("k > 1")
+            .limit(5)
+            .collect()
+        )
+        raise FieldsError(
+            f"{path}: feature_id is not unique, e.g. "
+            + ", ".join(f"{r.feature_id} ({r.k} rows)" for r in dups)
+            + "; ids must identify one field each (one per year when fields carry a year)"
+        )
+    report = {
+        "fields": row.n,
+        "null_geometries": row.null_geometries,
+        "collections_reduced_as_polygons": row.collections,
+        "empty_geometries": row.empty_geometries,
+        "repaired_geometries": row.repaired,
+    }
     if row.repaired:
-        report["repaired_examples"] = [r.feature_id for r in fields.where("repaired")
-                                       .orderBy("feature_id").select("feature_id").limit(10).collect()]
+        report["repaired_examples"] = [
+            r.feature_id
+            for r in fields.where("repaired")
+            .orderBy("feature_id")
+            .select("feature_id")
+            .limit(10)
+            .collect()
+        ]
     return report
 
 
-def select_years(fields, path: str, year_column: str | None, years: list[int],
-                 store_years: tuple[int, ...], skip_missing: bool, n: int):
+def select_years(
+    fields,
+    path: str,
+    year_column: str | None,
+    years: list[int],
+    store_years: tuple[int, ...],
+    skip_missing: bool,
+    n: int,
+):
     """Fields with their own year: refuse (or drop and count) years the store lacks, keep --years.
     Also the number of field-years the run writes (`n` fields in all)."""
     report = {"year_column": year_column}
@@ -328,13 +441,19 @@ def select_years(fields, path: str, year_column: str | None, years: list[int],
         return fields, report | {"field_years": n * len(years)}
     per_year = {r.layer_year: r["count"] for r in fields.groupBy("layer_year").count().collect()}
     if None in per_year:
-        raise FieldsError(f"{path}: {per_year[None]} field(s) have no value in year column '{year_column}'")
+        raise FieldsError(
+            f"{path}: {per_year[None]} field(s) have no value in year column '{year_column}'"
+        )
     missing = {y: n for y, n in sorted(per_year.items()) if y not in store_years}
     if missing and not skip_missing:
-        raise FieldsError(f"{path}: fields of year(s) absent from the store: "
-                          + ", ".join(f"{y} ({n} fields)" for y, n in missing.items())
-                          + f"; the store has {list(store_years)}. Pass --skip-missing-years to drop them")
+        raise FieldsError(
+            f"{path}: fields of year(s) absent from the store: "
+            + ", ".join(f"{y} ({n} fields)" for y, n in missing.items())
+            + f"; the store has {list(store_years)}. Pass --skip-missing-years to drop them"
+        )
     report["fields_skipped_missing_year"] = sum(missing.values())
-    report["fields_outside_years"] = sum(n for y, n in per_year.items() if y not in years and y not in missing)
+    report["fields_outside_years"] = sum(
+        n for y, n in per_year.items() if y not in years and y not in missing
+    )
     report["field_years"] = sum(n for y, n in per_year.items() if y in years)
     return fields.where(fields.layer_year.isin(years)), report

@@ -2,22 +2,22 @@
 the PCA model and the run report, then committed. Every file operation on the output goes
 through jobs/output.py, whose storage layer (jobs/storage.py) commits as --out's filesystem
 allows: a staging folder renamed into place (local, HDFS) or S3A's magic committer (S3)."""
+
 from __future__ import annotations
 
 import contextlib
 
-from pyproj import CRS
-from pyspark.sql import functions as F
-
 from aef_zonal import output, storage
-from aef_zonal.options import OPTIONAL_STATS, Options
 from aef_zonal.errors import JobError
+from aef_zonal.options import OPTIONAL_STATS, Options
 from aef_zonal.report import versions
 from aef_zonal.session import sql
 from aef_zonal.stages import fields
 from aef_zonal.udfs import pca
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
+from pyproj import CRS
+from pyspark.sql import functions as F
 
 MODEL = "_pca_model.json"
 
@@ -56,13 +56,24 @@ def rows(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | 
     spark.udf.register("pca_rgb", executor.pca_rgb(spark.sparkContext.broadcast(model)))
     spark.udf.register("hilbert_key", executor.hilbert_key())
     g = store.grid.sql_params()
-    result = sql(spark, "50_output.sql", {"field_years": field_years, "stats": stats},
-                 store=o.store, **{k: g[k] for k in ("xmin", "ymax", "res", "shard", "width", "height",
-                                                     "key_prefix", "key_sep")})
+    result = sql(
+        spark,
+        "50_output.sql",
+        {"field_years": field_years, "stats": stats},
+        store=o.store,
+        **{
+            k: g[k]
+            for k in ("xmin", "ymax", "res", "shard", "width", "height", "key_prefix", "key_sep")
+        },
+    )
     for i, name in enumerate(o.quantiles):  # one list<double>(64) column per quantile
         result = result.withColumn(name, F.col("quantiles")[i])
-    return result.drop("quantiles", *[s for s in OPTIONAL_STATS if s not in o.stats],
-                       *(["change_from"] if "change" not in o.stats else []), fields.NO_KEPT)
+    return result.drop(
+        "quantiles",
+        *[s for s in OPTIONAL_STATS if s not in o.stats],
+        *(["change_from"] if "change" not in o.stats else []),
+        fields.NO_KEPT,
+    )
 
 
 def write(store: StoreInfo, result, model: dict | None, target: output.Output):
@@ -70,8 +81,12 @@ def write(store: StoreInfo, result, model: dict | None, target: output.Output):
     if model is not None:
         target.save_text(MODEL, pca.dumps(model))
     # what was written, read back: one small query over the partition columns and reason
-    written = (target.written().groupBy("time", "label", "reason")
-               .agg(F.count("*").alias("rows")).collect())
+    written = (
+        target.written()
+        .groupBy("time", "label", "reason")
+        .agg(F.count("*").alias("rows"))
+        .collect()
+    )
     summary, reasons = {}, {}
     for r in sorted(written, key=lambda r: (r.time, r.label)):
         part = f"time={r.time}/label={r.label}"
@@ -79,23 +94,32 @@ def write(store: StoreInfo, result, model: dict | None, target: output.Output):
     for r in written:
         if r.reason is not None:
             reasons[r.reason] = reasons.get(r.reason, 0) + r.rows
-    return target, {"rows_per_partition": summary, "rows": sum(summary.values()),
-                     "rows_count_zero": reasons}
+    return target, {
+        "rows_per_partition": summary,
+        "rows": sum(summary.values()),
+        "rows_count_zero": reasons,
+    }
 
 
-def commit(o: Options, target: output.Output, report: dict, seconds: dict,
-           years: list[int], command: str) -> dict:
+def commit(
+    o: Options, target: output.Output, report: dict, seconds: dict, years: list[int], command: str
+) -> dict:
     """_run.json beside the data, then the run committed; returns the report. Settings and URLs
     are recorded with their secrets masked."""
     secrets = target.fs.secrets
     report = report | {
-        "complete": not report["skipped_chunks"], "mode": target.mode,
+        "complete": not report["skipped_chunks"],
+        "mode": target.mode,
         "seconds": seconds,
         "command": storage.redact(command, secrets),
         "store": storage.redact(o.store, secrets),
-        "fields_path": storage.redact(o.fields if isinstance(o.fields, str) else fields.FRAME, secrets),
+        "fields_path": storage.redact(
+            o.fields if isinstance(o.fields, str) else fields.FRAME, secrets
+        ),
         "years": years,
-        "stats": o.stats, "pixels": o.pixels, "min_coverage": o.min_coverage,
+        "stats": o.stats,
+        "pixels": o.pixels,
+        "min_coverage": o.min_coverage,
         "versions": versions(),
     }
     target.commit(report)

@@ -1,11 +1,12 @@
 """The PCA stage: the model that colours the field means (udfs/pca.py), fitted on a sample of
 them on the driver, or the one given (--pca-model, a path or URL) or kept by the output
 (--mode add)."""
+
 from __future__ import annotations
 
 from aef_zonal import storage
-from aef_zonal.options import Options
 from aef_zonal.errors import JobError
+from aef_zonal.options import Options
 from aef_zonal.udfs import pca as kernel
 
 
@@ -21,9 +22,11 @@ def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):
     if previous_model is not None:  # --mode add: new partitions keep the dataset's colours
         return previous_model, {}
     if with_pixels < 3:  # three components need three points
-        return None, {"pca": f"not fitted: only {with_pixels} field-year(s) have a valid pixel (3 "
-                              "needed), so pca_components are null; pass --pca-model with the "
-                              "_pca_model.json of a larger run to colour them"}
+        return None, {
+            "pca": f"not fitted: only {with_pixels} field-year(s) have a valid pixel (3 "
+            "needed), so pca_components are null; pass --pca-model with the "
+            "_pca_model.json of a larger run to colour them"
+        }
     return fit(stats, with_pixels, o.pca_sample, o.seed), {}
 
 
@@ -32,8 +35,11 @@ def fit(stats, total: int, sample: int, seed: int) -> dict:
     frac = min(1.0, 1.2 * sample / total)
     # Arrow, not Rows: a Python object per mean would cost more than the fit; cut to `sample`
     # here rather than by limit(), which scans the partitions in a series of growing jobs
-    means = to_arrow(stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean")
-                     ).column("mean").combine_chunks()
+    means = (
+        to_arrow(stats.where("count > 0").sample(fraction=frac, seed=seed).select("mean"))
+        .column("mean")
+        .combine_chunks()
+    )
     return kernel.fit(means.flatten().to_numpy().reshape(len(means), -1)[:sample], seed)
 
 

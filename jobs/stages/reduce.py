@@ -1,21 +1,21 @@
 """The reduce stage: every chunk task read and reduced on the workers (udfs/spark.py ->
 udfs/tasks.py), one partial row per field, year and chunk; a field inside one chunk leaves it
 finished. Cached: the aggregate reads it."""
+
 from __future__ import annotations
 
 import contextlib
 import re
 import threading
 
-from pyspark.sql.pandas.types import from_arrow_schema
-
-from aef_zonal.options import Options
 from aef_zonal.errors import JobError
+from aef_zonal.options import Options
 from aef_zonal.session import setting
 from aef_zonal.stages import aggregate
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
 from aef_zonal.udfs.tasks import Reduction
+from pyspark.sql.pandas.types import from_arrow_schema
 
 # a few chunk tasks per Arrow batch (each reads 4 MiB per year), so reads spread over the
 # workers and the progress counter moves; later Arrow UDFs keep Spark's default batch size,
@@ -29,8 +29,12 @@ class Meter:
 
     def __init__(self, sc, reads_total: int, field_years_total: int):
         self.reads_total, self.fy_total = reads_total, field_years_total
-        self.counters = {"chunk_reads": sc.accumulator(0), "requests": sc.accumulator(0),
-                         "bytes": sc.accumulator(0), "field_years": sc.accumulator(0.0)}
+        self.counters = {
+            "chunk_reads": sc.accumulator(0),
+            "requests": sc.accumulator(0),
+            "bytes": sc.accumulator(0),
+            "field_years": sc.accumulator(0.0),
+        }
 
     def value(self, name: str):
         return self.counters[name].value
@@ -40,14 +44,22 @@ class Meter:
 
     def text(self, elapsed: float) -> str:
         mb = self.value("bytes") / 1e6
-        return (f"{self.value('chunk_reads')}/{self.reads_total} chunk reads, "
-                f"{min(self.value('field_years'), self.fy_total):,.0f}/{self.fy_total:,} field-years, "
-                f"{mb:,.0f} MB ({mb / max(elapsed, 1e-9):.1f} MB/s)")
+        return (
+            f"{self.value('chunk_reads')}/{self.reads_total} chunk reads, "
+            f"{min(self.value('field_years'), self.fy_total):,.0f}/{self.fy_total:,} field-years, "
+            f"{mb:,.0f} MB ({mb / max(elapsed, 1e-9):.1f} MB/s)"
+        )
 
 
 def reduction(o: Options, store: StoreInfo) -> Reduction:
-    return Reduction(store.grid, store.quant, store.bands, aggregate.finish(o, store), rule=o.pixels,
-                     min_coverage=o.min_coverage)
+    return Reduction(
+        store.grid,
+        store.quant,
+        store.bands,
+        aggregate.finish(o, store),
+        rule=o.pixels,
+        min_coverage=o.min_coverage,
+    )
 
 
 def warm(spark, o: Options, store: StoreInfo) -> None:
@@ -72,8 +84,11 @@ def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, meter
     n_tasks = max(n_tasks, 1)
     partitions = max(1, min(n_tasks, max(4 * sc.defaultParallelism, n_tasks // 32)))
     body = executor.reduce_partitions(o.access(), red, o.on_bad_chunk == "skip", counters)
-    partials = (chunk_tasks.repartitionByRange(partitions, "cy", "cx")
-                .mapInArrow(body, from_arrow_schema(red.schema())).persist())
+    partials = (
+        chunk_tasks.repartitionByRange(partitions, "cy", "cx")
+        .mapInArrow(body, from_arrow_schema(red.schema()))
+        .persist()
+    )
     with setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", TASKS_PER_BATCH):
         try:
             n = partials.count()
@@ -84,7 +99,9 @@ def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, meter
             raise
     done = counters["chunk_reads"].value
     return partials, {
-        "partials": n, "chunk_reads": done, "requests": counters["requests"].value,
+        "partials": n,
+        "chunk_reads": done,
+        "requests": counters["requests"].value,
         "requests_per_chunk": round(counters["requests"].value / max(done, 1), 3),
         "bytes_read": counters["bytes"].value,
     }
