@@ -82,8 +82,8 @@ def _sample(data_dir: str):
     """The store's description, the fields, their tree and the chunks they touch (per process)."""
     import geopandas as gpd
     import shapely
-    from aef_zonal.udfs.store import describe
 
+    from aef_zonal.udfs.store import describe
     from bench.run import touched_chunks
 
     store, fields = str(Path(data_dir) / "store.zarr"), Path(data_dir) / "fields.parquet"

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import shapely
-from aef_zonal import map as html_map
 
+from aef_zonal import map as html_map
 from tests import browser
 
 

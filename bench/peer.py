@@ -25,8 +25,9 @@ def geotiff(store: str, t: int, path: Path) -> Path:
         return path
     import rasterio
     import zarr
-    from aef_zonal.udfs.store import describe
     from affine import Affine
+
+    from aef_zonal.udfs.store import describe
 
     g = describe(store).grid
     arr = zarr.open_group(store, mode="r")["embeddings"]

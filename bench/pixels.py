@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import shapely
+
 from aef_zonal import sample
 from aef_zonal.udfs.grid import Grid
 from aef_zonal.udfs.pixels import RULES, members

@@ -45,6 +45,7 @@ def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
     """Inner chunks whose footprint some field intersects (what the job must read per year)."""
     import geopandas as gpd
     import shapely
+
     from aef_zonal.udfs.store import describe
 
     g = describe(store).grid
@@ -62,6 +63,7 @@ def touched_chunks(fields_path: Path, store: str) -> list[tuple[int, int]]:
 @functools.lru_cache(maxsize=1)
 def _open(store: str):
     import zarr
+
     from aef_zonal.udfs.store import describe
 
     return zarr.open_group(store, mode="r")["embeddings"], describe(store).grid
@@ -271,6 +273,7 @@ def half_area(fields: Path, store: str, out: Path) -> Path:
     if out.exists():
         return out
     import geopandas as gpd
+
     from aef_zonal.udfs.store import describe
 
     g = describe(store).grid

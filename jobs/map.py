@@ -17,6 +17,8 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+
+from aef_zonal import dataset
 from aef_zonal.plot import NO_PIXEL as NO_PIXEL_RGBA
 from aef_zonal.query import OutputError, output_years
 
@@ -38,7 +40,7 @@ def read_fields(out, year: int, bbox=None):
     years = output_years(out)
     if year not in years:
         raise OutputError(f"year {year} is not in {out}; it has {', '.join(map(str, years))}")
-    folder = Path(out) / f"time={year}-01-01"
+    folder = Path(out) / dataset.year_folder(year)
     data = ds.dataset(folder, format="parquet", partitioning="hive")
     missing = set(COLUMNS + ["bbox"]) - set(data.schema.names)
     if missing:

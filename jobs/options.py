@@ -6,7 +6,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from aef_zonal import config, output
+from aef_zonal import config, dataset, output
 from aef_zonal.errors import JobError
 from aef_zonal.udfs import quantiles
 from aef_zonal.udfs.pixels import RULES
@@ -14,30 +14,6 @@ from aef_zonal.udfs.pixels import RULES
 STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized", "change")
 # mean is part of the published schema: always written
 OPTIONAL_STATS = tuple(s for s in STATS if s != "mean")
-# the columns sql/50_output.sql writes whatever the statistics (the kept input columns go
-# beside them, so none may share a name)
-OUTPUT_COLUMNS = (
-    "geometry",
-    "source_store",
-    "global_x_offset",
-    "global_y_offset",
-    "local_x_offset",
-    "local_y_offset",
-    "path",
-    "feature_id",
-    "bbox",
-    "mean",
-    "pca_components",
-    "hilbert_key",
-    "complete",
-    "reason",
-    "time",
-    "label",
-)
-# --keep-columns' default: the input columns the published schema has always carried (label is
-# the partition column in any case)
-DEFAULT_KEEP = ("label", "score_mean", "score_std")
-
 
 EXAMPLES = """examples:
   aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/result
@@ -80,11 +56,7 @@ class Options:
 
     def output_columns(self) -> set[str]:
         """The columns the output writes besides the kept input columns."""
-        return (
-            set(OUTPUT_COLUMNS)
-            | set(self.stats)
-            | ({"change_from"} if "change" in self.stats else set())
-        )
+        return dataset.columns(self.stats)
 
     @property
     def weighted(self) -> bool:
@@ -305,9 +277,7 @@ def build(
     if on_bad_chunk not in ("fail", "skip"):
         raise JobError(f"on_bad_chunk '{on_bad_chunk}': choose fail or skip")
     keep = keep_columns_of(job["keep_columns"] if keep_columns is None else keep_columns)
-    clash = sorted(
-        (set(keep or ()) - {"label"}) & (set(OUTPUT_COLUMNS) | set(stats) | {"change_from"})
-    )
+    clash = sorted((set(keep or ()) - {"label"}) & dataset.columns(stats))
     if clash:
         raise JobError(
             f"--keep-columns: {', '.join(clash)} would clash with the output column(s) "

@@ -9,11 +9,9 @@ data file of a run before the run commits, and `_SUCCESS` marks a committed run.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from pathlib import Path
 
-from aef_zonal import storage
+from aef_zonal import dataset, storage
 
 MODES = ("error", "overwrite", "add")
 
@@ -51,7 +49,7 @@ class Output:
             )
         if self.mode == "overwrite":
             return None
-        report = storage.join(self.out, "_run.json")
+        report = storage.join(self.out, dataset.REPORT)
         if not self.fs.exists(report):
             raise OutputError(
                 f"--mode add: {self.shown} is not an aef-zonal output (no _run.json); "
@@ -101,8 +99,8 @@ class Output:
         """_run.json (this run) and _runs/<time>.json (kept across --mode add runs), then the
         dataset committed: from here on readers see only this run's files where it wrote."""
         text = json.dumps(report, indent=2)
-        self.save_text(f"_runs/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}.json", text)
-        self.save_text("_run.json", text)
+        self.save_text(dataset.archived_report(), text)
+        self.save_text(dataset.REPORT, text)
         self.strategy.commit(add=self.mode == "add")
 
     def abort(self):

@@ -10,7 +10,8 @@ import json
 import sys
 
 import numpy as np
-from aef_zonal import config, storage
+
+from aef_zonal import config, dataset, storage
 from aef_zonal.query import OutputError, output_years
 
 WIDTH_IN, DPI = 10.0, 130  # 1300 px wide
@@ -28,7 +29,7 @@ def load_year(out, year: int, settings: dict | None = None):
     if year not in years:
         raise OutputError(f"year {year} is not in {out}; it has {', '.join(map(str, years))}")
     fs, root = storage.arrow_fs(str(out), settings)
-    folder = storage.join(root, f"time={year}-01-01")
+    folder = storage.join(root, dataset.year_folder(year))
     data = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
     missing = {"geometry", "feature_id", "count", "mean", "pca_components", "label"} - set(
         data.schema.names
@@ -37,10 +38,10 @@ def load_year(out, year: int, settings: dict | None = None):
         raise OutputError(
             f"{folder} is not an aef-zonal output: column(s) {sorted(missing)} missing"
         )
-    model_path = storage.join(root, "_pca_model.json")
+    model_path = storage.join(root, dataset.MODEL)
     if fs.get_file_info(model_path).type != pafs.FileType.File:
         raise OutputError(
-            f"{storage.join(str(out), '_pca_model.json')} is missing; the job writes "
+            f"{storage.join(str(out), dataset.MODEL)} is missing; the job writes "
             "it next to the partitions"
         )
     with fs.open_input_stream(model_path) as f:

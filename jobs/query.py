@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shutil
 import sys
 import uuid
 from pathlib import Path
 
-from aef_zonal import storage
-
-PARTITION = re.compile(r"time=(\d{4})-01-01")
+from aef_zonal import dataset, storage
 
 
 class OutputError(Exception):
@@ -36,21 +33,11 @@ def output_years(out, settings: dict | None = None) -> list[int]:
         files = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     except OSError as e:
         raise OutputError(f"cannot list {out}: {e}") from None
-    years = set()
-    for f in files:
-        parts = f.path[len(path) :].strip("/").split("/")
-        if (
-            len(parts) == 3
-            and (m := PARTITION.fullmatch(parts[0]))
-            and parts[1].startswith("label=")
-            and parts[2].endswith(".parquet")
-        ):
-            years.add(int(m.group(1)))
+    years = {dataset.data_year(f.path[len(path) :].strip("/")) for f in files} - {None}
     years = sorted(years)
     if not years:
         raise OutputError(
-            f"{out} is not an aef-zonal output: it has no "
-            "time=YYYY-01-01/label=…/*.parquet partitions"
+            f"{out} is not an aef-zonal output: it has no {dataset.PARTITIONS_TEXT} partitions"
         )
     return years
 
@@ -138,8 +125,9 @@ def main(argv=None) -> int:
         print(f"aef-zonal sql: error: {e}", file=sys.stderr)
         return 2
     import pyarrow.parquet as pq
-    from aef_zonal.session import spark_session
     from pyspark.errors import PySparkException
+
+    from aef_zonal.session import spark_session
 
     spark, _ = spark_session(args.master, args.verbose, args.settings)
     if (

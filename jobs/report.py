@@ -6,6 +6,7 @@ import contextlib
 import sys
 import time
 
+from aef_zonal import dataset
 from aef_zonal.progress import Progress
 
 
@@ -56,7 +57,7 @@ def summary(report: dict, out: str) -> None:
     """What the run did, on the console."""
     print(
         f"[aef-zonal] wrote {report['rows']} rows to {out} in "
-        f"{sum(report['seconds'].values()):.0f} s (report: {out}/_run.json)"
+        f"{sum(report['seconds'].values()):.0f} s (report: {out}/{dataset.REPORT})"
     )
     print(
         f"  fields: {report['fields']} ({report['null_geometries']} null, "
@@ -79,6 +80,6 @@ def summary(report: dict, out: str) -> None:
     if report["skipped_chunks"]:
         print(
             f"  INCOMPLETE: {len(report['skipped_chunks'])} undecodable chunk(s) skipped; "
-            f"see {out}/_run.json",
+            f"see {out}/{dataset.REPORT}",
             file=sys.stderr,
         )

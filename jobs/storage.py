@@ -30,6 +30,8 @@ import uuid
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+from aef_zonal import dataset
+
 S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 LOCAL = "org.apache.hadoop.fs.LocalFileSystem"
 # filesystems whose directory rename is atomic: the rename commit stays
@@ -41,8 +43,6 @@ S3A_SQL_CONF = {
     "spark.sql.sources.commitProtocolClass": "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol",
     "spark.sql.parquet.output.committer.class": "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
 }
-# written by every run under the same name: never deleted as "replaced"
-REWRITTEN = ("_SUCCESS", "_run.json", "_pca_model.json")
 MAGIC = {"fs.s3a.committer.name": "magic", "fs.s3a.committer.magic.enabled": "true"}
 
 SECRET_KEY = re.compile(
@@ -298,15 +298,6 @@ def commit_for(fs: Hadoop, out: str):
     return RenameCommit(fs, out) if kind in RENAME_SCHEMES else InPlaceCommit(fs, out, kind)
 
 
-def _partition(rel: str) -> str | None:
-    """`time=…/label=…` of a data file's relative path, None for anything else (reports,
-    checksum files)."""
-    parts = rel.split("/")
-    if len(parts) == 3 and parts[0].startswith("time=") and not parts[2].startswith((".", "_")):
-        return "/".join(parts[:-1])
-    return None
-
-
 class RenameCommit:
     """Write into a hidden sibling folder, then rename it (or its partition folders) into place."""
 
@@ -336,7 +327,7 @@ class RenameCommit:
     def data(self) -> tuple[str, list[str]]:
         """(base folder, its files) of what this run wrote."""
         return self.staging, [
-            join(self.staging, f) for f in self.fs.files(self.staging) if _partition(f)
+            join(self.staging, f) for f in self.fs.files(self.staging) if dataset.data_partition(f)
         ]
 
     def small_file(self, rel: str) -> str:
@@ -356,7 +347,9 @@ class RenameCommit:
         if not add or not self.fs.exists(self.out):
             self._swap(self.staging, self.out)
             return
-        for part in sorted({_partition(f) for f in self.fs.files(self.staging)} - {None}):
+        for part in sorted(
+            {dataset.data_partition(f) for f in self.fs.files(self.staging)} - {None}
+        ):
             self.fs.mkdirs(join(self.out, part.split("/")[0]))
             self._swap(join(self.staging, part), join(self.out, part))
         for rel in self.fs.files(self.staging):  # _run.json, _runs/*.json, _pca_model.json
@@ -418,7 +411,9 @@ class InPlaceCommit:
 
     def data(self) -> tuple[str, list[str]]:
         before = set(self.before)
-        self.new = [f for f in self.fs.files(self.out) if _partition(f) and f not in before]
+        self.new = [
+            f for f in self.fs.files(self.out) if dataset.data_partition(f) and f not in before
+        ]
         return self.out, [join(self.out, f) for f in self.new]
 
     def small_file(self, rel: str) -> str:
@@ -427,9 +422,9 @@ class InPlaceCommit:
     def commit(self, add: bool):
         """Delete what this run replaces: (add) the old files of the partitions it wrote, else
         every old file that this run did not write anew."""
-        written = {_partition(f) for f in self.new or []}
+        written = {dataset.data_partition(f) for f in self.new or []}
         for rel in self.before:
-            if (_partition(rel) in written) if add else rel not in REWRITTEN:
+            if (dataset.data_partition(rel) in written) if add else rel not in dataset.REWRITTEN:
                 self.fs.delete(join(self.out, rel))
 
     def abort(self):

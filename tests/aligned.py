@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 import shapely
 import shapely.geometry
-from aef_zonal.udfs.grid import Grid
 from shapely import affinity
+
+from aef_zonal.udfs.grid import Grid
 
 RES = 8.983111749910169e-05
 GRID = Grid(RES, -93.6, 42.1, 1024, 1024, 256, 512)

@@ -3,10 +3,10 @@ rows and files, the caller's session left as it was, the command line's messages
 
 from __future__ import annotations
 
-import aef_zonal
 import geopandas as gpd
 import pytest
 
+import aef_zonal
 from tests.compare import assert_frames_same, read
 from tests.conftest import ALL_STATS, run_job
 

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow.dataset as ds
 import pyspark
 import pytest
-from aef_zonal import config
 
+from aef_zonal import config
 from tests.conftest import ALL_STATS
 from tests.s3server import S3Server
 

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+
 from aef_zonal.options import parse
 from aef_zonal.progress import Progress
 from aef_zonal.stages.reduce import Meter
@@ -132,6 +133,7 @@ def test_progress_logs_lines_when_not_on_a_terminal():
 def test_a_long_run_gets_c2_and_a_short_or_unknown_one_c1_only(tmp_path):
     import geopandas as gpd
     import shapely
+
     from aef_zonal import config, storage
 
     path = tmp_path / "fields.parquet"

@@ -15,9 +15,9 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import shapely
+
 from aef_zonal.run import main
 from aef_zonal.udfs.store import describe
-
 from tests.compare import assert_same, read, same
 from tests.conftest import ALL_STATS, job_args, run_job
 

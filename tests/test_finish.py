@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from aef_zonal.udfs.finish import Finish, finish_batch, merge, statistics
 from aef_zonal.udfs.quant import Quantisation
 

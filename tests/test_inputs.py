@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import shapely
+
 from aef_zonal.sample import create_store
 from aef_zonal.udfs.store import describe
-
 from tests import reference
 from tests.compare import read
 from tests.conftest import run_job

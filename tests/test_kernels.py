@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
+from shapely import affinity
+
 from aef_zonal.udfs.grid import Grid, hilbert_key
 from aef_zonal.udfs.pixels import centre_runs, runs_to_pairs
 from aef_zonal.udfs.reduce import reduce_chunk
 from aef_zonal.udfs.store import Quantisation
-from shapely import affinity
-
 from tests import aligned
 
 pytestmark = pytest.mark.fast
@@ -216,6 +216,7 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
     from concurrent.futures import Future
 
     import pyarrow as pa
+
     from aef_zonal.udfs import tasks
     from aef_zonal.udfs.finish import Finish, finish_batch
 

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 import shapely
-from aef_zonal import map as html_map
 
+from aef_zonal import map as html_map
 from tests import browser
 
 YEAR = 2025

@@ -12,8 +12,8 @@ import pyarrow.dataset as ds
 import pytest
 import shapely
 import zarr
-from aef_zonal import submit
 
+from aef_zonal import submit
 from tests import reference
 
 pytestmark = pytest.mark.spark

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+
 from aef_zonal.udfs import pca
 
 pytestmark = pytest.mark.spark
@@ -184,6 +185,7 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
     holds the field's bbox top-left corner, found from the store's coordinate arrays."""
     import shapely
     import zarr
+
     from aef_zonal import submit
     from aef_zonal.sample import create_store
     from aef_zonal.udfs.store import ShardLayout, describe

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from aef_zonal import plot
 from PIL import Image
+
+from aef_zonal import plot
 
 pytestmark = pytest.mark.spark
 

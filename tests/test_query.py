@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+
 from aef_zonal import query
 
 pytestmark = pytest.mark.spark
@@ -255,6 +256,7 @@ def every_kind(sample, tmp_path_factory, job_out):
     an empty, an invalid (repaired) and a far-away (outside the store) polygon."""
     import geopandas as gpd
     import shapely
+
     from aef_zonal import submit
     from aef_zonal.sample import fields_by_year
 

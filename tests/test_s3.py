@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from aef_zonal import submit
 
+from aef_zonal import submit
 from tests.compare import assert_same, read
 from tests.conftest import ALL_STATS
 from tests.s3server import S3Server

@@ -7,8 +7,8 @@ import math
 import geopandas as gpd
 import numpy as np
 import pytest
-from aef_zonal import options
 
+from aef_zonal import options
 from tests import aligned, reference
 from tests.compare import read
 from tests.conftest import run_job
@@ -57,6 +57,7 @@ def fields(sample):
 def with_aligned(sample, fields, tmp_path_factory):
     """The sample's fields plus tests/aligned.py's polygons on pixel boundaries and corners."""
     import pandas as pd
+
     from aef_zonal.udfs.store import describe
 
     grid = describe(str(sample / "store.zarr")).grid

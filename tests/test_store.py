@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEncoding
+
 from aef_zonal.sample import create_store
 from aef_zonal.udfs.grid import Grid
 from aef_zonal.udfs.store import Access, ChunkError, ChunkReader, StoreError, describe, reader
-from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEncoding
 
 pytestmark = pytest.mark.fast
 

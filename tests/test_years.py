@@ -8,9 +8,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+
 from aef_zonal.sample import fields_by_year
 from aef_zonal.stages import fields as fields_stage
-
 from tests import reference
 from tests.compare import read
 from tests.conftest import run_job

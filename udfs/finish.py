@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+
 from aef_zonal.udfs import quantiles, schemas
 from aef_zonal.udfs.quant import Quantisation
 from aef_zonal.udfs.schemas import rows_as_lists

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import shapely
+
 from aef_zonal.udfs.grid import centres
 
 

@@ -141,8 +141,9 @@ def finish_partitions(fin):
 def pca_rgb(model_broadcast):
     """pca_rgb(mean): aef_zonal.udfs.pca.apply on a batch of means (3 x 64 dot products per row); the
     model reaches the workers once, as a Spark broadcast variable."""
-    from aef_zonal.udfs import pca
     from pyspark.sql.functions import pandas_udf
+
+    from aef_zonal.udfs import pca
 
     @pandas_udf("array<float>")
     @per_task
@@ -163,8 +164,9 @@ def pca_rgb(model_broadcast):
 
 def hilbert_key():
     """hilbert_key(x, y): aef_zonal.udfs.grid.hilbert_key on a batch of points."""
-    from aef_zonal.udfs import grid
     from pyspark.sql.functions import pandas_udf
+
+    from aef_zonal.udfs import grid
 
     @pandas_udf("long")
     @per_task

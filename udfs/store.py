@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import zarr
-from aef_zonal.udfs.grid import Grid
-from aef_zonal.udfs.quant import Quantisation
 from obstore.exceptions import BaseError as ObstoreError
 from zarr.abc.store import SuffixByteRequest
 from zarr.storage import WrapperStore
+
+from aef_zonal.udfs.grid import Grid
+from aef_zonal.udfs.quant import Quantisation
 
 ARRAY = "embeddings"
 

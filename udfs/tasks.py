@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import shapely
+
 from aef_zonal.udfs import schemas
 from aef_zonal.udfs.finish import Finish, finish_batch
 from aef_zonal.udfs.grid import Grid

@@ -6,12 +6,13 @@ cache through the union rather than copied into a second cache of the same size.
 
 from __future__ import annotations
 
+from pyspark.sql.pandas.types import from_arrow_schema
+
 from aef_zonal.options import Options
 from aef_zonal.session import sql
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.finish import Finish
 from aef_zonal.udfs.store import StoreInfo
-from pyspark.sql.pandas.types import from_arrow_schema
 
 
 def finish(o: Options, store: StoreInfo) -> Finish:

@@ -4,9 +4,10 @@ for; otherwise its two columns are null and nothing runs."""
 
 from __future__ import annotations
 
+from pyspark.sql import functions as F
+
 from aef_zonal.options import Options
 from aef_zonal.session import sql
-from pyspark.sql import functions as F
 
 
 def change(spark, o: Options, stats):

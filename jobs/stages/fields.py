@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 
-from aef_zonal import storage
-from aef_zonal.errors import JobError
-from aef_zonal.options import DEFAULT_KEEP, Options
-from aef_zonal.session import sql
-from aef_zonal.udfs.store import StoreInfo
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
+
+from aef_zonal import storage
+from aef_zonal.errors import JobError
+from aef_zonal.options import Options
+from aef_zonal.session import sql
+from aef_zonal.udfs.store import StoreInfo
 
 REQUIRED = ("feature_id", "geometry")
 OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
@@ -265,7 +266,7 @@ def load(
     path: str,
     year_column: str | None,
     column: str = "geometry",
-    keep: tuple[str, ...] | None = DEFAULT_KEEP,
+    keep: tuple[str, ...] | None = (),
     reserved: set[str] = frozenset(),
 ):
     """The fields as read (`path` names them in messages), with the optional columns filled:

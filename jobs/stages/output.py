@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 
-from aef_zonal import output, storage
+from pyproj import CRS
+from pyspark.sql import functions as F
+
+from aef_zonal import dataset, output, storage
 from aef_zonal.errors import JobError
 from aef_zonal.options import OPTIONAL_STATS, Options
 from aef_zonal.report import versions
@@ -16,10 +19,6 @@ from aef_zonal.stages import fields
 from aef_zonal.udfs import pca
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
-from pyproj import CRS
-from pyspark.sql import functions as F
-
-MODEL = "_pca_model.json"
 
 
 def check(spark, o: Options, out: str, mode: str) -> tuple[output.Output, dict | None]:
@@ -31,9 +30,9 @@ def check(spark, o: Options, out: str, mode: str) -> tuple[output.Output, dict |
     try:
         previous = target.check(o.stats, o.pixels)
         # a dataset written without a model (too few fields) has none to keep
-        if previous is None or not target.fs.exists(storage.join(out, MODEL)):
+        if previous is None or not target.fs.exists(storage.join(out, dataset.MODEL)):
             return target, None
-        return target, pca.loads(target.read_text(MODEL), out)
+        return target, pca.loads(target.read_text(dataset.MODEL), out)
     except (output.OutputError, storage.StorageError, ValueError) as e:
         raise JobError(str(e)) from e
 
@@ -79,7 +78,7 @@ def rows(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | 
 def write(store: StoreInfo, result, model: dict | None, target: output.Output):
     target.write(result, CRS.from_user_input(store.grid.crs).to_json())
     if model is not None:
-        target.save_text(MODEL, pca.dumps(model))
+        target.save_text(dataset.MODEL, pca.dumps(model))
     # what was written, read back: one small query over the partition columns and reason
     written = (
         target.written()
@@ -89,7 +88,7 @@ def write(store: StoreInfo, result, model: dict | None, target: output.Output):
     )
     summary, reasons = {}, {}
     for r in sorted(written, key=lambda r: (r.time, r.label)):
-        part = f"time={r.time}/label={r.label}"
+        part = dataset.partition(r.time, r.label)
         summary[part] = summary.get(part, 0) + r.rows
     for r in written:
         if r.reason is not None:

@@ -4,7 +4,7 @@ them on the driver, or the one given (--pca-model, a path or URL) or kept by the
 
 from __future__ import annotations
 
-from aef_zonal import storage
+from aef_zonal import dataset, storage
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.udfs import pca as kernel
@@ -25,7 +25,7 @@ def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):
         return None, {
             "pca": f"not fitted: only {with_pixels} field-year(s) have a valid pixel (3 "
             "needed), so pca_components are null; pass --pca-model with the "
-            "_pca_model.json of a larger run to colour them"
+            f"{dataset.MODEL} of a larger run to colour them"
         }
     return fit(stats, with_pixels, o.pca_sample, o.seed), {}
 

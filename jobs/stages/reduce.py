@@ -8,6 +8,8 @@ import contextlib
 import re
 import threading
 
+from pyspark.sql.pandas.types import from_arrow_schema
+
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.session import setting
@@ -15,7 +17,6 @@ from aef_zonal.stages import aggregate
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
 from aef_zonal.udfs.tasks import Reduction
-from pyspark.sql.pandas.types import from_arrow_schema
 
 # a few chunk tasks per Arrow batch (each reads 4 MiB per year), so reads spread over the
 # workers and the progress counter moves; later Arrow UDFs keep Spark's default batch size,

@@ -1,0 +1,94 @@
+"""What a published aef-zonal dataset is, in one place.
+
+    OUT/time=YYYY-01-01/label=…/part-….parquet   the rows, GeoParquet 1.1, Hive-partitioned
+    OUT/_pca_model.json                           the model that coloured pca_components
+    OUT/_run.json, OUT/_runs/…json                the report of the last run, and of every run
+    OUT/_SUCCESS                                  the committed run's marker
+
+The writer (output.py, storage.py, stages/output.py) and the readers (`sql`, `plot`, `map`) use
+these names and rules; none spells them again. Readers skip names starting with `_` or `.`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+PARTITION_COLUMNS = ("time", "label")
+# the columns sql/50_output.sql writes whatever the statistics; the kept input columns go beside
+# them, so none may share a name (label is the partition's)
+COLUMNS = (
+    "geometry",
+    "source_store",
+    "global_x_offset",
+    "global_y_offset",
+    "local_x_offset",
+    "local_y_offset",
+    "path",
+    "feature_id",
+    "bbox",
+    "mean",
+    "pca_components",
+    "hilbert_key",
+    "complete",
+    "reason",
+    *PARTITION_COLUMNS,
+)
+MODEL = "_pca_model.json"
+REPORT = "_run.json"
+REPORTS = "_runs"
+SUCCESS = "_SUCCESS"
+# written by every run under the same name: never deleted as "replaced" by a later run
+REWRITTEN = (SUCCESS, REPORT, MODEL)
+PARTITIONS_TEXT = "time=YYYY-01-01/label=…/*.parquet"
+
+_YEAR_FOLDER = re.compile(r"time=(\d{4})-01-01")
+
+
+def columns(stats: list[str]) -> set[str]:
+    """The columns an output of these statistics writes besides the kept input columns: one per
+    statistic (quantiles by their names), `change_from` beside `change`."""
+    return set(COLUMNS) | set(stats) | ({"change_from"} if "change" in stats else set())
+
+
+def time_value(year: int) -> str:
+    """The `time` partition value of a year (sql/50_output.sql writes the same)."""
+    return f"{year}-01-01"
+
+
+def year_folder(year: int) -> str:
+    """A year's folder below the output."""
+    return f"time={time_value(year)}"
+
+
+def partition(time_: str, label: str) -> str:
+    """A (time, label) partition's folder below the output."""
+    return f"time={time_}/label={label}"
+
+
+def archived_report() -> str:
+    """Where this run's report is kept beside the others (`_runs/`), by time and a random tag."""
+    return f"{REPORTS}/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}.json"
+
+
+def data_partition(rel: str) -> str | None:
+    """`time=…/label=…` of a data file's path relative to the output, None for anything else
+    (reports, the model, checksum and hidden files)."""
+    parts = rel.split("/")
+    if len(parts) == 3 and parts[0].startswith("time=") and not parts[2].startswith((".", "_")):
+        return "/".join(parts[:-1])
+    return None
+
+
+def data_year(rel: str) -> int | None:
+    """The year of a Parquet data file's path relative to the output, None for anything else."""
+    parts = rel.split("/")
+    if (
+        len(parts) == 3
+        and (m := _YEAR_FOLDER.fullmatch(parts[0]))
+        and parts[1].startswith("label=")
+        and parts[2].endswith(".parquet")
+    ):
+        return int(m.group(1))
+    return None
