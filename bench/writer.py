@@ -1,5 +1,5 @@
 """The writer's floor: the rows a job run wrote, read back and cached, written again by the job's
-own writer (jobs/output.py: shuffle by partition, sort by Hilbert key, Sedona's GeoParquet) and
+own writer (jobs/writer.py: shuffle by partition, sort by Hilbert key, Sedona's GeoParquet) and
 by Sedona's writer alone (no shuffle, no sort). What is left of a run's time beyond these is the
 job's own per-row cost. The session compiles as a job run of the largest output's size would
 (jobs/config.jit_options: C1 alone below [spark] c2_from_field_years rows, C1 and C2 from there).
@@ -50,17 +50,17 @@ def output_crs(folder: str) -> str:
 
 
 def job_write(spark, rows, crs: str, target: str):
-    from aef_zonal import output
+    from aef_zonal import writer
 
-    out = output.Output(spark, target, "overwrite")
+    out = writer.Output(spark, target, "overwrite")
     out.write(rows, crs)
     out.commit({})
 
 
 def sedona_write(rows, crs: str, target: str):
-    from aef_zonal import output
+    from aef_zonal import writer
 
-    output.geoparquet(rows.write, crs).mode("overwrite").save(target)
+    writer.geoparquet(rows.write, crs).mode("overwrite").save(target)
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from aef_zonal import config, dataset, output
+from aef_zonal import config, dataset, writer
 from aef_zonal.errors import JobError
 from aef_zonal.udfs import quantiles
 from aef_zonal.udfs.pixels import RULES
@@ -188,7 +188,7 @@ def parser(d: dict) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--mode",
-        choices=output.MODES,
+        choices=writer.MODES,
         default="error",
         help="when --out exists: refuse (error, default), replace it (overwrite), or "
         "replace only the time/label partitions this run writes (add)",
@@ -271,8 +271,8 @@ def build(
             "--min-coverage needs --pixels all-touched or fraction (the center rule "
             "counts a pixel by its centre, not by its covered share)"
         )
-    if mode not in output.MODES:
-        raise JobError(f"mode '{mode}': choose among {list(output.MODES)}")
+    if mode not in writer.MODES:
+        raise JobError(f"mode '{mode}': choose among {list(writer.MODES)}")
     on_bad_chunk = job["on_bad_chunk"] if on_bad_chunk is None else on_bad_chunk
     if on_bad_chunk not in ("fail", "skip"):
         raise JobError(f"on_bad_chunk '{on_bad_chunk}': choose fail or skip")

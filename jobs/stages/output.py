@@ -1,6 +1,6 @@
 """The output stage: the published rows (sql/50_output.sql) written as GeoParquet partitions,
 the PCA model and the run report, then committed. Every file operation on the output goes
-through jobs/output.py, whose storage layer (jobs/storage.py) commits as --out's filesystem
+through jobs/writer.py, whose storage layer (jobs/storage.py) commits as --out's filesystem
 allows: a staging folder renamed into place (local, HDFS) or S3A's magic committer (S3)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import contextlib
 from pyproj import CRS
 from pyspark.sql import functions as F
 
-from aef_zonal import dataset, output, storage
+from aef_zonal import dataset, storage, writer
 from aef_zonal.errors import JobError
 from aef_zonal.options import OPTIONAL_STATS, Options
 from aef_zonal.report import versions
@@ -21,24 +21,24 @@ from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
 
 
-def check(spark, o: Options, out: str, mode: str) -> tuple[output.Output, dict | None]:
+def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict | None]:
     """Refuse an output that would lose or mix data, before anything is written; for mode add,
     the PCA model the existing partitions were coloured with."""
-    if mode not in output.MODES:
-        raise JobError(f"mode '{mode}': choose among {list(output.MODES)}")
-    target = output.Output(spark, out, mode, storage.secret_values(o.settings))
+    if mode not in writer.MODES:
+        raise JobError(f"mode '{mode}': choose among {list(writer.MODES)}")
+    target = writer.Output(spark, out, mode, storage.secret_values(o.settings))
     try:
         previous = target.check(o.stats, o.pixels)
         # a dataset written without a model (too few fields) has none to keep
         if previous is None or not target.fs.exists(storage.join(out, dataset.MODEL)):
             return target, None
         return target, pca.loads(target.read_text(dataset.MODEL), out)
-    except (output.OutputError, storage.StorageError, ValueError) as e:
+    except (writer.OutputError, storage.StorageError, ValueError) as e:
         raise JobError(str(e)) from e
 
 
 @contextlib.contextmanager
-def staged(target: output.Output):
+def staged(target: writer.Output):
     """The run's output, taken back (staging folder, or files of the run) unless committed."""
     try:
         yield target
@@ -75,7 +75,7 @@ def rows(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | 
     )
 
 
-def write(store: StoreInfo, result, model: dict | None, target: output.Output):
+def write(store: StoreInfo, result, model: dict | None, target: writer.Output):
     target.write(result, CRS.from_user_input(store.grid.crs).to_json())
     if model is not None:
         target.save_text(dataset.MODEL, pca.dumps(model))
@@ -101,7 +101,7 @@ def write(store: StoreInfo, result, model: dict | None, target: output.Output):
 
 
 def commit(
-    o: Options, target: output.Output, report: dict, seconds: dict, years: list[int], command: str
+    o: Options, target: writer.Output, report: dict, seconds: dict, years: list[int], command: str
 ) -> dict:
     """_run.json beside the data, then the run committed; returns the report. Settings and URLs
     are recorded with their secrets masked."""
