@@ -60,6 +60,17 @@ def clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
+def run_installed(installed: Path, sample: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """The installed `aef-zonal run` on the sample into `cwd`/out (a bare relative name)."""
+    proc = subprocess.run(
+        [str(installed / "aef-zonal"), "run", "--store", str(sample / "store.zarr"), "--fields",
+         str(sample / "fields.parquet"), "--out", "out", "--stats", ALL_STATS, "--master", "local[2]"],
+        cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_wheel_is_one_package_with_its_sql_and_defaults(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {
@@ -90,28 +101,7 @@ def test_wheel_is_one_package_with_its_sql_and_defaults(wheel):
 def test_installed_wheel_runs_outside_the_checkout(installed, sample, job_out, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = subprocess.run(
-        [
-            str(installed / "aef-zonal"),
-            "run",
-            "--store",
-            str(sample / "store.zarr"),
-            "--fields",
-            str(sample / "fields.parquet"),
-            "--out",
-            "out",
-            "--stats",
-            ALL_STATS,
-            "--master",
-            "local[2]",
-        ],
-        cwd=elsewhere,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_installed(installed, sample, elsewhere)
     # Spark's own resolution brought Sedona (from its Ivy cache after the first time)
     assert "org.apache.sedona#sedona-spark-shaded" in proc.stderr
     assert_same(elsewhere / "out", job_out)
@@ -155,28 +145,7 @@ def test_installed_wheel_runs_on_spark_35(installed, sample, job_out, tmp_path):
         [str(installed / "python"), "-m", "pip", "install", "-q", f"pyspark=={SPARK_35}"],
         check=True,
     )
-    proc = subprocess.run(
-        [
-            str(installed / "aef-zonal"),
-            "run",
-            "--store",
-            str(sample / "store.zarr"),
-            "--fields",
-            str(sample / "fields.parquet"),
-            "--out",
-            "out",
-            "--stats",
-            ALL_STATS,
-            "--master",
-            "local[2]",
-        ],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_installed(installed, sample, tmp_path)
     assert "org.apache.sedona#sedona-spark-shaded-3.5_2.12" in proc.stderr  # Sedona's 3.5 build
     report = json.loads((tmp_path / "out" / "_run.json").read_text())
     assert report["versions"]["pyspark"] == SPARK_35
