@@ -171,7 +171,8 @@ class ZonalStats:
         if kept_model is not None and not o.pca_model and kept_model != model:
             model = kept_model
             rows = output.rows(self.spark, o, self.store, self._field_years, self._stats, model)
-        with output.staged(target):
+        settings = session.job_settings(self.spark, o.settings, self._owned)
+        with settings, output.staged(target):
             chain("write", output.write, self.store, rows, model, target)
             command = " ".join(sys.argv) if o.out is not None else "aef_zonal.zonal_stats"
             return output.commit(o, target, chain.report, chain.seconds, self.years, command)
