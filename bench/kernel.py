@@ -6,7 +6,7 @@ On the sample of bench/run.py (generated there, cached in .cache/bench-SIZE), fo
 inner chunks that fields touch (spread over the store, first year), the best of --repeat runs of:
   - read: the job's reader (udfs/store.py) fetching and decompressing the chunk, one thread;
   - members: aef_zonal.udfs.pixels.members of the chunk's fields (center rule), once per chunk task;
-  - valid mask and kernel: aef_zonal.udfs.reduce.reduce_chunk's two passes (default statistics);
+  - valid mask and kernel: aef_zonal.udfs.partials.reduce_chunk's two passes (default statistics);
   - bound: every value of the chunk summed as u and u * u into one accumulator per band, the
     kernel's arithmetic without runs or fields (the least a pass over 4 M int8 values costs);
 milliseconds per chunk, and a check on every chunk that the kernel's sums equal numpy's.
@@ -144,7 +144,9 @@ def _reduce_part(args) -> dict:
 
     data_dir, part, parts = args
     store, info, _, _, touched = _sample(data_dir)
-    red = Reduction(info.grid, info.quant, info.bands, Finish(info.quant, info.bands))
+    red = Reduction(
+        info.grid, info.quant, info.bands, Finish(info.quant, info.bands, ("count", "std"))
+    )
     rd = reader(Access(store), info.grid)
     chunks = touched[part::parts]
     tasks = _tasks(data_dir, chunks)
@@ -215,8 +217,8 @@ def main(argv=None) -> int:
     if not a.bare:
         as_python_worker()
 
+    from aef_zonal.udfs.partials import _reduce, valid_pixels
     from aef_zonal.udfs.pixels import members
-    from aef_zonal.udfs.reduce import _reduce, valid_pixels
     from aef_zonal.udfs.store import Access, reader
 
     data_dir = ROOT / ".cache" / f"bench-{a.size}"

@@ -15,6 +15,8 @@ import re
 import time
 import uuid
 
+from aef_zonal.udfs import statistics
+
 PARTITION_COLUMNS = ("time", "label")
 # the columns sql/50_output.sql writes whatever the statistics; the kept input columns go beside
 # them, so none may share a name (label is the partition's)
@@ -47,9 +49,9 @@ _YEAR_FOLDER = re.compile(r"time=(\d{4})-01-01")
 
 
 def columns(stats: list[str]) -> set[str]:
-    """The columns an output of these statistics writes besides the kept input columns: one per
-    statistic (quantiles by their names), `change_from` beside `change`."""
-    return set(COLUMNS) | set(stats) | ({"change_from"} if "change" in stats else set())
+    """The columns an output of these statistics writes besides the kept input columns (each
+    statistic's, udfs/statistics.py)."""
+    return set(COLUMNS) | {c for s in statistics.parse(stats) for c in s.columns}
 
 
 def time_value(year: int) -> str:

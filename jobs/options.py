@@ -8,12 +8,8 @@ from dataclasses import dataclass
 
 from aef_zonal import config, dataset, writer
 from aef_zonal.errors import JobError
-from aef_zonal.udfs import quantiles
+from aef_zonal.udfs import statistics
 from aef_zonal.udfs.pixels import RULES
-
-STATS = ("count", "mean", "std", "min", "max", "sum", "valid_fraction", "mean_normalized", "change")
-# mean is part of the published schema: always written
-OPTIONAL_STATS = tuple(s for s in STATS if s != "mean")
 
 EXAMPLES = """examples:
   aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/result
@@ -32,8 +28,7 @@ class Options:
     out: str | None  # None: the API's run, written by ZonalStats.write
     years: list[int] | None  # None: every year of the store
     master: str | None
-    stats: list[str]
-    quantiles: dict[str, float]  # the quantile statistics among stats: name -> level
+    stats: list[str]  # as asked (udfs/statistics.py's names)
     pixels: str
     min_coverage: float  # all-touched, fraction: least covered share of a pixel
     keep_columns: tuple[str, ...] | None  # input columns carried into every row; None: all
@@ -51,8 +46,9 @@ class Options:
     settings: dict  # the merged settings (conf/defaults.toml + --conf)
 
     @property
-    def extremes(self) -> bool:
-        return bool({"min", "max"} & set(self.stats))
+    def statistics(self) -> tuple[statistics.Statistic, ...]:
+        """The statistics written (those asked, and those always written), in output order."""
+        return statistics.parse(self.stats)
 
     def output_columns(self) -> set[str]:
         """The columns the output writes besides the kept input columns."""
@@ -136,7 +132,7 @@ def parser(d: dict) -> argparse.ArgumentParser:
     p.add_argument(
         "--stats",
         default=job["stats"],
-        help=f"comma-separated statistics among {','.join(STATS)}, median and "
+        help=f"comma-separated statistics among {','.join(statistics.BY_NAME)}, median and "
         "quantiles pNN such as p05,p95 (coverage-weighted with --pixels fraction, "
         "as exactextract; not for float stores); change: 1 - cosine of the mean "
         "with the field's previous year with pixels (and change_from, that year) "
@@ -253,10 +249,10 @@ def build(
     if isinstance(stats, str) or stats is None:
         stats = (job["stats"] if stats is None else stats).split(",")
     stats = [s.strip() for s in stats if s.strip()]
-    qs = quantiles.parse(stats)
-    unknown = sorted(set(stats) - set(STATS) - set(qs))
-    if unknown:
-        raise JobError(f"unknown statistic(s) {unknown}; choose among {list(STATS)}, median, pNN")
+    try:
+        statistics.parse(stats)
+    except ValueError as e:
+        raise JobError(str(e)) from e
     pixels = job["pixels"] if pixels is None else pixels
     if pixels not in RULES:
         raise JobError(f"pixels '{pixels}': choose among {list(RULES)}")
@@ -290,7 +286,6 @@ def build(
         years=list(years or job["years"]) or None,
         master=master,
         stats=stats,
-        quantiles=qs,
         pixels=pixels,
         min_coverage=min_coverage,
         keep_columns=keep,

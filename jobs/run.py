@@ -18,6 +18,7 @@ from aef_zonal import config, options, report, session, storage
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.stages import aggregate, assign, change, fields, output, pca, reduce
+from aef_zonal.udfs import statistics
 from aef_zonal.udfs import store as zstore
 
 
@@ -153,7 +154,9 @@ class ZonalStats:
             self.model = chain(
                 "pca", pca.pca, o, stats, totals["field_years_with_pixels"], kept_model
             )
-            self._stats = chain("change", change.change, spark, o, stats)
+            if "change" in o.stats:
+                stats = chain("change", change.change, spark, stats)
+            self._stats = stats
             self.df = output.rows(spark, o, store, self._field_years, self._stats, self.model)
 
     def write(self, out: str | os.PathLike, mode: str = "error") -> dict:
@@ -208,12 +211,13 @@ def start(o: Options, spark=None):
         store = zstore.describe(o.access())
     except zstore.StoreError as e:
         raise JobError(str(e)) from e
-    if store.quant.floats and o.quantiles:
+    histograms = [s.name for s in o.statistics if statistics.HISTOGRAMS in s.needs]
+    if store.quant.floats and histograms:
         raise JobError(
-            f"quantiles ({', '.join(o.quantiles)}) are not available for the {store.quant.dtype} "
-            f"store {o.store}: exact quantiles are read off the histograms of int8 codes, "
-            "and a float store's values have no such small set; ask for count, mean, "
-            "std, min, max, sum instead"
+            f"{', '.join(histograms)}: not available for the {store.quant.dtype} store "
+            f"{o.store}: these statistics are read off the histograms of int8 codes, and a float "
+            "store's values have no such small set; ask for count, mean, std, min, max, sum "
+            "instead"
         )
     years = o.years or list(store.years)
     absent = sorted(set(years) - set(store.years))

@@ -99,15 +99,16 @@ def job_settings(spark, settings: dict, owned: bool):
         yield
 
 
-def sql(spark, name: str, tables: dict, **params):
+def sql(spark, name: str, tables: dict, columns: dict | None = None, **params):
     """Run sql/<name> over `tables` (the inputs its header names, `{name}` in its text) with its
-    named parameters. Each input is bound to the temporary view `aef_zonal_<name>`, replaced by
+    named parameters; `columns`: column lists its text takes as `{name}` too (a run's
+    statistics). Each input is bound to the temporary view `aef_zonal_<name>`, replaced by
     the next query that takes an input of that name: no view of the caller's is replaced, and
     none is dropped (Spark uncaches a dropped view's plan, which is a cached table's here)."""
     views = {view: f"aef_zonal_{view}" for view in tables}
     for view, df in tables.items():
         df.createOrReplaceTempView(views[view])
-    return spark.sql((SQL / name).read_text().format(**views), args=params)
+    return spark.sql((SQL / name).read_text().format(**views, **(columns or {})), args=params)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
 -- input:  partials   (feature_id, year, count, inside, s1, s2, umin, umax, hkeys, hcounts, skipped,
---                     chunks, finished): sums per field and chunk (udfs/reduce.py; integers, or
+--                     chunks, finished): sums per field and chunk (udfs/partials.py; integers, or
 --                     doubles for coverage-weighted pixels)
 -- output: partial_lists (feature_id, year, count, inside, l1, l2, lmin, lmax, hkeys, hcounts,
 --                     skipped_chunks): per field-year that spans chunks, pixel counts summed and

@@ -1,7 +1,10 @@
 -- input:  field_years (the fields' feature_id, geometry, label, kept: the input columns carried,
 --         bbox; year, t): each field with each year it is reduced for,
---         stats (feature_id, year, count, statistics, change, change_from); functions pca_rgb
---         (the broadcast PCA model applied to a batch of means) and hilbert_key (udfs/spark.py)
+--         stats (feature_id, year, count, inside, mean, the asked statistics, skipped_chunks;
+--         change, change_from when asked); functions pca_rgb (the broadcast PCA model applied
+--         to a batch of means) and hilbert_key (udfs/spark.py)
+-- columns: "statistics", the asked statistics' columns but mean and the quantiles, and
+--         "quantiles", the asked quantiles' (udfs/statistics.py's records say how each is taken)
 -- output: output rows in the published schema, one per field and year; a row with count = 0
 --         says why in `reason`, and `complete` is false when a skipped chunk held some of its pixels
 -- The join hashes the field-years and streams the statistics, the larger side: a sort-merge join
@@ -28,9 +31,7 @@ SELECT /*+ SHUFFLE_HASH(f) */
   s.mean,
   pca_rgb(s.mean)                                               AS pca_components,
   IF(f.xmin IS NULL, NULL, hilbert_key((f.xmin + f.xmax) / 2, (f.ymin + f.ymax) / 2)) AS hilbert_key,
-  COALESCE(s.count, 0L)                                         AS count,
-  s.std, s.min, s.max, s.sum, s.mean_normalized, s.valid_fraction, s.quantiles,
-  s.change, s.change_from,
+  {statistics}
   -- not SIZE(NULL): it is -1 where ANSI mode is off (Spark 3.5's default), NULL where it is on
   s.skipped_chunks IS NULL OR SIZE(s.skipped_chunks) = 0        AS complete,
   CASE WHEN s.count > 0 THEN NULL
@@ -42,7 +43,7 @@ SELECT /*+ SHUFFLE_HASH(f) */
        WHEN s.inside > 0 THEN 'no valid pixel (all nodata)'
        ELSE 'no pixel inside (smaller than the pixel rule)' END  AS reason,
   CONCAT(CAST(f.year AS STRING), '-01-01')                     AS time,
-  f.label
+  f.label{quantiles}
 FROM (SELECT *, CAST(FLOOR((xmin - :xmin) / :res) AS BIGINT) AS gx,
                 CAST(FLOOR((:ymax - ymax) / :res) AS BIGINT) AS gy FROM {field_years}) f
 LEFT JOIN {stats} s ON s.feature_id = f.feature_id AND s.year = f.year

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-ALL_STATS = "count,mean,std,min,max,sum,valid_fraction,mean_normalized,change,p05,median,p95"
+from aef_zonal.udfs import statistics
+
+# every statistic's record, and three quantiles
+ALL_STATS = ",".join([*statistics.BY_NAME, "p05", "median", "p95"])
 
 
 def job_args(store, fields, out, *extra, master: str = "local[2]") -> list[str]:

@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from aef_zonal.udfs.finish import Finish, finish_batch, merge, statistics
-from aef_zonal.udfs.quant import Quantisation
+from aef_zonal.udfs import statistics
+from aef_zonal.udfs.finish import Finish, finish_batch, merge
+from aef_zonal.udfs.quantisation import Quantisation
 
 pytestmark = pytest.mark.fast
 
@@ -40,10 +41,10 @@ def test_std_is_exact_beyond_float64_integers():
     k = np.array([n - 1, 1])
     s1 = np.array([[int((u * k).sum())]])
     s2 = np.array([[int((u * u * k).sum())]])
-    f = Finish(SQUARE, bands=1)
-    assert n > f.exact_count
+    m = statistics.Merged(SQUARE, False, np.array([n]), np.array([n]), s1, s2)
+    assert n > m.exact_count
     exact = SQUARE.a * math.sqrt((n - 1) * (127**2 - 126**2) ** 2) / n
-    got = statistics(f, np.array([n]), s1, s2)["std"][0, 0]
+    got = statistics.get("std").finish(m)[0, 0]
     assert got == exact
     # the float64 formula alone is far off here: the test would catch its use
     naive = SQUARE.a * math.sqrt(max(float(n) * float(s2[0, 0]) - float(s1[0, 0]) ** 2, 0)) / n
@@ -51,7 +52,7 @@ def test_std_is_exact_beyond_float64_integers():
 
 
 def test_batch_statistics_and_empty_rows():
-    f = Finish(SQUARE, bands=2, extremes=True, sums=True, normalized=True)
+    f = Finish(SQUARE, 2, ("std", "min", "max", "sum", "mean_normalized", "valid_fraction"))
     codes = np.array([[10, -20], [30, 40], [-50, 60]])  # 3 pixels x 2 bands, two chunks
     u = np.sign(codes) * codes**2
     batch = pa.RecordBatch.from_pydict(
@@ -129,8 +130,8 @@ def weighted_case(seed, size=24, bands=3):
 
 
 def weighted_quantiles_of_job(data, pix, w):
+    from aef_zonal.udfs.partials import reduce_chunk_weighted
     from aef_zonal.udfs.quantiles import dense, from_weighted_histogram
-    from aef_zonal.udfs.reduce import reduce_chunk_weighted
 
     p = reduce_chunk_weighted(
         data, pix, np.zeros(len(pix), np.int64), w, 1, square=True, histograms=True

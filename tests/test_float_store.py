@@ -84,5 +84,5 @@ def test_float_store_quantiles_are_refused(float_sample, tmp_path, capsys):
         )
         == 2
     )
-    assert "quantiles (p50) are not available for the float32 store" in capsys.readouterr().err
+    assert "p50: not available for the float32 store" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()

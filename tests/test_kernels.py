@@ -8,8 +8,8 @@ import shapely
 from shapely import affinity
 
 from aef_zonal.udfs.grid import Grid, hilbert_key
+from aef_zonal.udfs.partials import reduce_chunk
 from aef_zonal.udfs.pixels import centre_runs, runs_to_pairs
-from aef_zonal.udfs.reduce import reduce_chunk
 from aef_zonal.udfs.store import Quantisation
 from tests import aligned
 
@@ -223,7 +223,7 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
     data, geoms = chunk_case
     q = Quantisation.from_attrs(SIGNED_SQUARE, "s")
     grid = Grid(GRID.res, GRID.xmin, GRID.ymax, 512, 512, 256, 512, years=(2024,))
-    fin = Finish(q, 64, extremes=True, sums=True, normalized=True, qs=(0.05, 0.5))
+    fin = Finish(q, 64, ("std", "min", "max", "sum", "mean_normalized", "p05", "median"))
     red = tasks.Reduction(grid, q, 64, fin)
     chunk = Future()
     chunk.set_result(data)
@@ -517,7 +517,7 @@ def test_float_reduction_is_compensated(weighted):
     rounded sum (math.fsum; u = 2^-53), counts exact, min and max as stored."""
     import math
 
-    from aef_zonal.udfs.reduce import reduce_chunk_float
+    from aef_zonal.udfs.partials import reduce_chunk_float
 
     rng = np.random.default_rng(9)
     data = (rng.normal(0, 0.12, (8, 256, 256)) + rng.choice([-1e4, 1e4], (8, 256, 256))).astype(
@@ -575,18 +575,18 @@ WARM = """
 import json
 from concurrent.futures import Future
 import numpy as np, shapely
-from aef_zonal.udfs import pixels, reduce, tasks
+from aef_zonal.udfs import partials, pixels, tasks
 from aef_zonal.udfs.finish import Finish
 from aef_zonal.udfs.grid import Grid
 from aef_zonal.udfs.store import Quantisation
 
 def compiled():
-    return {n: len(f.signatures) for m in (pixels, reduce) for n, f in vars(m).items()
+    return {n: len(f.signatures) for m in (pixels, partials) for n, f in vars(m).items()
             if hasattr(f, "signatures")}
 
 grid = Grid(8.983111749910169e-05, -93.6, 42.1, 512, 512, 256, 512, years=(2024,))
 q = Quantisation.from_attrs({"geoemb:quantization": {"method": "signed_square", "nodata": -128}}, "s")
-red = tasks.Reduction(grid, q, 64, Finish(q, 64, weighted=RULE == "fraction", qs=(0.5,)), rule=RULE)
+red = tasks.Reduction(grid, q, 64, Finish(q, 64, ("median",), weighted=RULE == "fraction"), rule=RULE)
 tasks.warm_up(red)
 warm = compiled()
 codes = np.random.default_rng(1).integers(-128, 128, (64, 256, 256)).astype(np.int8)

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from aef_zonal.udfs import pca
+from aef_zonal.udfs import pca_model
 
 pytestmark = pytest.mark.spark
 
@@ -112,7 +112,7 @@ def test_offsets_path_and_pca(job_out, table, sample):
         assert (r.local_x_offset, r.local_y_offset) == (gx % g.shard, gy % g.shard)
         t = info.grid.time_index(int(r.time[:4]))
         assert r.path == f"embeddings/c/{t}/0/{gy // g.shard}/{gx // g.shard}"
-    model = pca.load(Path(job_out) / "_pca_model.json")
+    model = pca_model.load(Path(job_out) / "_pca_model.json")
     rows = table[table["count"] > 0]
     got = np.stack(rows.pca_components.to_numpy())
     np.testing.assert_allclose(
@@ -135,13 +135,13 @@ def sklearn_rgb(model: dict, means: np.ndarray) -> np.ndarray:
 
 
 def test_pca_model_is_scikit_learns_fit():
-    """pca.fit saves scikit-learn's components and the fit sample's score range; pca.apply is
-    scikit-learn's transform scaled by it."""
+    """pca_model.fit saves scikit-learn's components and the fit sample's score range;
+    pca_model.apply is scikit-learn's transform scaled by it."""
     from sklearn.decomposition import PCA
 
     rng = np.random.default_rng(3)
     means = rng.normal(size=(200, 64)) @ rng.normal(size=(64, 64)) * 0.05
-    model = pca.fit(means, seed=1)
+    model = pca_model.fit(means, seed=1)
     p = PCA(n_components=3, random_state=1).fit(means)
     np.testing.assert_array_equal(model["components"], p.components_)
     scores = p.transform(means)
@@ -150,7 +150,7 @@ def test_pca_model_is_scikit_learns_fit():
     fresh = rng.normal(size=(50, 64)) * 0.3  # some fall outside the fit range: clipped to [0, 1]
     for x in (means, fresh):
         np.testing.assert_allclose(
-            pca.apply(model, x).astype(np.float32), sklearn_rgb(model, x), rtol=0, atol=6e-8
+            pca_model.apply(model, x).astype(np.float32), sklearn_rgb(model, x), rtol=0, atol=6e-8
         )
 
 

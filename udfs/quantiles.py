@@ -16,22 +16,9 @@ for the first r with s_r > h and l = r - 1 (x_(n-1) when there is no such r).
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 CODES = 256
-
-
-def parse(names) -> dict[str, float]:
-    """{'p05': 0.05, 'median': 0.5, ...} for the quantile statistics among `names`."""
-    out = {}
-    for name in names:
-        if name == "median":
-            out[name] = 0.5
-        elif re.fullmatch(r"p\d{1,2}(\.\d+)?|p100", name):
-            out[name] = float(name[1:]) / 100
-    return out
 
 
 def dense(keys: np.ndarray, counts: np.ndarray, bands: int, weighted: bool = False) -> np.ndarray:

@@ -15,9 +15,9 @@ def _number(weighted: bool) -> pa.DataType:
     return pa.float64() if weighted else pa.int64()
 
 
-def partials(weighted: bool, floats: bool = False) -> pa.Schema:
+def partials(weighted: bool, floats: bool, finished: pa.Schema) -> pa.Schema:
     """Reduce stage output (udfs/tasks.py): sums per field, year and chunk (float stores: sums
-    and extremes of the values, doubles)."""
+    and extremes of the values, doubles); `finished`: the run's statistics table's schema."""
     num, sums = _number(weighted), _number(weighted or floats)
     extreme = pa.float64() if floats else pa.int64()
     return pa.schema(
@@ -28,48 +28,35 @@ def partials(weighted: bool, floats: bool = False) -> pa.Schema:
             ("inside", num),  # member pixels, valid or not
             ("s1", pa.list_(sums)),  # per band: sum of u
             ("s2", pa.list_(sums)),  # per band: sum of u * u
-            ("umin", pa.list_(extreme)),  # per band: smallest u (null unless min/max asked)
+            ("umin", pa.list_(extreme)),  # per band: smallest u (null unless a statistic needs it)
             ("umax", pa.list_(extreme)),
             ("hkeys", pa.list_(pa.int16())),  # histogram: band * 256 + code + 128 ...
-            (
-                "hcounts",
-                pa.list_(pa.float64() if weighted else pa.int32()),
-            ),  # ... its count (summed
-            # weights), for the codes present
+            # ... its count (summed weights), for the codes present
+            ("hcounts", pa.list_(pa.float64() if weighted else pa.int32())),
             ("skipped", pa.string()),  # the chunk's name when it was skipped (undecodable)
             ("chunks", pa.int32()),  # chunks the field touches
-            # a field inside one chunk (chunks = 1) has all its pixels here: its statistics, finished
-            # on the worker (the sums above are then null); null for a field that needs a merge
-            ("finished", finished(weighted)),
+            # a field inside one chunk (chunks = 1) has all its pixels here: its statistics,
+            # finished on the worker (the sums above are then null); null for a field that needs
+            # a merge
+            ("finished", pa.struct(list(finished)[2:])),
         ]
     )
 
 
-def statistics(weighted: bool) -> pa.Schema:
-    """Aggregate stage output (udfs/finish.py): one row per field-year."""
-    num, lists = _number(weighted), pa.list_(pa.float64())
+def statistics(stats, weighted: bool) -> pa.Schema:
+    """Aggregate stage output (udfs/finish.py): one row per field-year, with a column per
+    statistic finished from the partials (udfs/statistics.py's records, in their order)."""
+    num = _number(weighted)
     return pa.schema(
         [
             ("feature_id", pa.int64()),
             ("year", pa.int32()),
             ("count", num),
             ("inside", num),
-            ("sum", lists),
-            ("mean", lists),
-            ("std", lists),
-            ("min", lists),
-            ("max", lists),
-            ("mean_normalized", lists),
-            ("valid_fraction", pa.float64()),
-            ("quantiles", pa.list_(lists)),  # one list per asked quantile, in --stats order
+            *[(s.name, pa.list_(pa.float64()) if s.per_band else pa.float64()) for s in stats],
             ("skipped_chunks", pa.list_(pa.string())),
         ]
     )
-
-
-def finished(weighted: bool) -> pa.StructType:
-    """A finished field-year's statistics inside a partials row: `statistics` without the keys."""
-    return pa.struct(list(statistics(weighted))[2:])
 
 
 def rows_as_lists(a: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:

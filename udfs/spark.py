@@ -139,11 +139,11 @@ def finish_partitions(fin):
 
 
 def pca_rgb(model_broadcast):
-    """pca_rgb(mean): aef_zonal.udfs.pca.apply on a batch of means (3 x 64 dot products per row); the
+    """pca_rgb(mean): aef_zonal.udfs.pca_model.apply on a batch of means (3 x 64 dot products per row); the
     model reaches the workers once, as a Spark broadcast variable."""
     from pyspark.sql.functions import pandas_udf
 
-    from aef_zonal.udfs import pca
+    from aef_zonal.udfs import pca_model
 
     @pandas_udf("array<float>")
     @per_task
@@ -152,7 +152,7 @@ def pca_rgb(model_broadcast):
         has = mean.notna().to_numpy() & (model_broadcast.value is not None)
         out = [None] * len(mean)  # a list, not a Series: masked assignment into one is slow
         if has.any():
-            rgb = pca.apply(model_broadcast.value, np.stack(mean[has].to_numpy())).astype(
+            rgb = pca_model.apply(model_broadcast.value, np.stack(mean[has].to_numpy())).astype(
                 np.float32
             )
             for i, v in zip(np.flatnonzero(has), rgb):

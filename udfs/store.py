@@ -24,7 +24,7 @@ from zarr.abc.store import SuffixByteRequest
 from zarr.storage import WrapperStore
 
 from aef_zonal.udfs.grid import Grid
-from aef_zonal.udfs.quant import Quantisation
+from aef_zonal.udfs.quantisation import Quantisation
 
 ARRAY = "embeddings"
 

@@ -19,13 +19,22 @@ import shapely
 from aef_zonal.udfs import schemas
 from aef_zonal.udfs.finish import Finish, finish_batch
 from aef_zonal.udfs.grid import Grid
+from aef_zonal.udfs.partials import (
+    Partials,
+    reduce_chunk,
+    reduce_chunk_float,
+    reduce_chunk_weighted,
+)
 from aef_zonal.udfs.pixels import members, runs_to_pairs
-from aef_zonal.udfs.quant import Quantisation
-from aef_zonal.udfs.reduce import Partials, reduce_chunk, reduce_chunk_float, reduce_chunk_weighted
+from aef_zonal.udfs.quantisation import Quantisation
 
 # (time index, pixel window) -> Future of the int8 chunk (None: undecodable, skipped)
 Submit = Callable[[int, tuple[int, int, int, int]], Future]
-COLUMNS = tuple(n for n in schemas.partials(False).names if n != "finished")
+COLUMNS = tuple(
+    n
+    for n in schemas.partials(False, False, schemas.statistics((), False)).names
+    if n != "finished"
+)
 SUMS = ("s1", "s2", "umin", "umax", "hkeys", "hcounts")  # null in a row finished on the worker
 
 
@@ -46,15 +55,15 @@ class Reduction:
         return self.rule == "fraction"
 
     @property
-    def extremes(self) -> bool:  # min / max
+    def extremes(self) -> bool:  # smallest and largest u
         return self.finish.extremes
 
     @property
-    def histograms(self) -> bool:  # per-code counts, for exact quantiles
-        return bool(self.finish.qs)
+    def histograms(self) -> bool:  # per-code counts
+        return self.finish.histograms
 
     def schema(self) -> pa.Schema:
-        return schemas.partials(self.weighted, self.quant.floats)
+        return schemas.partials(self.weighted, self.quant.floats, self.finish.schema())
 
 
 def _sparse(hist: np.ndarray | None, rows: np.ndarray):

@@ -17,15 +17,7 @@ from aef_zonal.udfs.store import StoreInfo
 
 def finish(o: Options, store: StoreInfo) -> Finish:
     """The statistics every field-year of the run gets (the reduce stage finishes some)."""
-    return Finish(
-        store.quant,
-        store.bands,
-        weighted=o.weighted,
-        extremes=o.extremes,
-        sums="sum" in o.stats,
-        normalized="mean_normalized" in o.stats,
-        qs=tuple(o.quantiles.values()),
-    )
+    return Finish(store.quant, store.bands, tuple(o.stats), weighted=o.weighted)
 
 
 def aggregate(spark, o: Options, store: StoreInfo, partials):
@@ -33,7 +25,7 @@ def aggregate(spark, o: Options, store: StoreInfo, partials):
     # a few large Arrow batches per core: each Python task has a fixed cost, a batch of
     # field-years hardly any
     merged = (
-        sql(spark, "40_aggregate.sql", {"partials": partials}, extremes=o.extremes)
+        sql(spark, "40_aggregate.sql", {"partials": partials}, extremes=fin.extremes)
         .coalesce(2 * spark.sparkContext.defaultParallelism)
         .mapInArrow(executor.finish_partitions(fin), from_arrow_schema(fin.schema()))
         .persist()

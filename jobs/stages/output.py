@@ -12,11 +12,11 @@ from pyspark.sql import functions as F
 
 from aef_zonal import dataset, storage, writer
 from aef_zonal.errors import JobError
-from aef_zonal.options import OPTIONAL_STATS, Options
+from aef_zonal.options import Options
 from aef_zonal.report import versions
 from aef_zonal.session import sql
 from aef_zonal.stages import fields
-from aef_zonal.udfs import pca
+from aef_zonal.udfs import pca_model
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
 
@@ -32,7 +32,7 @@ def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict |
         # a dataset written without a model (too few fields) has none to keep
         if previous is None or not target.fs.exists(storage.join(out, dataset.MODEL)):
             return target, None
-        return target, pca.loads(target.read_text(dataset.MODEL), out)
+        return target, pca_model.loads(target.read_text(dataset.MODEL), out)
     except (writer.OutputError, storage.StorageError, ValueError) as e:
         raise JobError(str(e)) from e
 
@@ -55,30 +55,29 @@ def rows(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | 
     spark.udf.register("pca_rgb", executor.pca_rgb(spark.sparkContext.broadcast(model)))
     spark.udf.register("hilbert_key", executor.hilbert_key())
     g = store.grid.sql_params()
+    written = [s for s in o.statistics if not s.always]
+    columns = {
+        "statistics": "".join(f"{s.sql},\n  " for s in written if s.level is None),
+        "quantiles": "".join(f", {s.sql}" for s in written if s.level is not None),
+    }
     result = sql(
         spark,
         "50_output.sql",
         {"field_years": field_years, "stats": stats},
+        columns,
         store=o.store,
         **{
             k: g[k]
             for k in ("xmin", "ymax", "res", "shard", "width", "height", "key_prefix", "key_sep")
         },
     )
-    for i, name in enumerate(o.quantiles):  # one list<double>(64) column per quantile
-        result = result.withColumn(name, F.col("quantiles")[i])
-    return result.drop(
-        "quantiles",
-        *[s for s in OPTIONAL_STATS if s not in o.stats],
-        *(["change_from"] if "change" not in o.stats else []),
-        fields.NO_KEPT,
-    )
+    return result.drop(fields.NO_KEPT)
 
 
 def write(store: StoreInfo, result, model: dict | None, target: writer.Output):
     target.write(result, CRS.from_user_input(store.grid.crs).to_json())
     if model is not None:
-        target.save_text(dataset.MODEL, pca.dumps(model))
+        target.save_text(dataset.MODEL, pca_model.dumps(model))
     # what was written, read back: one small query over the partition columns and reason
     written = (
         target.written()

@@ -1,4 +1,4 @@
-"""The PCA stage: the model that colours the field means (udfs/pca.py), fitted on a sample of
+"""The PCA stage: the model that colours the field means (udfs/pca_model.py), fitted on a sample of
 them on the driver, or the one given (--pca-model, a path or URL) or kept by the output
 (--mode add)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from aef_zonal import dataset, storage
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
-from aef_zonal.udfs import pca as kernel
+from aef_zonal.udfs import pca_model as kernel
 
 
 def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):
