@@ -15,8 +15,9 @@ class Chain:
     the tables it cached so that they are released when the run ends.
 
     A stage is a function returning (result, report part); `chain(name, stage, *args)` returns
-    the result. A part's `_release` lists other tables the stage cached. `meter` (see
-    jobs/progress.py) measures the stage's work for its progress line.
+    the result: a DataFrame, or a record of the stage's table and the values later stages take
+    from it, whose `cached` lists the tables it cached. `meter` (see jobs/progress.py) measures
+    the stage's work for its progress line.
     """
 
     def __init__(self):
@@ -29,8 +30,8 @@ class Chain:
     def __call__(self, name: str, stage, *args, meter=None, **kwargs):
         with Progress(self.sc, name, meter) if self.sc else contextlib.nullcontext():
             result, part = stage(*args, **kwargs)
-        self._cached.extend(part.pop("_release", []))
         self.report.update(part)
+        self._cached.extend(getattr(result, "cached", ()))
         if getattr(result, "is_cached", False):
             self._cached.append(result)
         self.seconds[name] = round(time.perf_counter() - self._t0, 2)

@@ -130,33 +130,18 @@ class ZonalStats:
         o, spark, store, chain = self.options, self.spark, self.store, self._chain
         with session.job_settings(spark, o.settings, self._owned):
             fields_ = chain("fields", fields.fields, spark, o, store, self.years)
-            field_chunks = chain("assign", assign.assign, spark, fields_, store.grid)
+            field_chunks = chain("assign", assign.assign, spark, fields_.df, store.grid)
             tasks = chain("chunk_tasks", assign.chunk_tasks, spark, field_chunks, self.years)
             self._field_years = chain(
-                "field_years", assign.field_years, spark, fields_, store.grid, self.years
+                "field_years", assign.field_years, spark, fields_.df, store.grid, self.years
             )
-            totals = chain.report
-            meter = reduce.Meter(
-                spark.sparkContext, totals["chunk_reads_planned"], totals["field_years"]
-            )
-            partials = chain(
-                "reduce",
-                reduce.reduce,
-                spark,
-                o,
-                store,
-                tasks,
-                totals["chunk_tasks"],
-                meter,
-                meter=meter,
-            )
+            meter = reduce.Meter(spark.sparkContext, tasks.reads, fields_.field_years)
+            partials = chain("reduce", reduce.reduce, spark, o, store, tasks, meter, meter=meter)
             stats = chain("aggregate", aggregate.aggregate, spark, o, store, partials)
-            self.model = chain(
-                "pca", pca.pca, o, stats, totals["field_years_with_pixels"], kept_model
-            )
+            self.model = chain("pca", pca.pca, o, stats.df, stats.with_pixels, kept_model)
+            self._stats = stats.df
             if "change" in o.stats:
-                stats = chain("change", change.change, spark, stats)
-            self._stats = stats
+                self._stats = chain("change", change.change, spark, stats.df)
             self.df = output.rows(spark, o, store, self._field_years, self._stats, self.model)
 
     def write(self, out: str | os.PathLike, mode: str = "error") -> dict:

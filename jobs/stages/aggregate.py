@@ -6,6 +6,8 @@ cache through the union rather than copied into a second cache of the same size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from aef_zonal.options import Options
@@ -18,6 +20,15 @@ from aef_zonal.udfs.store import StoreInfo
 def finish(o: Options, store: StoreInfo) -> Finish:
     """The statistics every field-year of the run gets (the reduce stage finishes some)."""
     return Finish(store.quant, store.bands, tuple(o.stats), weighted=o.weighted)
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """One row per field-year with pixels: its statistics (schemas.statistics)."""
+
+    df: object
+    with_pixels: int  # field-years with a valid pixel
+    cached: tuple  # the merged field-years (the finished ones are the partials' cache)
 
 
 def aggregate(spark, o: Options, store: StoreInfo, partials):
@@ -35,8 +46,7 @@ def aggregate(spark, o: Options, store: StoreInfo, partials):
         "COUNT_IF(count > 0) AS with_pixels",
         "ARRAY_SORT(ARRAY_DISTINCT(FLATTEN(COLLECT_LIST(skipped_chunks)))) AS skipped",
     ).first()
-    return stats, {
+    return Statistics(stats, seen.with_pixels, (merged,)), {
         "field_years_with_pixels": seen.with_pixels,
         "skipped_chunks": list(seen.skipped),
-        "_release": [merged],
     }

@@ -4,6 +4,8 @@ stage counted them)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aef_zonal.session import sql
 from aef_zonal.udfs.grid import Grid
 
@@ -23,8 +25,18 @@ def assign(spark, fields, grid: Grid):
     return field_chunks, {}
 
 
+@dataclass(frozen=True)
+class ChunkTasks:
+    """One row per inner chunk with all its fields; cached: the reduce stage reads it twice
+    (its totals here, then the tasks)."""
+
+    df: object
+    tasks: int
+    reads: int  # chunk reads planned: a task reads its chunk once per year its fields need
+    cached: tuple
+
+
 def chunk_tasks(spark, field_chunks, years: list[int]):
-    """Cached: the reduce stage reads it twice (its totals, then the tasks)."""
     tasks = sql(
         spark, "30_chunk_tasks.sql", {"field_chunks": field_chunks}, years=int_array(spark, years)
     ).persist()
@@ -32,7 +44,11 @@ def chunk_tasks(spark, field_chunks, years: list[int]):
         "COUNT(*) AS tasks",
         "SUM(SIZE(ARRAY_DISTINCT(FLATTEN(TRANSFORM(fields, f -> f.years))))) AS reads",
     ).first()
-    return tasks, {"chunk_tasks": totals.tasks, "chunk_reads_planned": totals.reads or 0}
+    reads = totals.reads or 0
+    return ChunkTasks(tasks, totals.tasks, reads, (tasks,)), {
+        "chunk_tasks": totals.tasks,
+        "chunk_reads_planned": reads,
+    }
 
 
 def field_years(spark, fields, grid: Grid, years: list[int]):

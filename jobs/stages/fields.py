@@ -7,6 +7,7 @@ message that names the file, the column or example ids, and the fix.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -25,10 +26,18 @@ OPTIONAL = {"label": "STRING", "score_mean": "FLOAT", "score_std": "FLOAT"}
 NO_KEPT = "_no_kept_columns"
 
 
+@dataclass(frozen=True)
+class Fields:
+    """The checked fields in the store's CRS, restricted to the run's years."""
+
+    df: object
+    field_years: int  # the (field, year) pairs the run writes
+    cached: tuple  # the typed fields every later stage reads (the checks fill the cache)
+
+
 def fields(spark, o: Options, store: StoreInfo, years: list[int]):
     """sql/10_fields.sql over the user's fields (a GeoParquet path or URL, or a DataFrame),
-    checked, restricted to `years`; cached, as every later stage reads it (its checks fill the
-    cache)."""
+    checked, restricted to `years`."""
     try:
         if isinstance(o.fields, str):
             name = o.fields
@@ -52,7 +61,8 @@ def fields(spark, o: Options, store: StoreInfo, years: list[int]):
         )
     except (FieldsError, storage.StorageError) as e:
         raise JobError(str(e)) from e
-    return selected, report | part | {"_release": [typed]}
+    report |= part
+    return Fields(selected, report["field_years"], (typed,)), report
 
 
 class FieldsError(ValueError):
