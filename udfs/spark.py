@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd  # module-level: pandas_udf resolves the type hints in this module
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark.accumulators import AccumulatorParam
 
 
 def forget_zip_importers():
@@ -76,9 +77,22 @@ def per_task(fn):
     return batch
 
 
+class Messages(AccumulatorParam):
+    """An accumulator of texts: a worker's errors, handed to the driver as values."""
+
+    def zero(self, value):
+        return []
+
+    def addInPlace(self, a, b):
+        return a + b
+
+
 def reduce_partitions(access, red, skip_bad: bool, counters: dict):
     """The reduce stage: chunk tasks -> partials (udfs/tasks.py), reads counted in `counters`
-    (Spark accumulators: chunk_reads, requests, bytes, field_years)."""
+    (Spark accumulators: chunk_reads, requests, bytes, field_years). A chunk that cannot be
+    read or decoded (store.ChunkError) ends its task early, successfully, with the error in
+    `counters["errors"]`: the driver fails the run with it (Spark would only pass on its text,
+    after retrying a task whose chunk will not decode the next time either)."""
     from aef_zonal.udfs import store, tasks
 
     kill_marker = os.environ.get("AEF_ZONAL_TEST_KILL_ONCE")  # test hook: a worker dies once
@@ -103,7 +117,10 @@ def reduce_partitions(access, red, skip_bad: bool, counters: dict):
         if kill_marker and not os.path.exists(kill_marker):
             Path(kill_marker).touch()
             os._exit(1)
-        yield from tasks.reduce_batches(counted(batches), red, reader.submit)
+        try:
+            yield from tasks.reduce_batches(counted(batches), red, reader.submit)
+        except store.ChunkError as e:
+            counters["errors"].add([str(e)])
         counters["chunk_reads"].add(reader.reads - reads0)
         counters["requests"].add(reader.requests - requests0)
         counters["bytes"].add(reader.bytes - bytes0)

@@ -5,7 +5,6 @@ finished. Cached: the aggregate reads it."""
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -14,6 +13,7 @@ from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.session import setting
 from aef_zonal.stages import aggregate
+from aef_zonal.stages.assign import ChunkTasks
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
 from aef_zonal.udfs.tasks import Reduction
@@ -35,6 +35,7 @@ class Meter:
             "requests": sc.accumulator(0),
             "bytes": sc.accumulator(0),
             "field_years": sc.accumulator(0.0),
+            "errors": sc.accumulator([], executor.Messages()),
         }
 
     def value(self, name: str):
@@ -78,26 +79,31 @@ def warm(spark, o: Options, store: StoreInfo) -> None:
     threading.Thread(target=run, name="aef-zonal warm-up", daemon=True).start()
 
 
-def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, meter: Meter):
+def reduce(spark, o: Options, store: StoreInfo, chunk_tasks: ChunkTasks, meter: Meter):
     red = reduction(o, store)
     sc = spark.sparkContext
     counters = meter.counters
-    n_tasks = max(n_tasks, 1)
+    n_tasks = max(chunk_tasks.tasks, 1)
     partitions = max(1, min(n_tasks, max(4 * sc.defaultParallelism, n_tasks // 32)))
     body = executor.reduce_partitions(o.access(), red, o.on_bad_chunk == "skip", counters)
     partials = (
-        chunk_tasks.repartitionByRange(partitions, "cy", "cx")
+        chunk_tasks.df.repartitionByRange(partitions, "cy", "cx")
         .mapInArrow(body, from_arrow_schema(red.schema()))
         .persist()
     )
-    with setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", TASKS_PER_BATCH):
+    errors = counters["errors"]
+    with (
+        setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", TASKS_PER_BATCH),
+        cancelled_on(sc, lambda: errors.value),
+    ):
         try:
             n = partials.count()
-        except Exception as e:
-            message = chunk_error(e)
-            if message:
-                raise JobError(message) from e
-            raise
+        except Exception:
+            if not errors.value:
+                raise
+        if errors.value:
+            partials.unpersist()
+            raise JobError(failure(errors.value))
     done = counters["chunk_reads"].value
     return partials, {
         "partials": n,
@@ -108,7 +114,34 @@ def reduce(spark, o: Options, store: StoreInfo, chunk_tasks, n_tasks: int, meter
     }
 
 
-def chunk_error(e: BaseException) -> str | None:
-    """The message of a worker's ChunkError inside a Spark exception, if that is what failed."""
-    m = re.search(r"ChunkError: (.+)", str(e))
-    return m.group(1).strip() if m else None
+def failure(errors: list[str]) -> str:
+    """The run's error from its workers' (each chunk's once; tasks may meet the same chunk)."""
+    distinct = sorted(set(errors))
+    more = len(distinct) - 1
+    return distinct[0] + (f" (and {more} other chunk error(s))" if more else "")
+
+
+@contextlib.contextmanager
+def cancelled_on(sc, failed, every: float = 0.5):
+    """The block's Spark jobs in a job group of their own, cancelled as soon as `failed()` is
+    true: a worker's error reaches the driver when its task ends, and the run stops then rather
+    than after every other chunk. The thread's previous group is restored afterwards."""
+    group = f"aef-zonal-{threading.get_ident()}-{id(failed)}"
+    before = sc.getLocalProperty("spark.jobGroup.id")
+    sc.setLocalProperty("spark.jobGroup.id", group)
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(every):
+            if failed():
+                sc.cancelJobGroup(group)
+                return
+
+    watcher = threading.Thread(target=watch, name="aef-zonal failure watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        sc.setLocalProperty("spark.jobGroup.id", before)
