@@ -54,6 +54,12 @@ def columns(stats: list[str]) -> set[str]:
     return set(COLUMNS) | {c for s in statistics.parse(stats) for c in s.columns}
 
 
+def clashing(kept, stats: list[str]) -> list[str]:
+    """The kept input columns that would share a name with an output column (label is the
+    partition's: kept as it is)."""
+    return sorted((set(kept) - {"label"}) & columns(stats))
+
+
 def time_value(year: int) -> str:
     """The `time` partition value of a year (sql/50_output.sql writes the same)."""
     return f"{year}-01-01"

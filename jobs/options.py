@@ -273,7 +273,7 @@ def build(
     if on_bad_chunk not in ("fail", "skip"):
         raise JobError(f"on_bad_chunk '{on_bad_chunk}': choose fail or skip")
     keep = keep_columns_of(job["keep_columns"] if keep_columns is None else keep_columns)
-    clash = sorted((set(keep or ()) - {"label"}) & dataset.columns(stats))
+    clash = dataset.clashing(keep or (), stats)
     if clash:
         raise JobError(
             f"--keep-columns: {', '.join(clash)} would clash with the output column(s) "

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
 
-from aef_zonal import storage
+from aef_zonal import dataset, storage
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.session import sql
@@ -49,9 +49,7 @@ def fields(spark, o: Options, store: StoreInfo, years: list[int]):
             name = FRAME
             given, column = o.fields, frame_geometry(o.fields)
             crs, report = frame_crs(given, column, store.grid.crs)
-        df, year_column = load(
-            given, name, o.year_column, column, o.keep_columns, o.output_columns()
-        )
+        df, year_column = load(given, name, o.year_column, column, o.keep_columns, o.stats)
         typed = sql(
             spark, "10_fields.sql", {"fields_input": df}, source_crs=crs, store_crs=store.grid.crs
         ).persist()
@@ -277,7 +275,7 @@ def load(
     year_column: str | None,
     column: str = "geometry",
     keep: tuple[str, ...] | None = (),
-    reserved: set[str] = frozenset(),
+    stats: list[str] = (),
 ):
     """The fields as read (`path` names them in messages), with the optional columns filled:
     sql/10_fields.sql's `fields_input`, with the input columns to carry through (`keep`, None:
@@ -323,7 +321,7 @@ def load(
             f"{path}: no column '{year_column}' (found {df.columns}) for --year-column"
         )
     year = year_of(df, year_column, path) if year_column else F.lit(None)
-    kept = kept_columns(df, given, path, keep, year_column, reserved)
+    kept = kept_columns(df, given, path, keep, year_column, stats)
     df = df.withColumn("layer_year", year.cast("int"))
     return df.select("feature_id", "geometry", "label", kept, "layer_year"), year_column
 
@@ -334,7 +332,7 @@ def kept_columns(
     path: str,
     keep: tuple[str, ...] | None,
     year_column: str | None,
-    reserved: set[str],
+    stats: list[str],
 ):
     """The struct `kept` of the input columns --keep-columns names, values and types as read
     (score_mean, score_std: float, null when absent, as the published schema has them).
@@ -360,7 +358,7 @@ def kept_columns(
                 f"{path}: --keep-columns names {missing}, not in the file (found "
                 f"{given}); name columns it has, or pass --keep-columns none"
             )
-    clash = sorted(set(names) & reserved)
+    clash = dataset.clashing(names, stats)
     if clash:
         raise FieldsError(
             f"{path}: input column(s) {clash} would clash with the output column(s) "
