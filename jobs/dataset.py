@@ -5,7 +5,7 @@
     OUT/_run.json, OUT/_runs/…json                the report of the last run, and of every run
     OUT/_SUCCESS                                  the committed run's marker
 
-The writer (output.py, storage.py, stages/output.py) and the readers (`sql`, `plot`, `map`) use
+The writer (writer.py, commit.py, stages/output.py) and the readers (`sql`, `plot`, `map`) use
 these names and rules; none spells them again. Readers skip names starting with `_` or `.`.
 """
 

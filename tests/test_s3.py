@@ -522,7 +522,7 @@ def test_no_secret_in_the_output_the_report_or_the_console(s3, s3_out):
 
 
 def test_redact():
-    from aef_zonal.storage import redact
+    from aef_zonal.redaction import redact
 
     assert (
         redact("s3a://AKIA:abc/def@bucket/x and http://u:p@h:9/")
