@@ -46,6 +46,13 @@ PARTITIONS_TEXT = "time=YYYY-01-01/label=…/*.parquet"
 _YEAR_FOLDER = re.compile(r"time=(\d{4})-01-01")
 
 
+class OutputError(ValueError):
+    """An output is not what was asked of it: not an aef-zonal output, without the year, columns
+    or model asked for, or not writable as asked (it exists, or holds other statistics). The
+    message says what to do: the readers (`sql`, `plot`, `map`) print it and exit 2, the job
+    raises it as a JobError."""
+
+
 def columns(stats: list[str]) -> set[str]:
     """The columns an output of these statistics writes besides the kept input columns: one per
     statistic (quantiles by their names), `change_from` beside `change`."""

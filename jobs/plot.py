@@ -12,7 +12,8 @@ import sys
 import numpy as np
 
 from aef_zonal import config, dataset, filesystem
-from aef_zonal.query import OutputError, output_years
+from aef_zonal.dataset import OutputError
+from aef_zonal.query import output_years
 
 WIDTH_IN, DPI = 10.0, 130  # 1300 px wide
 MAX_MAP_HEIGHT_IN = 12.0

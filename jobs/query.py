@@ -15,10 +15,7 @@ import uuid
 from pathlib import Path
 
 from aef_zonal import dataset, filesystem
-
-
-class OutputError(Exception):
-    """The folder is not an aef-zonal output, or lacks what was asked of it."""
+from aef_zonal.dataset import OutputError
 
 
 def output_years(out, settings: dict | None = None) -> list[int]:

@@ -16,10 +16,6 @@ from aef_zonal import commit, dataset, filesystem, redaction
 MODES = ("error", "overwrite", "add")
 
 
-class OutputError(ValueError):
-    """--out cannot be written as asked; the message says what to do."""
-
-
 class Output:
     """One run's output at `out`: check, write, commit (or abort)."""
 
@@ -42,7 +38,7 @@ class Output:
         if not self._present():
             return None
         if self.mode == "error":
-            raise OutputError(
+            raise dataset.OutputError(
                 f"output {self.shown} already exists; choose another --out, pass --mode "
                 "overwrite to replace it or --mode add to replace only this run's "
                 "partitions"
@@ -51,13 +47,13 @@ class Output:
             return None
         report = filesystem.join(self.out, dataset.REPORT)
         if not self.fs.exists(report):
-            raise OutputError(
+            raise dataset.OutputError(
                 f"--mode add: {self.shown} is not an aef-zonal output (no _run.json); "
                 "choose another --out"
             )
         previous = json.loads(self.fs.read_text(report))
         if (previous.get("stats"), previous.get("pixels")) != (stats, pixels):
-            raise OutputError(
+            raise dataset.OutputError(
                 f"--mode add: {self.shown} holds --stats "
                 f"{','.join(previous.get('stats', []))} --pixels {previous.get('pixels')}; "
                 "add partitions with the same options so that every partition has "

@@ -33,7 +33,7 @@ def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict |
         if previous is None or not target.fs.exists(filesystem.join(out, dataset.MODEL)):
             return target, None
         return target, pca.loads(target.read_text(dataset.MODEL), out)
-    except (writer.OutputError, filesystem.StorageError, ValueError) as e:
+    except (dataset.OutputError, filesystem.StorageError, ValueError) as e:
         raise JobError(str(e)) from e
 
 
