@@ -159,7 +159,7 @@ def test_a_long_run_gets_c2_and_a_short_or_unknown_one_c1_only(tmp_path):
 def test_viz_commands_without_the_viz_extra_say_how_to_install_it(tmp_path, capsys, monkeypatch):
     from aef_zonal import cli
 
-    monkeypatch.delitem(sys.modules, "aef_zonal.sample", raising=False)
+    monkeypatch.delitem(sys.modules, "aef_zonal.demo.sample", raising=False)
     monkeypatch.setitem(sys.modules, "geopandas", None)  # as if not installed
     assert cli.main(["sample", str(tmp_path / "s")]) == 2
     assert (

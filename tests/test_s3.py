@@ -311,8 +311,9 @@ def test_s3_output_passes_the_geoparquet_validator(s3, s3_out):
 
 
 def test_sql_and_plot_read_the_s3_output(s3, s3_out, s3conf, job_out, tmp_path):
-    from aef_zonal import plot, query
+    from aef_zonal import query
     from aef_zonal.session import spark_session
+    from aef_zonal.viewers import plot
 
     settings = {"spark": {"conf": s3.settings()}}
     assert query.output_years(OUT, settings) == [2024, 2025]
