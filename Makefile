@@ -38,7 +38,7 @@ $(JARS)/s3a/.fetched: tools/s3a/pom.xml
 $(ARCHIVE): .venv/.installed $(JARS)/.fetched $(JARS)/s3a/.fetched tools/class_archive.py
 	$(PY) tools/class_archive.py $@
 
-# deck.gl's standalone bundles, inlined by `aef-zonal map` (jobs/map.py reads the tarballs)
+# deck.gl's standalone bundles, inlined by `aef-zonal map` (viewers/webmap.py reads the tarballs)
 $(NPM)/.fetched:
 	mkdir -p $(NPM)
 	cd $(NPM) && for p in $(DECK); do npm pack -q $$p > /dev/null || exit 1; done

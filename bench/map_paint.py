@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from aef_zonal import map as html_map
+from aef_zonal.viewers import webmap
 from tests import browser
 
 
@@ -60,12 +60,12 @@ def main(argv=None) -> int:
     p.add_argument("--fields", type=int, nargs="+", default=[1000, 100_000])
     p.add_argument("--pan", action="store_true", help="also time frames while panning")
     a = p.parse_args(argv)
-    base = html_map.read_fields(a.out, a.year)
+    base = webmap.read_fields(a.out, a.year)
     with tempfile.TemporaryDirectory() as tmp, browser.chromium() as chromium:
         for n in a.fields:
             t0 = time.perf_counter()
             path = Path(tmp) / f"map-{n}.html"
-            path.write_text(html_map.page(tiled(base, n), a.year), encoding="utf-8")
+            path.write_text(webmap.page(tiled(base, n), a.year), encoding="utf-8")
             build = time.perf_counter() - t0
             with browser.open_map(chromium, path, timeout_s=600) as page:
                 assert not page.errors, page.errors

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/pixels.py [--repeat 20]
 
-The fields are the built-in sample's (jobs/sample.py: quarter-quarter sections and the edge
+The fields are the built-in sample's (demo/sample.py: quarter-quarter sections and the edge
 cases, ~40 fields a chunk) on a 1024 px grid, plus the same fields moved onto the pixel lattice
 (every vertex rounded to a pixel corner: the edges that lie on pixel boundaries). For each rule,
 the best of --repeat runs of aef_zonal.udfs.pixels.members over each of the 16 chunks, summed and divided
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import shapely
 
-from aef_zonal import sample
+from aef_zonal.demo import sample
 from aef_zonal.udfs.grid import Grid
 from aef_zonal.udfs.pixels import RULES, members
 

@@ -362,7 +362,7 @@ def main() -> int:
     p.add_argument("--out", help="result JSON (default bench/bench-SIZE.json)")
     a = p.parse_args()
 
-    from aef_zonal.sample import make_sample
+    from aef_zonal.demo.sample import make_sample
 
     data = ROOT / ".cache" / f"bench-{a.size}"
     if not (data / "store.zarr" / "zarr.json").exists() or not (data / "fields.parquet").exists():

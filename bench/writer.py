@@ -71,9 +71,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count())
     a = p.parse_args()
 
-    from aef_zonal import session, storage
+    from aef_zonal import filesystem, session
 
-    rows = max(storage.local_rows(folder) or 0 for folder in a.outputs)
+    rows = max(filesystem.local_rows(folder) or 0 for folder in a.outputs)
     spark, _ = session.spark_session(f"local[{a.workers}]", False, None, rows)
     # partition values as written (strings), not inferred dates
     spark.conf.set("spark.sql.sources.partitionColumnTypeInference.enabled", "false")

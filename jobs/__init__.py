@@ -9,7 +9,8 @@ Sedona.
 
 The package's parts: the driver (this package: options, session, stages, output), the
 executor side (`aef_zonal.udfs`), the stages' SQL (`aef_zonal.sql`) and the defaults
-(`aef_zonal.conf`).
+(`aef_zonal.conf`); beside the job, the output's viewers (`aef_zonal.viewers`) and the built-in
+sample (`aef_zonal.demo`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def _sample(argv) -> int:
         help="one field layer per year (a 'year' column; shifted and split polygons)",
     )
     a = p.parse_args(argv)
-    from aef_zonal.sample import make_sample
+    from aef_zonal.demo.sample import make_sample
 
     try:
         make_sample(
@@ -59,15 +59,15 @@ def _run(argv) -> int:
 
 
 def _plot(argv) -> int:
-    from aef_zonal import plot
+    from aef_zonal.viewers import plot
 
     return plot.main(argv)
 
 
 def _map(argv) -> int:
-    from aef_zonal import map as html_map
+    from aef_zonal.viewers import webmap
 
-    return html_map.main(argv)
+    return webmap.main(argv)
 
 
 def _sql(argv) -> int:

@@ -5,7 +5,7 @@
     OUT/_run.json, OUT/_runs/…json                the report of the last run, and of every run
     OUT/_SUCCESS                                  the committed run's marker
 
-The writer (output.py, storage.py, stages/output.py) and the readers (`sql`, `plot`, `map`) use
+The writer (writer.py, commit.py, stages/output.py) and the readers (`sql`, `plot`, `map`) use
 these names and rules; none spells them again. Readers skip names starting with `_` or `.`.
 """
 
@@ -46,6 +46,13 @@ REWRITTEN = (SUCCESS, REPORT, MODEL)
 PARTITIONS_TEXT = "time=YYYY-01-01/label=…/*.parquet"
 
 _YEAR_FOLDER = re.compile(r"time=(\d{4})-01-01")
+
+
+class OutputError(ValueError):
+    """An output is not what was asked of it: not an aef-zonal output, without the year, columns
+    or model asked for, or not writable as asked (it exists, or holds other statistics). The
+    message says what to do: the readers (`sql`, `plot`, `map`) print it and exit 2, the job
+    raises it as a JobError."""
 
 
 def columns(stats: list[str]) -> set[str]:

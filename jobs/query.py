@@ -14,11 +14,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from aef_zonal import dataset, storage
-
-
-class OutputError(Exception):
-    """The folder is not an aef-zonal output, or lacks what was asked of it."""
+from aef_zonal import dataset, filesystem
+from aef_zonal.dataset import OutputError
 
 
 def output_years(out, settings: dict | None = None) -> list[int]:
@@ -26,7 +23,7 @@ def output_years(out, settings: dict | None = None) -> list[int]:
     on any filesystem pyarrow reads (s3:// with the settings' spark.hadoop.fs.s3a.* keys)."""
     import pyarrow.fs as pafs
 
-    fs, path = storage.arrow_fs(str(out), settings)
+    fs, path = filesystem.arrow_fs(str(out), settings)
     try:
         if fs.get_file_info(path).type != pafs.FileType.Directory:
             raise OutputError(f"{out} is not a folder; pass the --out folder of `aef-zonal run`")

@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 
-from aef_zonal import config, options, report, session, storage
+from aef_zonal import config, filesystem, options, redaction, report, session
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.stages import aggregate, assign, change, fields, output, pca, reduce
@@ -212,7 +212,7 @@ def start(o: Options, spark=None):
     # fit) takes about a second
     for module in ("pyproj", *(() if o.pca_model else ("sklearn.decomposition",))):
         threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
-    rows = storage.local_rows(o.fields) if isinstance(o.fields, str) else None
+    rows = filesystem.local_rows(o.fields) if isinstance(o.fields, str) else None
     urls = [u for u in (o.fields, o.out, o.pca_model) if isinstance(u, str)]
     spark, owned = session.spark_session(
         o.master,
@@ -220,7 +220,7 @@ def start(o: Options, spark=None):
         o.settings,
         None if rows is None else rows * len(years),
         spark=spark,
-        s3=any(storage.is_s3(u) for u in urls),
+        s3=any(filesystem.is_s3(u) for u in urls),
     )
     return (spark, store, years, owned), {}
 
@@ -231,9 +231,9 @@ def main(argv=None) -> int:
         result = run(o)
     except JobError as e:
         print(
-            f"aef-zonal: error: {storage.redact(str(e), storage.secret_values(o.settings))}",
+            f"aef-zonal: error: {redaction.redact(str(e), redaction.secret_values(o.settings))}",
             file=sys.stderr,
         )
         return 2
-    report.summary(result, storage.redact(o.out, storage.secret_values(o.settings)))
+    report.summary(result, redaction.redact(o.out, redaction.secret_values(o.settings)))
     return 0

@@ -7,7 +7,7 @@ import os
 import sys
 from importlib.resources import files
 
-from aef_zonal import config, storage
+from aef_zonal import config, filesystem
 from aef_zonal.errors import JobError
 
 SQL = files("aef_zonal.sql")
@@ -68,7 +68,7 @@ def spark_session(
 
 
 def _with_sedona(spark, settings: dict):
-    """`spark` with Sedona's functions registered and `s3://` bound (storage.configure)."""
+    """`spark` with Sedona's functions registered and `s3://` bound (filesystem.configure)."""
     from sedona.spark import SedonaContext
 
     try:
@@ -81,7 +81,7 @@ def _with_sedona(spark, settings: dict):
             "starts, spark-submit --packages, or a cluster library of those Maven "
             "coordinates)"
         ) from e
-    storage.configure(spark, settings)
+    filesystem.configure(spark, settings)
     return spark
 
 

@@ -1,8 +1,8 @@
 """Writing the dataset: GeoParquet partitions, the PCA model and the run report, then committed.
 
-Every file operation goes through jobs/storage.py, whose commit strategy fits --out's filesystem:
-a rename of a hidden staging folder where renames are atomic (local, HDFS), the scheme's output
-committer writing in place on object stores (S3's magic committer). Either way no reader sees a
+Every file operation goes through jobs/filesystem.py, and jobs/commit.py's strategy fits --out's
+filesystem: a rename of a hidden staging folder where renames are atomic (local, HDFS), the
+scheme's output committer writing in place on object stores (S3's magic committer). Either way no reader sees a
 data file of a run before the run commits, and `_SUCCESS` marks a committed run.
 """
 
@@ -11,13 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aef_zonal import dataset, storage
+from aef_zonal import commit, dataset, filesystem, redaction
 
 MODES = ("error", "overwrite", "add")
-
-
-class OutputError(ValueError):
-    """--out cannot be written as asked; the message says what to do."""
 
 
 class Output:
@@ -25,14 +21,14 @@ class Output:
 
     def __init__(self, spark, out: str, mode: str, secrets: list[str] = ()):
         self.spark, self.out, self.mode = spark, str(out), mode
-        self.fs = storage.Hadoop(spark, secrets)
-        self.shown = storage.redact(self.out, self.fs.secrets)
+        self.fs = filesystem.Hadoop(spark, secrets)
+        self.shown = redaction.redact(self.out, self.fs.secrets)
         self.strategy = None
 
     def _present(self) -> bool:
         """Whether --out holds anything but what runs killed before their commit left."""
         return (
-            any(not n.startswith(storage.LEFTOVERS) for n in self.fs.list(self.out))
+            any(not n.startswith(commit.LEFTOVERS) for n in self.fs.list(self.out))
             if self.fs.is_dir(self.out)
             else self.fs.exists(self.out)
         )
@@ -42,22 +38,22 @@ class Output:
         if not self._present():
             return None
         if self.mode == "error":
-            raise OutputError(
+            raise dataset.OutputError(
                 f"output {self.shown} already exists; choose another --out, pass --mode "
                 "overwrite to replace it or --mode add to replace only this run's "
                 "partitions"
             )
         if self.mode == "overwrite":
             return None
-        report = storage.join(self.out, dataset.REPORT)
+        report = filesystem.join(self.out, dataset.REPORT)
         if not self.fs.exists(report):
-            raise OutputError(
+            raise dataset.OutputError(
                 f"--mode add: {self.shown} is not an aef-zonal output (no _run.json); "
                 "choose another --out"
             )
         previous = json.loads(self.fs.read_text(report))
         if (previous.get("stats"), previous.get("pixels")) != (stats, pixels):
-            raise OutputError(
+            raise dataset.OutputError(
                 f"--mode add: {self.shown} holds --stats "
                 f"{','.join(previous.get('stats', []))} --pixels {previous.get('pixels')}; "
                 "add partitions with the same options so that every partition has "
@@ -66,17 +62,17 @@ class Output:
         return previous
 
     def read_text(self, rel: str) -> str:
-        return self.fs.read_text(storage.join(self.out, rel))
+        return self.fs.read_text(filesystem.join(self.out, rel))
 
     def write(self, df, crs_projjson: str):
         """The partitions, sorted by Hilbert key within each file. Rebalanced rather than
         repartitioned: one task per (time, label) would cap the write at as many tasks as
         partitions; adaptive execution splits a large one into ~64 MB pieces."""
-        self.strategy = storage.commit_for(self.fs, self.out)
+        self.strategy = commit.commit_for(self.fs, self.out)
         target = self.strategy.begin()
         with (
             self.strategy.writing(self.spark) as options,
-            storage.failing(self.out, self.fs.secrets),
+            filesystem.failing(self.out, self.fs.secrets),
         ):
             geoparquet(
                 rebalance(df, "time", "label")
@@ -85,7 +81,9 @@ class Output:
                 crs_projjson,
             ).mode("append").save(target)
         self._data = self.strategy.data()
-        drop_void_bbox([f for f in self._data[1] if not storage.is_url(f) or f.startswith("file:")])
+        drop_void_bbox(
+            [f for f in self._data[1] if not filesystem.is_url(f) or f.startswith("file:")]
+        )
 
     def written(self):
         """What this run wrote, as a DataFrame with its partition columns."""

@@ -38,7 +38,7 @@ def run_job(store, fields, out, *extra, master: str = "local[2]") -> int:
 
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory) -> Path:
-    from aef_zonal.sample import make_sample
+    from aef_zonal.demo.sample import make_sample
 
     out = tmp_path_factory.mktemp("sample")
     # 1024 px with 512 px shards: 4 shards, 16 inner chunks a year; the first year has one

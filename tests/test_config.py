@@ -134,15 +134,15 @@ def test_a_long_run_gets_c2_and_a_short_or_unknown_one_c1_only(tmp_path):
     import geopandas as gpd
     import shapely
 
-    from aef_zonal import config, storage
+    from aef_zonal import config, filesystem
 
     path = tmp_path / "fields.parquet"
     gpd.GeoDataFrame(
         {"feature_id": range(3)}, geometry=[shapely.box(0, 0, 1, 1)] * 3, crs="EPSG:4326"
     ).to_parquet(path)
-    assert storage.local_rows(str(path)) == 3 and storage.local_rows(f"file://{path}") == 3
-    assert storage.local_rows(str(tmp_path / "absent.parquet")) is None
-    assert storage.local_rows("s3://bucket/fields.parquet") is None  # no request before the JVM
+    assert filesystem.local_rows(str(path)) == 3 and filesystem.local_rows(f"file://{path}") == 3
+    assert filesystem.local_rows(str(tmp_path / "absent.parquet")) is None
+    assert filesystem.local_rows("s3://bucket/fields.parquet") is None  # no request before the JVM
     conf = config.load(write(tmp_path, "[spark]\nc2_from_field_years = 6\n"))
     assert config.jit_options(3 * 2, conf) == []
     assert (
@@ -159,7 +159,7 @@ def test_a_long_run_gets_c2_and_a_short_or_unknown_one_c1_only(tmp_path):
 def test_viz_commands_without_the_viz_extra_say_how_to_install_it(tmp_path, capsys, monkeypatch):
     from aef_zonal import cli
 
-    monkeypatch.delitem(sys.modules, "aef_zonal.sample", raising=False)
+    monkeypatch.delitem(sys.modules, "aef_zonal.demo.sample", raising=False)
     monkeypatch.setitem(sys.modules, "geopandas", None)  # as if not installed
     assert cli.main(["sample", str(tmp_path / "s")]) == 2
     assert (

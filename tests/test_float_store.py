@@ -17,7 +17,7 @@ U = 2.0**-53
 
 @pytest.fixture(scope="module")
 def float_sample(tmp_path_factory):
-    from aef_zonal.sample import make_sample
+    from aef_zonal.demo.sample import make_sample
 
     out = tmp_path_factory.mktemp("float-sample")
     make_sample(out, size=512, shard=512, years=(2024, 2025), dtype="float32", log=lambda *_: None)

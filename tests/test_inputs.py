@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 import shapely
 
-from aef_zonal.sample import create_store
+from aef_zonal.demo.sample import create_store
 from aef_zonal.udfs.store import describe
 from tests import reference
 from tests.compare import read

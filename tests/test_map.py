@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 import shapely
 
-from aef_zonal import map as html_map
+from aef_zonal.viewers import webmap
 from tests import browser
 
 YEAR = 2025
@@ -43,14 +43,14 @@ def rows(job_out):
 @pytest.fixture(scope="module")
 def page_file(job_out, tmp_path_factory):
     path = tmp_path_factory.mktemp("map") / "map.html"
-    assert html_map.main([str(job_out), "--year", str(YEAR), "--to", str(path)]) == 0
+    assert webmap.main([str(job_out), "--year", str(YEAR), "--to", str(path)]) == 0
     return path
 
 
 def test_triangles_cover_every_field_exactly(rows):
     """Earcut's triangles of every field (holes, multipolygons, slivers) add up to its area."""
     geoms = rows.geom.to_numpy()
-    g = html_map.geometry_arrays(geoms)
+    g = webmap.geometry_arrays(geoms)
     xy, tri = g["coords"], g["triangles"].reshape(-1, 3)
     a, b, c = xy[tri[:, 0]], xy[tri[:, 1]], xy[tri[:, 2]]
     area = (
@@ -73,7 +73,7 @@ def test_bbox_and_max_fields(job_out, rows, tmp_path, capsys):
     box = (x0, y0, (x0 + x1) / 2, (y0 + y1) / 2)
     path = tmp_path / "sw.html"
     assert (
-        html_map.main(
+        webmap.main(
             [
                 str(job_out),
                 "--year",
@@ -95,7 +95,7 @@ def test_bbox_and_max_fields(job_out, rows, tmp_path, capsys):
     assert 0 < expected < len(rows) and embedded(path)["n"] == expected
 
     assert (
-        html_map.main([str(job_out), "--year", str(YEAR), "--to", str(path), "--max-fields", "100"])
+        webmap.main([str(job_out), "--year", str(YEAR), "--to", str(path), "--max-fields", "100"])
         == 0
     )
     out = capsys.readouterr().out
@@ -115,14 +115,14 @@ def test_bbox_and_max_fields(job_out, rows, tmp_path, capsys):
     ],
 )
 def test_bad_requests_are_refused(job_out, tmp_path, capsys, args, words):
-    assert html_map.main([str(job_out), "--to", str(tmp_path / "m.html"), *args]) == 2
+    assert webmap.main([str(job_out), "--to", str(tmp_path / "m.html"), *args]) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "m.html").exists()
 
 
 def test_missing_deck_bundle_names_the_fix(job_out, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(html_map, "NPM_CACHE", tmp_path / "npm")
-    assert html_map.main([str(job_out), "--to", str(tmp_path / "m.html")]) == 2
+    monkeypatch.setattr(webmap, "NPM_CACHE", tmp_path / "npm")
+    assert webmap.main([str(job_out), "--to", str(tmp_path / "m.html")]) == 2
     assert "make setup" in capsys.readouterr().err
 
 
@@ -167,7 +167,7 @@ def test_fields_show_their_colours_at_their_centres(opened, rows, kinds):
         x, y = opened.project(p.x, p.y)
         if legend[0] - 5 <= x <= legend[2] + 5 and legend[1] - 5 <= y <= legend[3] + 5:
             continue
-        want = html_map.NO_PIXEL if count == 0 else np.rint(np.asarray(pca) * 255)
+        want = webmap.NO_PIXEL if count == 0 else np.rint(np.asarray(pca) * 255)
         got = shot[int(y), int(x)].astype(int)
         assert np.abs(got - np.asarray(want)).max() <= 2, (fid, kinds[fid], (x, y), got, want)
         checked += 1
@@ -205,7 +205,7 @@ def test_optional_tile_basemap(chromium, job_out, tmp_path):
 
     path = tmp_path / "tiles.html"
     assert (
-        html_map.main(
+        webmap.main(
             [str(job_out), "--to", str(path), "--tiles", "https://tiles.test/{z}/{x}/{y}.png"]
         )
         == 0

@@ -187,7 +187,7 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
     import zarr
 
     from aef_zonal import submit
-    from aef_zonal.sample import create_store
+    from aef_zonal.demo.sample import create_store
     from aef_zonal.udfs.store import ShardLayout, describe
 
     res, size, shard = 8.983111749910169e-05, 1024, 512

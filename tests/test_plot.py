@@ -8,7 +8,7 @@ import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
-from aef_zonal import plot
+from aef_zonal.viewers import plot
 
 pytestmark = pytest.mark.spark
 

@@ -258,7 +258,7 @@ def every_kind(sample, tmp_path_factory, job_out):
     import shapely
 
     from aef_zonal import submit
-    from aef_zonal.sample import fields_by_year
+    from aef_zonal.demo.sample import fields_by_year
 
     layers = fields_by_year(
         gpd.read_parquet(sample / "fields.parquet").iloc[:20], (2024, 2025), seed=5

@@ -311,8 +311,9 @@ def test_s3_output_passes_the_geoparquet_validator(s3, s3_out):
 
 
 def test_sql_and_plot_read_the_s3_output(s3, s3_out, s3conf, job_out, tmp_path):
-    from aef_zonal import plot, query
+    from aef_zonal import query
     from aef_zonal.session import spark_session
+    from aef_zonal.viewers import plot
 
     settings = {"spark": {"conf": s3.settings()}}
     assert query.output_years(OUT, settings) == [2024, 2025]
@@ -522,7 +523,7 @@ def test_no_secret_in_the_output_the_report_or_the_console(s3, s3_out):
 
 
 def test_redact():
-    from aef_zonal.storage import redact
+    from aef_zonal.redaction import redact
 
     assert (
         redact("s3a://AKIA:abc/def@bucket/x and http://u:p@h:9/")

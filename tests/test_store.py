@@ -9,7 +9,7 @@ import pytest
 import zarr
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEncoding
 
-from aef_zonal.sample import create_store
+from aef_zonal.demo.sample import create_store
 from aef_zonal.udfs.grid import Grid
 from aef_zonal.udfs.store import Access, ChunkError, ChunkReader, StoreError, describe, reader
 

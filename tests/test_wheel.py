@@ -83,6 +83,8 @@ def test_wheel_is_one_package_with_its_sql_and_defaults(wheel):
         "aef_zonal/udfs/spark.py",
         "aef_zonal/stages/fields.py",
         "aef_zonal/submit.py",
+        "aef_zonal/viewers/webmap.py",
+        "aef_zonal/demo/sample.py",
     ):
         assert f in names
     meta = Parser().parsestr(

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aef_zonal.sample import fields_by_year
+from aef_zonal.demo.sample import fields_by_year
 from aef_zonal.stages import fields as fields_stage
 from tests import reference
 from tests.compare import read

@@ -25,7 +25,7 @@ def build(archive: Path) -> int:
     from pyspark import SparkContext
 
     from aef_zonal import options, run
-    from aef_zonal.sample import make_sample
+    from aef_zonal.demo.sample import make_sample
 
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)  # a JVM cannot write a dynamic archive over one it maps

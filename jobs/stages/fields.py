@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
 
-from aef_zonal import dataset, storage
+from aef_zonal import dataset, filesystem
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.session import sql
@@ -57,7 +57,7 @@ def fields(spark, o: Options, store: StoreInfo, years: list[int]):
         selected, part = select_years(
             typed, name, year_column, years, store.years, o.skip_missing_years, report["fields"]
         )
-    except (FieldsError, storage.StorageError) as e:
+    except (FieldsError, filesystem.StorageError) as e:
         raise JobError(str(e)) from e
     report |= part
     return Fields(selected, report["field_years"], (typed,)), report
@@ -97,7 +97,7 @@ def year_of(df, column: str, path: str):
 def geo_metadata(spark, path: str) -> list:
     """Each file's GeoParquet metadata (path, primary_column, columns), read once; empty for a
     file that is not GeoParquet (load() then names the problem)."""
-    if not storage.Hadoop(spark).exists(path):
+    if not filesystem.Hadoop(spark).exists(path):
         raise FieldsError(f"fields file {path} does not exist")
     try:
         return (
@@ -207,7 +207,7 @@ def source_crs(meta: list, path: str, store_crs: str, column: str = "geometry") 
     crs_of = [(r.path, (r.columns or {}).get(column) and r.columns[column].crs) for r in meta]
     found = {crs for _, crs in crs_of}
     if len(found) > 1:
-        names = sorted({_name(path, crs) + " (" + storage.name(f) + ")" for f, crs in crs_of})
+        names = sorted({_name(path, crs) + " (" + filesystem.name(f) + ")" for f, crs in crs_of})
         raise FieldsError(
             f"{path}: its files have different CRSs: {', '.join(names)}; write the "
             "fields in one CRS, e.g. with geopandas' to_crs"

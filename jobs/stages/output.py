@@ -1,6 +1,6 @@
 """The output stage: the published rows (sql/50_output.sql) written as GeoParquet partitions,
 the PCA model and the run report, then committed. Every file operation on the output goes
-through jobs/writer.py, whose storage layer (jobs/storage.py) commits as --out's filesystem
+through jobs/writer.py, whose commit strategy (jobs/commit.py) commits as --out's filesystem
 allows: a staging folder renamed into place (local, HDFS) or S3A's magic committer (S3)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import contextlib
 from pyproj import CRS
 from pyspark.sql import functions as F
 
-from aef_zonal import dataset, storage, writer
+from aef_zonal import dataset, filesystem, redaction, writer
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.report import versions
@@ -26,14 +26,14 @@ def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict |
     the PCA model the existing partitions were coloured with."""
     if mode not in writer.MODES:
         raise JobError(f"mode '{mode}': choose among {list(writer.MODES)}")
-    target = writer.Output(spark, out, mode, storage.secret_values(o.settings))
+    target = writer.Output(spark, out, mode, redaction.secret_values(o.settings))
     try:
         previous = target.check(o.stats, o.pixels)
         # a dataset written without a model (too few fields) has none to keep
-        if previous is None or not target.fs.exists(storage.join(out, dataset.MODEL)):
+        if previous is None or not target.fs.exists(filesystem.join(out, dataset.MODEL)):
             return target, None
         return target, pca_model.loads(target.read_text(dataset.MODEL), out)
-    except (writer.OutputError, storage.StorageError, ValueError) as e:
+    except (dataset.OutputError, filesystem.StorageError, ValueError) as e:
         raise JobError(str(e)) from e
 
 
@@ -42,7 +42,7 @@ def staged(target: writer.Output):
     """The run's output, taken back (staging folder, or files of the run) unless committed."""
     try:
         yield target
-    except storage.StorageError as e:
+    except filesystem.StorageError as e:
         target.abort()
         raise JobError(str(e)) from e
     except BaseException:
@@ -109,9 +109,9 @@ def commit(
         "complete": not report["skipped_chunks"],
         "mode": target.mode,
         "seconds": seconds,
-        "command": storage.redact(command, secrets),
-        "store": storage.redact(o.store, secrets),
-        "fields_path": storage.redact(
+        "command": redaction.redact(command, secrets),
+        "store": redaction.redact(o.store, secrets),
+        "fields_path": redaction.redact(
             o.fields if isinstance(o.fields, str) else fields.FRAME, secrets
         ),
         "years": years,

@@ -4,7 +4,7 @@ them on the driver, or the one given (--pca-model, a path or URL) or kept by the
 
 from __future__ import annotations
 
-from aef_zonal import dataset, storage
+from aef_zonal import dataset, filesystem
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.udfs import pca_model as kernel
@@ -15,9 +15,9 @@ def pca(o: Options, stats, with_pixels: int, previous_model: dict | None):
     statistics are still written, with null pca_components."""
     if o.pca_model:
         try:
-            text = storage.Hadoop(stats.sparkSession).read_text(o.pca_model)
+            text = filesystem.Hadoop(stats.sparkSession).read_text(o.pca_model)
             return kernel.loads(text, o.pca_model), {}
-        except (storage.StorageError, ValueError) as e:
+        except (filesystem.StorageError, ValueError) as e:
             raise JobError(f"--pca-model: {e}") from e
     if previous_model is not None:  # --mode add: new partitions keep the dataset's colours
         return previous_model, {}

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from aef_zonal import dataset
-from aef_zonal.plot import NO_PIXEL as NO_PIXEL_RGBA
-from aef_zonal.query import OutputError, output_years
+from aef_zonal.dataset import OutputError
+from aef_zonal.query import output_years
+from aef_zonal.viewers.plot import NO_PIXEL as NO_PIXEL_RGBA
 
 DECK_VERSION = "9.4.0"
 # the npm packages whose standalone bundle the page inlines (their tarballs, as `npm pack` names

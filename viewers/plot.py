@@ -11,8 +11,9 @@ import sys
 
 import numpy as np
 
-from aef_zonal import config, dataset, storage
-from aef_zonal.query import OutputError, output_years
+from aef_zonal import config, dataset, filesystem
+from aef_zonal.dataset import OutputError
+from aef_zonal.query import output_years
 
 WIDTH_IN, DPI = 10.0, 130  # 1300 px wide
 MAX_MAP_HEIGHT_IN = 12.0
@@ -28,8 +29,8 @@ def load_year(out, year: int, settings: dict | None = None):
     years = output_years(out, settings)
     if year not in years:
         raise OutputError(f"year {year} is not in {out}; it has {', '.join(map(str, years))}")
-    fs, root = storage.arrow_fs(str(out), settings)
-    folder = storage.join(root, dataset.year_folder(year))
+    fs, root = filesystem.arrow_fs(str(out), settings)
+    folder = filesystem.join(root, dataset.year_folder(year))
     data = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
     missing = {"geometry", "feature_id", "count", "mean", "pca_components", "label"} - set(
         data.schema.names
@@ -38,10 +39,10 @@ def load_year(out, year: int, settings: dict | None = None):
         raise OutputError(
             f"{folder} is not an aef-zonal output: column(s) {sorted(missing)} missing"
         )
-    model_path = storage.join(root, dataset.MODEL)
+    model_path = filesystem.join(root, dataset.MODEL)
     if fs.get_file_info(model_path).type != pafs.FileType.File:
         raise OutputError(
-            f"{storage.join(str(out), dataset.MODEL)} is missing; the job writes "
+            f"{filesystem.join(str(out), dataset.MODEL)} is missing; the job writes "
             "it next to the partitions"
         )
     with fs.open_input_stream(model_path) as f:
@@ -81,7 +82,7 @@ def save_png(fig, path: str) -> None:
     Image.open(buf).convert("RGB").quantize(
         256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     ).save(png, "PNG", optimize=True)
-    fs, where = storage.arrow_fs(path)  # --to may be beside an s3:// output
+    fs, where = filesystem.arrow_fs(path)  # --to may be beside an s3:// output
     fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(where) as f:
         f.write(png.getvalue())
@@ -275,14 +276,14 @@ def main(argv=None) -> int:
             raise OutputError(
                 f"no field of {year} in {args.out} has a valid pixel: nothing to plot"
             )
-        to = args.to or storage.join(args.out, "_plots", str(year))
-        plot_map(gdf, year, storage.join(to, "map.png"))
-        plot_pca(gdf, model, year, storage.join(to, "pca.png"), args.sample, args.seed)
+        to = args.to or filesystem.join(args.out, "_plots", str(year))
+        plot_map(gdf, year, filesystem.join(to, "map.png"))
+        plot_pca(gdf, model, year, filesystem.join(to, "pca.png"), args.sample, args.seed)
     except OutputError as e:
         print(f"aef-zonal plot: error: {e}", file=sys.stderr)
         return 2
     print(
-        f"[aef-zonal] wrote {storage.join(to, 'map.png')} and {storage.join(to, 'pca.png')} "
+        f"[aef-zonal] wrote {filesystem.join(to, 'map.png')} and {filesystem.join(to, 'pca.png')} "
         f"({len(gdf):,} fields, {year})"
     )
     return 0

@@ -1,4 +1,5 @@
-"""Storage: the fields read and the output written on a local disk, HDFS, S3 or any Hadoop filesystem.
+"""Files and folders on a local disk, HDFS, S3 or any Hadoop filesystem: the fields read, the
+output written.
 
 Where Spark runs, every operation goes through Hadoop's FileSystem API in the session's JVM: the
 filesystem, settings and credentials the executors use. Where no Spark runs (`aef-zonal plot`, the
@@ -7,77 +8,23 @@ checks of `aef-zonal sql`), pyarrow's filesystems read the output with the same 
 URLs: a plain path is local; `s3://` and `s3a://` both mean Hadoop's S3A connector, unless the
 cluster maps `s3://` to a filesystem of its own (EMR's `fs.s3.impl`); any other Hadoop URL
 (`hdfs://`, `gs://`, `abfss://`, `file:`) is used as the cluster has it.
-
-How a run commits, per filesystem (`commit_for`):
-- atomic renames (local, HDFS): the run is written into a hidden sibling folder, then renamed into
-  place -- the whole output at once, or (`--mode add`) each replaced partition folder at once.
-- object stores (S3A and the rest): renaming is a copy of every byte, so the run is written in place
-  by the committer bound to the URL's scheme (on S3A the magic committer: every file is a pending
-  multipart upload until the job commits, then completed; `_SUCCESS` names the committer; other
-  stores: what the cluster configured, e.g. EMRFS's S3-optimized committer). For
-  `--mode add` and `overwrite` the files the run replaces are deleted after its own are committed.
-  Not atomic on S3: during the job commit readers may see some of the new files, and between the
-  commit and the deletes a replaced partition holds its old and its new files; a run killed before
-  its job commit leaves no visible data file, only the committer's `__magic_job-*` folder (ignored
-  by readers: it starts with `_`) and pending uploads, removed by the next run into that output.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import uuid
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from aef_zonal import dataset
+from aef_zonal.redaction import redact
 
 S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 LOCAL = "org.apache.hadoop.fs.LocalFileSystem"
-# filesystems whose directory rename is atomic: the rename commit stays
-RENAME_SCHEMES = ("file", "hdfs", "viewfs")
-# left in an output by a run killed before it committed (S3A's magic committer, FileOutputCommitter)
-LEFTOVERS = ("__magic", "_temporary")
-# S3A writes: Spark's protocol that asks the scheme's committer factory (S3A's committers)
-S3A_SQL_CONF = {
-    "spark.sql.sources.commitProtocolClass": "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol",
-    "spark.sql.parquet.output.committer.class": "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
-}
-MAGIC = {"fs.s3a.committer.name": "magic", "fs.s3a.committer.magic.enabled": "true"}
-
-SECRET_KEY = re.compile(
-    r"secret|password|passwd|token|access\.key|credential|signature|sas", re.IGNORECASE
-)
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-# user:password@ (a secret key may hold "/") or user@ right after the scheme
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^@\s/:]+:[^@\s]*|[^@\s/:]+)@")
-_KEY_VALUE = re.compile(
-    r"(?P<key>[\w.-]*(?:secret|password|passwd|token|access\.key|credential)"
-    r"[\w.-]*)(?P<sep>\"?\s*=\s*)(?P<value>\"[^\"]*\"|\S+)",
-    re.IGNORECASE,
-)
 
 
 class StorageError(ValueError):
     """A URL cannot be read or written; the message names it, the cause and the fix."""
-
-
-def secret_values(settings: dict | None = None) -> list[str]:
-    """The values no record may show: credentials in the environment and in the settings."""
-    values = [os.environ[k] for k in SECRET_ENV if os.environ.get(k)]
-    for key, value in ((settings or {}).get("spark", {}).get("conf", {})).items():
-        if SECRET_KEY.search(key) and str(value):
-            values.append(str(value))
-    return sorted(set(values), key=len, reverse=True)
-
-
-def redact(text: str, secrets: list[str] = ()) -> str:
-    """`text` with URL user-info, `key=value` credentials and the known secret values masked."""
-    for s in secrets:
-        if len(s) >= 4:  # shorter ones would mask ordinary words
-            text = text.replace(s, "***")
-    text = _USERINFO.sub(r"\g<scheme>***@", text)
-    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}***", text)
 
 
 def is_url(path: str) -> bool:
@@ -290,152 +237,6 @@ class Hadoop:
             return fs.createWriteOperationHelper(
                 fs.getAuditSpanSource().getActiveAuditSpan()
             ).abortMultipartUploadsUnderPath(key.rstrip("/") + "/")
-
-
-def commit_for(fs: Hadoop, out: str):
-    """The commit strategy for `out`'s filesystem."""
-    kind = fs.scheme_of(out)
-    return RenameCommit(fs, out) if kind in RENAME_SCHEMES else InPlaceCommit(fs, out, kind)
-
-
-class RenameCommit:
-    """Write into a hidden sibling folder, then rename it (or its partition folders) into place."""
-
-    def __init__(self, fs: Hadoop, out: str):
-        self.fs, self.out = fs, str(out)
-        self.parent = fs.parent(self.out)
-        self.prefix = f".{name(self.out)}."
-        self.staging = None
-
-    def begin(self) -> str:
-        """Remove what interrupted runs left; returns the folder to write into."""
-        self.fs.mkdirs(self.parent)
-        for old in self.fs.list(self.parent):
-            if old.startswith((self.prefix + "staging-", self.prefix + "old-")):
-                print(
-                    f"[aef-zonal] removing {join(self.parent, old)}, left by an interrupted run",
-                    flush=True,
-                )
-                self.fs.delete(join(self.parent, old))
-        self.staging = join(self.parent, f"{self.prefix}staging-{uuid.uuid4().hex[:8]}")
-        return self.staging
-
-    @contextmanager
-    def writing(self, spark):
-        yield {}
-
-    def data(self) -> tuple[str, list[str]]:
-        """(base folder, its files) of what this run wrote."""
-        return self.staging, [
-            join(self.staging, f) for f in self.fs.files(self.staging) if dataset.data_partition(f)
-        ]
-
-    def small_file(self, rel: str) -> str:
-        return join(self.staging, rel)
-
-    def _swap(self, new: str, dest: str):
-        if self.fs.exists(dest):
-            old = join(self.fs.parent(dest), f".{name(dest)}.old-{uuid.uuid4().hex[:8]}")
-            self.fs.rename(dest, old)
-            self.fs.rename(new, dest)
-            self.fs.delete(old)
-        else:
-            self.fs.rename(new, dest)
-
-    def commit(self, add: bool):
-        """Move the staged run into place: whole, or (add) partition by partition plus its reports."""
-        if not add or not self.fs.exists(self.out):
-            self._swap(self.staging, self.out)
-            return
-        for part in sorted(
-            {dataset.data_partition(f) for f in self.fs.files(self.staging)} - {None}
-        ):
-            self.fs.mkdirs(join(self.out, part.split("/")[0]))
-            self._swap(join(self.staging, part), join(self.out, part))
-        for rel in self.fs.files(self.staging):  # _run.json, _runs/*.json, _pca_model.json
-            if rel.endswith(".json") and not name(rel).startswith("."):
-                self.fs.write_text(join(self.out, rel), self.fs.read_text(join(self.staging, rel)))
-        self.fs.delete(self.staging)
-
-    def abort(self):
-        if self.staging:
-            self.fs.delete(self.staging)
-
-
-class InPlaceCommit:
-    """Write into `out` with the scheme's committer; delete the replaced files once committed."""
-
-    def __init__(self, fs: Hadoop, out: str, kind: str):
-        self.fs, self.out, self.kind = fs, str(out).rstrip("/"), kind
-        self.before: list[str] = []
-        self.new: list[str] | None = None
-        self.existed = False
-
-    def begin(self) -> str:
-        """Remove what killed runs left (committer folders, pending uploads); note what is there."""
-        for old in self.fs.list(self.out):
-            if old.startswith(LEFTOVERS):
-                print(
-                    f"[aef-zonal] removing {join(self.out, old)}, left by an interrupted run",
-                    flush=True,
-                )
-                self.fs.delete(join(self.out, old))
-        aborted = self.fs.abort_uploads(self.out)
-        if aborted:
-            print(
-                f"[aef-zonal] aborted {aborted} pending upload(s) of an interrupted run", flush=True
-            )
-        self.before = self.fs.files(self.out)
-        self.existed = bool(self.before)
-        return self.out
-
-    @contextmanager
-    def writing(self, spark):
-        """S3A: the magic committer around the write; yields the write options. Other object
-        stores keep the protocol the cluster configured (EMRFS's S3-optimized committer on
-        EMR's s3://, or the manifest committer where bound for gs:// and abfs://)."""
-        if self.kind != "s3a":
-            yield {}
-            return
-        saved = {k: spark.conf.get(k, None) for k in S3A_SQL_CONF}
-        for k, v in S3A_SQL_CONF.items():
-            spark.conf.set(k, v)
-        try:
-            yield dict(MAGIC)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    spark.conf.unset(k)
-                else:
-                    spark.conf.set(k, v)
-
-    def data(self) -> tuple[str, list[str]]:
-        before = set(self.before)
-        self.new = [
-            f for f in self.fs.files(self.out) if dataset.data_partition(f) and f not in before
-        ]
-        return self.out, [join(self.out, f) for f in self.new]
-
-    def small_file(self, rel: str) -> str:
-        return join(self.out, rel)
-
-    def commit(self, add: bool):
-        """Delete what this run replaces: (add) the old files of the partitions it wrote, else
-        every old file that this run did not write anew."""
-        written = {dataset.data_partition(f) for f in self.new or []}
-        for rel in self.before:
-            if (dataset.data_partition(rel) in written) if add else rel not in dataset.REWRITTEN:
-                self.fs.delete(join(self.out, rel))
-
-    def abort(self):
-        """Take back what the run made visible: its data files (the committer aborted the rest)."""
-        try:
-            if not self.existed:
-                self.fs.delete(self.out)
-            for rel in self.new or []:
-                self.fs.delete(join(self.out, rel))
-        except StorageError as e:  # the run's own error says more
-            print(f"[aef-zonal] could not clean up after the failed run: {e}", flush=True)
 
 
 def arrow_fs(url: str, settings: dict | None = None):
