@@ -96,7 +96,7 @@ class _SC:
     def statusTracker(self):
         return self.tracker
 
-    def accumulator(self, value):
+    def accumulator(self, value, param=None):
         return _Acc(next(self.values, value))
 
 
