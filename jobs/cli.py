@@ -76,7 +76,34 @@ def _sql(argv) -> int:
     return query.main(argv)
 
 
-COMMANDS = {"sample": _sample, "run": _run, "plot": _plot, "map": _map, "sql": _sql}
+def _similar(argv) -> int:
+    from aef_zonal.answers import commands
+
+    return commands.similar_main(argv)
+
+
+def _cluster(argv) -> int:
+    from aef_zonal.answers import commands
+
+    return commands.cluster_main(argv)
+
+
+def _probe(argv) -> int:
+    from aef_zonal.answers import commands
+
+    return commands.probe_main(argv)
+
+
+COMMANDS = {
+    "sample": _sample,
+    "run": _run,
+    "plot": _plot,
+    "map": _map,
+    "sql": _sql,
+    "similar": _similar,
+    "cluster": _cluster,
+    "probe": _probe,
+}
 # what sample, plot and map import beyond the job's own packages: the viz extra
 VIZ = {"geopandas", "rasterio", "matplotlib", "mpl_toolkits", "PIL", "mapbox_earcut"}
 
@@ -85,12 +112,15 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(
-            "usage: aef-zonal {sample,run,plot,map,sql} ...\n\n"
+            "usage: aef-zonal {sample,run,plot,map,sql,similar,cluster,probe} ...\n\n"
             "  sample OUT_DIR          write the built-in AEF-layout sample store and fields\n"
             "  run --store URL --fields PATH --out DIR [--years ...] [--master ...]\n"
             "  plot OUT [--year YYYY] [--to DIR]     map.png and pca.png of one year\n"
             "  map OUT [--year YYYY] [--to FILE.html]  interactive map, one HTML file, no network\n"
-            '  sql OUT "SELECT ... FROM fields" [--to FILE.parquet]   Spark SQL + Sedona\n\n'
+            '  sql OUT "SELECT ... FROM fields" [--to FILE.parquet]   Spark SQL + Sedona\n'
+            "  similar OUT --like FEATURE_ID [--year Y] [--k 10]   the most similar field-years\n"
+            "  cluster OUT --k K --to DIR [--by COLUMN]   k-means, written with a cluster column\n"
+            "  probe OUT [--label-column label] [--year Y]   a linear probe against the baseline\n\n"
             "example:\n  aef-zonal sample out/sample && aef-zonal run --store out/sample/store.zarr "
             "--fields out/sample/fields.parquet --out out/result\n"
             "each sub-command has --help.",
