@@ -17,10 +17,12 @@ def read(out, filesystem=None) -> pd.DataFrame:
 
 
 def same(u, v) -> bool:
+    if isinstance(u, dict) and isinstance(v, dict):  # a struct: NaN equals NaN in its fields too
+        return u.keys() == v.keys() and all(same(u[k], v[k]) for k in u)
     if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
         u, v = (np.stack(w) if w.dtype == object else w for w in (u, v))
         return np.array_equal(u, v, equal_nan=u.dtype.kind == "f")
-    if u is None or v is None or (isinstance(u, float) and np.isnan(u)):
+    if u is None or v is None or u is pd.NaT or (isinstance(u, float) and np.isnan(u)):
         return pd.isna(u) and pd.isna(v)
     return u == v
 
