@@ -30,7 +30,12 @@ def fit(means, seed: int) -> dict:
 def apply(model: dict, means) -> np.ndarray:
     """float[n, 3] in [0, 1]: each mean's scores, scaled by the fit sample's range (RGB)."""
     x = np.asarray(means, np.float64)
-    s = (x - np.asarray(model["center"])) @ np.asarray(model["components"]).T
+    center, components = np.asarray(model["center"]), np.asarray(model["components"])
+    # band by band rather than a matrix product, whose rounding depends on which rows share the
+    # batch: a row's colours are then the same whichever task writes it
+    s = np.zeros((len(x), len(components)))
+    for band in range(x.shape[1]):
+        s += (x[:, band] - center[band])[:, None] * components[:, band]
     lo, hi = np.asarray(model["lo"]), np.asarray(model["hi"])
     return np.clip((s - lo) / (hi - lo), 0.0, 1.0)
 
