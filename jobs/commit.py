@@ -1,24 +1,34 @@
 """How a run commits its output, per filesystem (`commit_for`):
 - atomic renames (local, HDFS): the run is written into a hidden sibling folder, then renamed into
   place -- the whole output at once, or (`--mode add`) each replaced partition folder at once.
-- object stores (S3A and the rest): renaming is a copy of every byte, so the run is written in place
-  by the committer bound to the URL's scheme (on S3A the magic committer: every file is a pending
-  multipart upload until the job commits, then completed; `_SUCCESS` names the committer; other
-  stores: what the cluster configured, e.g. EMRFS's S3-optimized committer). For
-  `--mode add` and `overwrite` the files the run replaces are deleted after its own are committed.
-  Not atomic on S3: during the job commit readers may see some of the new files, and between the
-  commit and the deletes a replaced partition holds its old and its new files; a run killed before
-  its job commit leaves no visible data file, only the committer's `__magic_job-*` folder (ignored
-  by readers: it starts with `_`) and pending uploads, removed by the next run into that output.
+  Only the files the tasks reported are published: a failed or duplicate task attempt's file is
+  removed from the folder first.
+- object stores (S3A and the rest): renaming is a copy of every byte, so the run is written in
+  place. On S3A every file is a multipart upload its task leaves pending (udfs/s3.py), invisible
+  until the driver completes it when the run commits, as S3A's magic committer does (whose
+  protocol `_SUCCESS` names); uploads no task reported are aborted. Where Sedona's writer writes
+  (other stores, or [job] writer = "sedona"), the committer bound to the URL's scheme does (on S3A
+  the magic committer itself; elsewhere what the cluster configured, e.g. EMRFS's S3-optimized
+  committer). For `--mode add` and `overwrite` the files the run replaces are deleted after its
+  own are committed. Not atomic on S3: during the commit readers may see some of the new files,
+  and between the commit and the deletes a replaced partition holds its old and its new files; a
+  run killed before its commit leaves no visible data file, only pending uploads (and the magic
+  committer's `__magic_job-*` folder, ignored by readers: it starts with `_`), removed by the next
+  run into that output.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from aef_zonal import dataset
-from aef_zonal.filesystem import Hadoop, StorageError, join, name
+from aef_zonal.filesystem import Hadoop, StorageError, hinted, join, name
+from aef_zonal.udfs import parquet, s3
 
 # filesystems whose directory rename is atomic: the rename commit stays
 RENAME_SCHEMES = ("file", "hdfs", "viewfs")
@@ -58,7 +68,22 @@ class RenameCommit:
                 )
                 self.fs.delete(join(self.parent, old))
         self.staging = join(self.parent, f"{self.prefix}staging-{uuid.uuid4().hex[:8]}")
+        self.files = None
         return self.staging
+
+    def python_target(self):
+        """Where the Python workers write: the staging folder, on a local disk only."""
+        if self.fs.scheme_of(self.staging) != "file":
+            return None
+        return parquet.LocalTarget(self.fs.local_path(self.staging))
+
+    def written(self, messages: list[dict]):
+        """The files the tasks reported: any other data file in the folder is a failed or
+        duplicate task attempt's, and goes."""
+        self.files = {m["path"] for m in messages}
+        for rel in self.fs.files(self.staging):
+            if dataset.data_partition(rel) and rel not in self.files:
+                self.fs.delete(join(self.staging, rel))
 
     @contextmanager
     def writing(self, spark):
@@ -84,6 +109,8 @@ class RenameCommit:
 
     def commit(self, add: bool):
         """Move the staged run into place: whole, or (add) partition by partition plus its reports."""
+        if self.files is not None:  # Spark's committer writes it for Sedona's writer
+            self.fs.write_text(join(self.staging, dataset.SUCCESS), "")
         if not add or not self.fs.exists(self.out):
             self._swap(self.staging, self.out)
             return
@@ -109,6 +136,7 @@ class InPlaceCommit:
         self.fs, self.out, self.kind = fs, str(out).rstrip("/"), kind
         self.before: list[str] = []
         self.new: list[str] | None = None
+        self.uploads: list[dict] | None = None
         self.existed = False
 
     def begin(self) -> str:
@@ -128,6 +156,25 @@ class InPlaceCommit:
         self.before = self.fs.files(self.out)
         self.existed = bool(self.before)
         return self.out
+
+    def python_target(self):
+        """Where the Python workers write: S3 through S3A's settings, as pending uploads. The
+        output's folder is made now, as S3A's committers make theirs: a reader pointed at it
+        during the run sees an empty dataset rather than a missing path."""
+        if self.kind != "s3a":
+            return None
+        target = s3.UploadTarget(self.fs.s3_bucket(self.out), self.fs.s3_key(self.out))
+        try:
+            target.folder()
+        except s3.S3Error as e:
+            raise StorageError(
+                f"writing {self.fs.shown(self.out)} failed: {hinted(str(e))}"
+            ) from None
+        return target
+
+    def written(self, messages: list[dict]):
+        self.uploads = messages
+        self.new = [m["path"] for m in messages]
 
     @contextmanager
     def writing(self, spark):
@@ -150,6 +197,7 @@ class InPlaceCommit:
                     spark.conf.set(k, v)
 
     def data(self) -> tuple[str, list[str]]:
+        """(the output, this run's files): the committer made them visible."""
         before = set(self.before)
         self.new = [
             f for f in self.fs.files(self.out) if dataset.data_partition(f) and f not in before
@@ -160,16 +208,51 @@ class InPlaceCommit:
         return join(self.out, rel)
 
     def commit(self, add: bool):
-        """Delete what this run replaces: (add) the old files of the partitions it wrote, else
-        every old file that this run did not write anew."""
+        """The run's uploads completed, then what it replaces deleted: (add) the old files of the
+        partitions it wrote, else every old file that this run did not write anew."""
+        if self.uploads is not None:
+            self._complete()
         written = {dataset.data_partition(f) for f in self.new or []}
         for rel in self.before:
             if (dataset.data_partition(rel) in written) if add else rel not in dataset.REWRITTEN:
                 self.fs.delete(join(self.out, rel))
 
-    def abort(self):
-        """Take back what the run made visible: its data files (the committer aborted the rest)."""
+    def _complete(self):
+        """Complete the uploads the tasks reported, abort any other (a failed or duplicate task
+        attempt's), then `_SUCCESS` in S3A's form, naming the protocol."""
+        bucket, key = self.fs.s3_bucket(self.out), self.fs.s3_key(self.out)
+
+        def one(m):
+            s3.complete(
+                bucket, join(key, m["path"]) if key else m["path"], m["upload_id"], m["etags"]
+            )
+
         try:
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(one, self.uploads))
+        except s3.S3Error as e:
+            raise StorageError(f"committing {self.out} failed: {e}") from None
+        self.fs.abort_uploads(self.out)
+        success = {
+            "name": "org.apache.hadoop.fs.s3a.commit.files.SuccessData/1",
+            "timestamp": int(time.time() * 1000),
+            "date": time.strftime("%a %b %d %H:%M:%S %Z %Y"),
+            "hostname": socket.gethostname(),
+            "committer": "magic",
+            "description": "aef-zonal: each file an S3 multipart upload its task left pending, "
+            "completed at the job's commit (S3A's magic committer's protocol)",
+            "jobId": uuid.uuid4().hex,
+            "filenames": [f"/{join(key, p) if key else p}" for p in self.new[:100]],
+            "success": True,
+        }
+        self.fs.write_text(join(self.out, dataset.SUCCESS), json.dumps(success, indent=2))
+
+    def abort(self):
+        """Take back what the run made visible: its data files (the uploads left pending, and
+        the committer's, aborted)."""
+        try:
+            if self.uploads is not None:
+                self.fs.abort_uploads(self.out)
             if not self.existed:
                 self.fs.delete(self.out)
             for rel in self.new or []:

@@ -15,28 +15,36 @@ import re
 import time
 import uuid
 
-from aef_zonal.udfs import statistics
+import pyarrow as pa
+
+from aef_zonal.udfs import schemas, statistics
 
 PARTITION_COLUMNS = ("time", "label")
-# the columns sql/50_output.sql writes whatever the statistics; the kept input columns go beside
-# them, so none may share a name (label is the partition's)
-COLUMNS = (
-    "geometry",
-    "source_store",
-    "global_x_offset",
-    "global_y_offset",
-    "local_x_offset",
-    "local_y_offset",
-    "path",
-    "feature_id",
-    "bbox",
-    "mean",
-    "pca_components",
-    "hilbert_key",
-    "complete",
-    "reason",
-    *PARTITION_COLUMNS,
-)
+_BOX = pa.struct([(c, pa.float64()) for c in ("xmin", "ymin", "xmax", "ymax")])
+# the columns every output writes whatever the statistics, in order, with their Arrow types
+# (None: a statistic's, udfs/statistics.py); the kept input columns follow the geometry, the
+# asked statistics hilbert_key, the quantiles label. No kept column may share a name with them
+# (label is the partition's).
+TYPES = {
+    "geometry": pa.binary(),  # WKB
+    "source_store": pa.string(),
+    "global_x_offset": pa.int64(),
+    "global_y_offset": pa.int64(),
+    "local_x_offset": pa.int64(),
+    "local_y_offset": pa.int64(),
+    "path": pa.string(),
+    "feature_id": pa.int64(),
+    "bbox": _BOX,  # the GeoParquet covering of the geometry
+    "mean": None,
+    "pca_components": pa.list_(pa.float32()),
+    "hilbert_key": pa.int64(),
+    "complete": pa.bool_(),
+    "reason": pa.string(),
+    "time": pa.string(),
+    "label": pa.string(),
+}
+COLUMNS = tuple(TYPES)
+NOT_NULL = ("source_store",)
 MODEL = "_pca_model.json"
 REPORT = "_run.json"
 REPORTS = "_runs"
@@ -61,6 +69,21 @@ def columns(stats: list[str]) -> set[str]:
     return set(COLUMNS) | {c for s in statistics.parse(stats) for c in s.columns}
 
 
+def schema(stats: list[str], kept: list[pa.Field], weighted: bool) -> pa.Schema:
+    """The published rows' columns in order with their types: the fixed columns, the kept input
+    columns (`kept`, as read), the statistics' (udfs/schemas.py). The files hold all but the
+    partition columns."""
+    records = statistics.parse(stats)
+    own = {f.name: f for f in schemas.statistic_fields(records, weighted)}
+    asked = [own[c] for s in records if not s.always and s.level is None for c in s.columns]
+    quantiles = [own[s.name] for s in records if s.level is not None]
+    fields = []
+    for name, typ in TYPES.items():
+        fields.append(own[name] if typ is None else pa.field(name, typ, name not in NOT_NULL))
+        fields += {"geometry": kept, "hilbert_key": asked, "label": quantiles}.get(name, [])
+    return pa.schema(fields)
+
+
 def clashing(kept, stats: list[str]) -> list[str]:
     """The kept input columns that would share a name with an output column (label is the
     partition's: kept as it is)."""
@@ -78,8 +101,24 @@ def year_folder(year: int) -> str:
 
 
 def partition(time_: str, label: str) -> str:
-    """A (time, label) partition's folder below the output."""
+    """A (time, label) partition's name, as the report lists it."""
     return f"time={time_}/label={label}"
+
+
+# what Spark escapes in a partition folder's value (ExternalCatalogUtils.escapePathName), so that
+# a label holding `/`, `=`, `%` or a control character stays one folder and reads back unchanged
+_ESCAPED = frozenset([*map(chr, range(1, 32)), *"\"#%'*/:=?\\\x7f{[]^"])
+# Spark's folder for a null or empty value, which readers take as null
+_EMPTY = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _escape(value: str) -> str:
+    return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in value) or _EMPTY
+
+
+def folder(time_: str, label: str) -> str:
+    """A (time, label) partition's folder below the output, escaped as Spark escapes it."""
+    return f"time={_escape(time_)}/label={_escape(label)}"
 
 
 def archived_report() -> str:

@@ -93,16 +93,27 @@ def failing(url: str, secrets: list[str] = ()):
         ) from None
 
 
-HINTS = {  # words in a Java exception chain -> what to do
+_NO_BUCKET = "the bucket does not exist; create it or fix the URL"
+_NO_KEYS = (
+    "no credentials: set fs.s3a.access.key and fs.s3a.secret.key in [spark.conf] (as "
+    "spark.hadoop.*) or the AWS_* variables"
+)
+HINTS = {  # words in an error (a Java exception chain, S3's answer to the writer) -> what to do
     "UnsupportedFileSystemException": "no filesystem is installed for this scheme (S3A: run `make "
     "setup` for .cache/jars/s3a; on a cluster pass hadoop-aws, "
     "see docs/deploy.md)",
-    "UnknownStoreException": "the bucket does not exist; create it or fix the URL",
-    "No AWS credentials": "no credentials: set fs.s3a.access.key and fs.s3a.secret.key in "
-    "[spark.conf] (as spark.hadoop.*) or the AWS_* variables",
-    "AccessDeniedException": "the credentials may not do this: check the keys and the bucket's "
-    "policy",
+    "UnknownStoreException": _NO_BUCKET,
+    "NoSuchBucket": _NO_BUCKET,
+    "No AWS credentials": _NO_KEYS,
+    "NoCredentialsError": _NO_KEYS,
+    "AccessDenied": "the credentials may not do this: check the keys and the bucket's policy",
 }
+
+
+def hinted(text: str) -> str:
+    """An error's text, with what to do for the usual ones."""
+    hint = next((h for word, h in HINTS.items() if word in text), None)
+    return text + (f" ({hint})" if hint else "")
 
 
 def cause(error, secrets: list[str] = ()) -> str:
@@ -222,6 +233,48 @@ class Hadoop:
             fs, path = self._fs(src)
             if not fs.rename(path, self._fs(dst)[1]):
                 raise StorageError(f"cannot rename {src} to {dst}")
+
+    def shown(self, url: str) -> str:
+        """`url` with its secrets masked."""
+        return redact(str(url), self.secrets)
+
+    def local_path(self, url: str) -> str:
+        """The absolute path on this machine of a local URL or path."""
+        fs, path = self._fs(url)
+        return fs.makeQualified(path).toUri().getPath()
+
+    def s3_key(self, url: str) -> str:
+        """The object key (prefix) of an S3 URL, without slashes around it."""
+        return urlsplit(str(url)).path.strip("/")
+
+    def s3_bucket(self, url: str):
+        """How the Python workers reach the bucket of an S3A URL (udfs/s3.py), as S3A is set up
+        for it (fs.s3a.bucket.NAME.* over fs.s3a.*): its endpoint, region and path style; its
+        keys where given (also from Hadoop's credential providers), anonymous where S3A is, else
+        AWS's default chain (environment, profile, instance or container role)."""
+        from aef_zonal.udfs.s3 import Bucket
+
+        bucket = urlsplit(str(url)).netloc
+        jvm = self._jvm
+        conf = jvm.org.apache.hadoop.fs.s3a.S3AUtils.propagateBucketOptions(self._conf, bucket)
+
+        def secret(key: str):
+            value = conf.getPassword(f"fs.s3a.{key}")
+            return "".join(value) if value else None
+
+        endpoint = conf.get("fs.s3a.endpoint") or None
+        if endpoint and "://" not in endpoint:
+            ssl = conf.get("fs.s3a.connection.ssl.enabled", "true") == "true"
+            endpoint = ("https://" if ssl else "http://") + endpoint
+        access = secret("access.key")
+        return Bucket(
+            bucket,
+            endpoint=endpoint,
+            region=conf.get("fs.s3a.endpoint.region") or None,
+            path_style=conf.get("fs.s3a.path.style.access", "false") == "true",
+            anonymous="Anonymous" in (conf.get("fs.s3a.aws.credentials.provider") or ""),
+            keys=(access, secret("secret.key"), secret("session.token")) if access else None,
+        )
 
     def parent(self, url: str) -> str:
         parent = self._jvm.org.apache.hadoop.fs.Path(str(url)).getParent().toString()

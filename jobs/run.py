@@ -1,5 +1,5 @@
-"""The aef-zonal job: fields -> assign -> chunk tasks -> reduce -> aggregate -> pca -> change ->
-output rows, then written and committed.
+"""The aef-zonal job: fields -> assign -> chunk tasks -> reduce -> aggregate -> pca -> output
+rows, then written and committed.
 
 `zonal_stats()` is the one way in: the command line (`aef-zonal run`), spark-submit
 (jobs/submit.py) and notebooks all call it. Each stage (jobs/stages/) takes the tables it
@@ -17,7 +17,7 @@ import threading
 from aef_zonal import config, filesystem, options, redaction, report, session
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
-from aef_zonal.stages import aggregate, assign, change, fields, output, pca, reduce
+from aef_zonal.stages import aggregate, assign, fields, output, pca, reduce
 from aef_zonal.udfs import statistics
 from aef_zonal.udfs import store as zstore
 
@@ -117,8 +117,9 @@ class ZonalStats:
             "start spark", start, o, spark
         )
         self._chain.sc = self.spark.sparkContext
-        self.df = self.model = self._field_years = self._stats = None
-        reduce.warm(self.spark, o, self.store)
+        self.df = self.model = self.layout = self._packed = None
+        # the kept columns are not known yet: they change what rows carry, not the kernels
+        reduce.warm(self.spark, o, self.store, output.layout(o, self.store, []))
 
     @property
     def report(self) -> dict:
@@ -130,19 +131,22 @@ class ZonalStats:
         o, spark, store, chain = self.options, self.spark, self.store, self._chain
         with session.job_settings(spark, o.settings, self._owned):
             fields_ = chain("fields", fields.fields, spark, o, store, self.years)
-            field_chunks = chain("assign", assign.assign, spark, fields_.df, store.grid)
-            tasks = chain("chunk_tasks", assign.chunk_tasks, spark, field_chunks, self.years)
-            self._field_years = chain(
-                "field_years", assign.field_years, spark, fields_.df, store.grid, self.years
-            )
+            assigned = chain("assign", assign.assign, spark, o, fields_.df, store.grid)
+            tasks = chain("chunk_tasks", assign.chunk_tasks, spark, assigned, self.years)
+            field_years = chain("field_years", assign.field_years, spark, assigned, self.years)
+            self.layout = output.layout(o, store, output.kept_fields(fields_.df))
+            drawn = pca.probability(o, fields_.field_years, kept_model is not None)
             meter = reduce.Meter(spark.sparkContext, tasks.reads, fields_.field_years)
-            partials = chain("reduce", reduce.reduce, spark, o, store, tasks, meter, meter=meter)
-            stats = chain("aggregate", aggregate.aggregate, spark, o, store, partials)
-            self.model = chain("pca", pca.pca, o, stats.df, stats.with_pixels, kept_model)
-            self._stats = stats.df
-            if "change" in o.stats:
-                self._stats = chain("change", change.change, spark, stats.df)
-            self.df = output.rows(spark, o, store, self._field_years, self._stats, self.model)
+            reduced = chain(
+                "reduce", reduce.reduce, spark, o, store, tasks, meter, self.layout, drawn,
+                meter=meter,
+            )  # fmt: skip
+            stats = chain("aggregate", aggregate.aggregate, spark, o, store, reduced)
+            self.model = chain("pca", pca.pca, o, reduced, stats, kept_model, drawn)
+            self._packed = output.rows_packed(spark, o, self.layout, reduced, field_years, stats.df)
+            self.df = output.frame(
+                spark, self._packed, output.files(spark, store, self.layout, self.model)
+            )
 
     def write(self, out: str | os.PathLike, mode: str = "error") -> dict:
         """Publish the rows at `out` (a path or URL: local, HDFS, s3://) as the command line
@@ -155,13 +159,16 @@ class ZonalStats:
 
     def _write(self, target, kept_model: dict | None) -> dict:
         o, chain = self.options, self._chain
-        model, rows = self.model, self.df
-        if kept_model is not None and not o.pca_model and kept_model != model:
+        model = self.model
+        if kept_model is not None and not o.pca_model:
             model = kept_model
-            rows = output.rows(self.spark, o, self.store, self._field_years, self._stats, model)
+        files = output.files(self.spark, self.store, self.layout, model)
         settings = session.job_settings(self.spark, o.settings, self._owned)
         with settings, output.staged(target):
-            chain("write", output.write, self.store, rows, model, target)
+            chain(
+                "write", output.write, target, self._packed, files,
+                lambda: output.frame(self.spark, self._packed, files),
+            )  # fmt: skip
             command = " ".join(sys.argv) if o.out is not None else "aef_zonal.zonal_stats"
             return output.commit(o, target, chain.report, chain.seconds, self.years, command)
 

@@ -1,28 +1,48 @@
 """Writing the dataset: GeoParquet partitions, the PCA model and the run report, then committed.
 
-Every file operation goes through jobs/filesystem.py, and jobs/commit.py's strategy fits --out's
-filesystem: a rename of a hidden staging folder where renames are atomic (local, HDFS), the
-scheme's output committer writing in place on object stores (S3's magic committer). Either way no reader sees a
-data file of a run before the run commits, and `_SUCCESS` marks a committed run.
+The files are written by the Python workers with pyarrow (udfs/parquet.py) where they can write
+--out: into the staging folder on a local disk, or as S3 multipart uploads through S3A's
+settings; elsewhere (HDFS, other object stores, or [job] writer = "sedona") by Sedona's
+GeoParquet writer through Hadoop. Each task writes its files and returns a commit message per
+file; the driver collects them and commits or takes back exactly those (Spark 4's Python data
+source writer works the same way, but commits in a separate Python process fed by string
+options, and Spark 3.5 has none).
+
+Every other file operation goes through jobs/filesystem.py, and jobs/commit.py's strategy fits
+--out's filesystem: a rename of a hidden staging folder where renames are atomic (local, HDFS),
+uploads left pending until the commit (S3), the scheme's output committer elsewhere. Either way
+no reader sees a data file of a run before the run commits, and `_SUCCESS` marks a committed run.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from aef_zonal import commit, dataset, filesystem, redaction
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from aef_zonal import commit, config, dataset, filesystem, redaction
+from aef_zonal.session import cancelled_on
+from aef_zonal.udfs import parquet, rows
+from aef_zonal.udfs import spark as executor
 
 MODES = ("error", "overwrite", "add")
+WRITERS = ("auto", "sedona")
 
 
 class Output:
     """One run's output at `out`: check, write, commit (or abort)."""
 
-    def __init__(self, spark, out: str, mode: str, secrets: list[str] = ()):
+    def __init__(
+        self, spark, out: str, mode: str, secrets: list[str] = (), settings: dict | None = None
+    ):
         self.spark, self.out, self.mode = spark, str(out), mode
         self.fs = filesystem.Hadoop(spark, secrets)
         self.shown = redaction.redact(self.out, self.fs.secrets)
+        self.writer = (settings or config.load())["job"]["writer"]
+        if self.writer not in WRITERS:
+            raise dataset.OutputError(
+                f"[job] writer = {self.writer!r}: choose among {list(WRITERS)} (conf/defaults.toml)"
+            )
         self.strategy = None
 
     def _present(self) -> bool:
@@ -64,12 +84,59 @@ class Output:
     def read_text(self, rel: str) -> str:
         return self.fs.read_text(filesystem.join(self.out, rel))
 
-    def write(self, df, crs_projjson: str):
-        """The partitions, sorted by Hilbert key within each file. Rebalanced rather than
-        repartitioned: one task per (time, label) would cap the write at as many tasks as
-        partitions; adaptive execution splits a large one into ~64 MB pieces."""
+    def write(self, packed, files: parquet.Files, frame) -> dict:
+        """The partitions, sorted by Hilbert key within each file: `packed`, the rows packed per
+        (time, label) (udfs/rows.py), written by the Python workers into `files` (its target
+        set here), or `frame()`, the rows as a DataFrame, by Sedona's writer. Rebalanced rather
+        than repartitioned: one task per (time, label) would cap the write at as many tasks as
+        partitions; adaptive execution splits a large one into ~64 MB pieces. Returns the rows
+        written per (time, label, reason)."""
         self.strategy = commit.commit_for(self.fs, self.out)
         target = self.strategy.begin()
+        place = self.strategy.python_target() if self.writer == "auto" else None
+        if place is None:
+            return self._sedona(frame(), files, target)
+        files = files.to(place, timestamps_int96=self._int96())
+        messages = self._python(rebalance(packed, "time", "label"), files)
+        self.strategy.written(messages)
+        written = {}
+        for m in messages:
+            for reason, n in zip(
+                (None, *rows.REASONS), (m["rows"] - sum(m["reasons"]), *m["reasons"])
+            ):
+                if n:
+                    key = (m["time"], m["label"], reason)
+                    written[key] = written.get(key, 0) + n
+        return written
+
+    def _int96(self) -> bool:
+        """Whether timestamps are written as INT96, as Spark writes them by default."""
+        key = "spark.sql.parquet.outputTimestampType"
+        return self.spark.conf.get(key, "INT96").upper() == "INT96"
+
+    def _python(self, packed, files: parquet.Files) -> list[dict]:
+        """Each task's files, written by udfs/parquet.py; their commit messages. A file that
+        cannot be written fails the run with the store's answer (the workers hand it over as a
+        value, and the job stops at the first)."""
+        sc = self.spark.sparkContext
+        errors = sc.accumulator([], executor.Messages())
+        body = executor.write_partitions(files, errors)
+        with cancelled_on(sc, lambda: errors.value), filesystem.failing(self.out, self.fs.secrets):
+            try:
+                messages = packed.mapInArrow(body, from_arrow_schema(parquet.MESSAGES)).collect()
+            except Exception:
+                if not errors.value:
+                    raise
+        if errors.value:
+            first = sorted(set(errors.value))
+            more = f" (and {len(first) - 1} other error(s))" if len(first) > 1 else ""
+            raise filesystem.StorageError(
+                f"writing {self.shown} failed: "
+                f"{filesystem.hinted(redaction.redact(first[0], self.fs.secrets))}{more}"
+            )
+        return [m.asDict() for m in messages]
+
+    def _sedona(self, df, files: parquet.Files, target: str) -> dict:
         with (
             self.strategy.writing(self.spark) as options,
             filesystem.failing(self.out, self.fs.secrets),
@@ -78,17 +145,17 @@ class Output:
                 rebalance(df, "time", "label")
                 .sortWithinPartitions("time", "label", "hilbert_key")
                 .write.options(**options),
-                crs_projjson,
+                json.dumps(files.crs),
             ).mode("append").save(target)
-        self._data = self.strategy.data()
-        drop_void_bbox(
-            [f for f in self._data[1] if not filesystem.is_url(f) or f.startswith("file:")]
+        base, data = self.strategy.data()
+        written = (
+            self.spark.read.option("basePath", base)
+            .parquet(*data)
+            .groupBy("time", "label", "reason")
+            .count()
+            .collect()
         )
-
-    def written(self):
-        """What this run wrote, as a DataFrame with its partition columns."""
-        base, files = self._data
-        return self.spark.read.option("basePath", base).parquet(*files)
+        return {(r.time, r.label, r.reason): r["count"] for r in written}
 
     def save_text(self, rel: str, text: str):
         self.fs.write_text(self.strategy.small_file(rel), text)
@@ -116,8 +183,8 @@ def rebalance(df, *columns: str):
 
 
 def geoparquet(writer, crs_projjson: str):
-    """Sedona's GeoParquet writer as the dataset is written: GeoParquet 1.1 with a bbox covering,
-    the store's CRS, partitioned by time and label."""
+    """Sedona's GeoParquet writer as udfs/parquet.py writes the dataset: GeoParquet 1.1 with a
+    bbox covering, the store's CRS, partitioned by time and label."""
     return (
         writer.format("geoparquet")
         # most values are 64-number arrays of distinct doubles: a dictionary never pays, and
@@ -128,26 +195,3 @@ def geoparquet(writer, crs_projjson: str):
         .option("geoparquet.crs", crs_projjson)
         .partitionBy("time", "label")
     )
-
-
-def drop_void_bbox(files: list[str]):
-    """Remove the file bbox Sedona writes as [0, 0, -1, -1] for a file whose geometries are all
-    empty: no extent to state, and an inverted box fails GeoParquet's bbox rule (bbox is optional).
-    Only such files (a partition of empty geometries) are rewritten; every other keeps its bytes.
-    Files on a local disk only: on other filesystems such a file keeps Sedona's box."""
-    import pyarrow.parquet as pq
-
-    for url in files:
-        f = url.removeprefix("file:")
-        meta = pq.read_schema(f).metadata
-        geo = json.loads(meta[b"geo"])
-        col = geo["columns"][geo["primary_column"]]
-        box = col.get("bbox")
-        if box and (box[0] > box[2] or box[1] > box[3]):
-            del col["bbox"]
-            table = pq.read_table(f)
-            pq.write_table(
-                table.replace_schema_metadata({**meta, b"geo": json.dumps(geo).encode()}), f
-            )
-            crc = Path(f).with_name(f".{Path(f).name}.crc")  # Hadoop's checksum of the old bytes
-            crc.unlink(missing_ok=True)

@@ -209,40 +209,71 @@ def test_partials_of_pieces_merge_to_the_whole(chunk_case):
     assert (np.maximum(top.umax, bottom.umax) == whole.umax).all()
 
 
-def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
-    """A task's fields that touch no other chunk come out finished (udfs/finish.py on the worker),
-    exactly as the aggregate stage finishes a field-year from the list of its partials (here
-    one, from numpy), with their sums null; the others keep their sums and no statistics."""
+def reduction(grid, q, stats, rule="center", sample=0.0):
+    """A run's Reduction over `grid` without kept columns, as jobs/stages/reduce.py makes it."""
+    import dataclasses
+
+    from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+
+    from aef_zonal import dataset
+    from aef_zonal.udfs import rows, tasks
+    from aef_zonal.udfs.finish import Finish
+
+    grid = dataclasses.replace(grid, key_encoding=DefaultChunkKeyEncoding(separator="/"))
+    weighted = rule == "fraction"
+    fin = Finish(q, 64, tuple(stats), weighted=weighted)
+    layout = rows.Layout(dataset.schema(list(stats), [], weighted), "s", grid, tuple(stats))
+    return tasks.Reduction(grid, q, 64, fin, layout, rule=rule, sample=sample, seed=1)
+
+
+def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case):
+    """A task's fields that touch no other chunk come out as published rows, their statistics
+    finished on the worker (udfs/finish.py) exactly as the aggregate stage finishes a
+    field-year from the list of its partials (here one, from numpy); the others leave their
+    sums and no statistics; a sample of the finished means for the PCA fit beside them."""
     from concurrent.futures import Future
 
     import pyarrow as pa
 
-    from aef_zonal.udfs import tasks
-    from aef_zonal.udfs.finish import Finish, finish_batch
+    from aef_zonal.udfs import rows, tasks
+    from aef_zonal.udfs.finish import finish_batch
 
     data, geoms = chunk_case
     q = Quantisation.from_attrs(SIGNED_SQUARE, "s")
-    grid = Grid(GRID.res, GRID.xmin, GRID.ymax, 512, 512, 256, 512, years=(2024,))
-    fin = Finish(q, 64, ("std", "min", "max", "sum", "mean_normalized", "p05", "median"))
-    red = tasks.Reduction(grid, q, 64, fin)
+    grid = Grid(GRID.res, GRID.xmin, GRID.ymax, 512, 512, 256, 512, years=(2024,), crs="EPSG:4326")
+    stats = ("std", "min", "max", "sum", "mean_normalized", "p05", "median")
+    red = reduction(grid, q, stats, sample=0.5)
     chunk = Future()
     chunk.set_result(data)
     spans = [1 + i % 2 for i in range(len(geoms))]
-    task = {
-        "cy": 0,
-        "cx": 0,
-        "fields": [
-            {"feature_id": i, "wkb": shapely.to_wkb(g), "years": [2024], "chunks": c}
-            for i, (g, c) in enumerate(zip(geoms, spans))
+    task = pa.RecordBatch.from_pylist(
+        [
+            {
+                "cy": 0,
+                "cx": 0,
+                "fields": [
+                    tasks.field(i, g, [2024], c, red) for i, (g, c) in enumerate(zip(geoms, spans))
+                ],
+            }
         ],
-    }
-    rows = [
-        r
-        for b in tasks.reduce_batches([pa.RecordBatch.from_pylist([task])], red, lambda t, w: chunk)
+        schema=tasks.task_schema(red),
+    )
+    out = list(tasks.reduce_batches([task], red, lambda t, w: chunk))
+    kinds = {b.column("kind")[0].as_py(): b for b in out}
+    partials = kinds[tasks.PARTIAL].to_pylist()
+    packed = kinds[tasks.ROWS]
+    published = {
+        r["feature_id"]: r
+        for b in rows.unpack(packed.column("blob"), red.layout.packed)
         for r in b.to_pylist()
-    ]
+    }
     members = membership(geoms)
-    assert sorted(r["feature_id"] for r in rows) == [f for f, m in enumerate(members) if m.any()]
+    # every field inside the chunk has its row, with pixels or not; the others a partial if any
+    assert sorted(published) == [f for f, c in enumerate(spans) if c == 1]
+    assert sorted(r["feature_id"] for r in partials) == [
+        f for f, m in enumerate(members) if m.any() and spans[f] == 2
+    ]
+    assert packed.column("rows").to_pylist() == [len(published)]
     valid = (data != -128).all(axis=0)
     u = np.sign(data.astype(np.int64)) * data.astype(np.int64) ** 2
     lists = pa.schema(
@@ -257,14 +288,15 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
             ("skipped_chunks", pa.list_(pa.string())),
         ]
     )
-    for r in rows:
-        f = r["feature_id"]
+    for r in partials:
+        v = u[:, members[r["feature_id"]] & valid]
+        assert r["s1"] == v.sum(axis=1).tolist() and r["mean"] is None
+    for f, r in published.items():
         sel = members[f] & valid
-        v = u[:, sel]
-        if spans[f] == 2:  # merged by the aggregate stage: its sums, no statistics
-            assert r["finished"] is None and r["s1"] == v.sum(axis=1).tolist()
+        if not members[f].any():
+            assert r["mean"] is None and r["reason"].startswith("no pixel")
             continue
-        assert all(r[k] is None for k in tasks.SUMS) and sel.any()
+        v = u[:, sel]
         keys, counts = np.unique(
             (np.arange(64)[:, None] * 256 + data[:, sel] + 128).reshape(-1), return_counts=True
         )
@@ -286,17 +318,21 @@ def test_fields_inside_one_chunk_leave_the_reduce_finished(chunk_case):
             ],
             schema=lists,
         )
-        expected = finish_batch(one, fin).to_pylist()[0]
-        assert r["finished"] == {k: expected[k] for k in r["finished"]}
-        np.testing.assert_allclose(r["finished"]["mean"], q.a * v.mean(axis=1), rtol=1e-14)
+        expected = finish_batch(one, red.finish).to_pylist()[0]
+        assert {k: r[k] for k in expected if k in r} == {k: expected[k] for k in expected if k in r}
+        np.testing.assert_allclose(r["mean"], q.a * v.mean(axis=1), rtol=1e-14)
+    sample = kinds[tasks.SAMPLE].to_pylist()
+    assert 0 < len(sample) < len([r for r in published.values() if r["mean"]])
+    assert all(s["mean"] == published[s["feature_id"]]["mean"] for s in sample)
     # output batches close once they hold rows_per_batch rows: one task's rows each here
     sizes = [
-        b.num_rows
+        b.column("rows").to_pylist()
         for b in tasks.reduce_batches(
-            [pa.RecordBatch.from_pylist([task] * 3)], red, lambda t, w: chunk, rows_per_batch=1
+            [pa.concat_batches([task] * 3)], red, lambda t, w: chunk, rows_per_batch=1
         )
+        if b.column("kind")[0].as_py() == tasks.ROWS
     ]
-    assert sizes == [len(rows)] * 3
+    assert sizes == [[len(published)]] * 3
 
 
 def test_linear_store_sums_codes():
@@ -575,18 +611,19 @@ WARM = """
 import json
 from concurrent.futures import Future
 import numpy as np, shapely
+import pyarrow as pa
 from aef_zonal.udfs import partials, pixels, tasks
-from aef_zonal.udfs.finish import Finish
 from aef_zonal.udfs.grid import Grid
 from aef_zonal.udfs.store import Quantisation
+from tests.test_kernels import reduction
 
 def compiled():
     return {n: len(f.signatures) for m in (pixels, partials) for n, f in vars(m).items()
             if hasattr(f, "signatures")}
 
-grid = Grid(8.983111749910169e-05, -93.6, 42.1, 512, 512, 256, 512, years=(2024,))
+grid = Grid(8.983111749910169e-05, -93.6, 42.1, 512, 512, 256, 512, years=(2024,), crs="EPSG:4326")
 q = Quantisation.from_attrs({"geoemb:quantization": {"method": "signed_square", "nodata": -128}}, "s")
-red = tasks.Reduction(grid, q, 64, Finish(q, 64, ("median",), weighted=RULE == "fraction"), rule=RULE)
+red = reduction(grid, q, ("median",), RULE)
 tasks.warm_up(red)
 warm = compiled()
 codes = np.random.default_rng(1).integers(-128, 128, (64, 256, 256)).astype(np.int8)
@@ -595,9 +632,10 @@ chunk.set_result(codes)
 x0, y0, x1, y1 = grid.chunk_footprint(0, 0)
 cuts = [shapely.box(x0 - 1e-3, y0 + 1e-4, (x0 + x1) / 2.01, y1 + 1e-3),
         shapely.Point((x0 + x1) / 2, (y0 + y1) / 2).buffer((x1 - x0) / 5)]
-task = {"cy": 0, "cx": 0, "fields": [{"feature_id": i, "chunks": 2, "years": [2024],
-                                      "wkb": shapely.to_wkb(g)} for i, g in enumerate(cuts)]}
-tasks.Planned(task, red, lambda t, w: chunk).reduce(red)
+task = pa.RecordBatch.from_pylist(
+    [{"cy": 0, "cx": 0, "fields": [tasks.field(i, g, [2024], 1 + i, red) for i, g in enumerate(cuts)]}],
+    schema=tasks.task_schema(red))
+list(tasks.reduce_batches([task], red, lambda t, w: chunk))
 print(json.dumps([warm, compiled()]))
 """
 

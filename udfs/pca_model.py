@@ -27,6 +27,23 @@ def fit(means, seed: int) -> dict:
     }
 
 
+def drawn(feature_id: np.ndarray, year: np.ndarray, seed: int, p: float) -> np.ndarray:
+    """Whether each field-year is in the fit's sample: drawn with probability `p` by a hash of
+    its feature_id, year and the seed (splitmix64), so the same run draws the same field-years
+    wherever its tasks ran."""
+    if p >= 1:
+        return np.ones(len(feature_id), bool)
+    z = (
+        feature_id.astype(np.int64).view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        + year.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+        + np.uint64(seed % 2**64)
+    )
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53 < p
+
+
 def apply(model: dict, means) -> np.ndarray:
     """float[n, 3] in [0, 1]: each mean's scores, scaled by the fit sample's range (RGB)."""
     x = np.asarray(means, np.float64)

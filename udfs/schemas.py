@@ -10,14 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from aef_zonal.udfs.rows import PACKED
+
 
 def _number(weighted: bool) -> pa.DataType:
     return pa.float64() if weighted else pa.int64()
 
 
-def partials(weighted: bool, floats: bool, finished: pa.Schema) -> pa.Schema:
-    """Reduce stage output (udfs/tasks.py): sums per field, year and chunk (float stores: sums
-    and extremes of the values, doubles); `finished`: the run's statistics table's schema."""
+def partials(weighted: bool, floats: bool) -> pa.Schema:
+    """A spanning field's sums over one chunk and year (udfs/tasks.py; float stores: sums and
+    extremes of the values, doubles)."""
     num, sums = _number(weighted), _number(weighted or floats)
     extreme = pa.float64() if floats else pa.int64()
     return pa.schema(
@@ -34,13 +36,18 @@ def partials(weighted: bool, floats: bool, finished: pa.Schema) -> pa.Schema:
             # ... its count (summed weights), for the codes present
             ("hcounts", pa.list_(pa.float64() if weighted else pa.int32())),
             ("skipped", pa.string()),  # the chunk's name when it was skipped (undecodable)
-            ("chunks", pa.int32()),  # chunks the field touches
-            # a field inside one chunk (chunks = 1) has all its pixels here: its statistics,
-            # finished on the worker (the sums above are then null); null for a field that needs
-            # a merge
-            ("finished", pa.struct(list(finished)[2:])),
         ]
     )
+
+
+def reduced(weighted: bool, floats: bool) -> pa.Schema:
+    """Reduce stage output (udfs/tasks.py), one table for its four kinds of row (`kind`), so
+    that the stage runs once: `rows`, published rows packed per (time, label) (udfs/rows.py:
+    PACKED); `sample`, a finished field-year's mean drawn for the PCA fit (feature_id, year,
+    mean); `partial`, a spanning field's sums (the partial columns); `skipped`, a chunk skipped
+    as undecodable (its name in `skipped`). The columns of the other kinds are null."""
+    sample = [pa.field("mean", pa.list_(pa.float64()))]
+    return pa.schema([("kind", pa.string()), *PACKED, *sample, *partials(weighted, floats)])
 
 
 def statistics(stats, weighted: bool) -> pa.Schema:
@@ -57,6 +64,27 @@ def statistics(stats, weighted: bool) -> pa.Schema:
             ("skipped_chunks", pa.list_(pa.string())),
         ]
     )
+
+
+# what a statistic's output column holds (udfs/statistics.py: Statistic.kinds)
+KINDS = {
+    "bands": pa.list_(pa.float64()),  # per band
+    "double": pa.float64(),
+    "year": pa.int32(),
+}
+
+
+def statistic_fields(stats, weighted: bool) -> list[pa.Field]:
+    """The published columns of these statistics (udfs/statistics.py's records, in their order):
+    the pixel count ("number": integers, summed weights with weighted pixels) is never null, 0
+    where a field-year has no pixel."""
+    return [
+        pa.field(name, _number(weighted), nullable=False)
+        if kind == "number"
+        else pa.field(name, KINDS[kind])
+        for s in stats
+        for name, kind in zip(s.columns, s.kinds)
+    ]
 
 
 def rows_as_lists(a: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:

@@ -1,4 +1,4 @@
-"""The functions Spark runs in its Python workers: mapInArrow bodies and pandas UDFs.
+"""The functions Spark runs in its Python workers: mapInArrow bodies.
 
 Each is built on the driver, closed over what every worker needs (small and picklable), and
 wrapped by `per_task`, the one place for per-task housekeeping.
@@ -13,8 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd  # module-level: pandas_udf resolves the type hints in this module
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.accumulators import AccumulatorParam
@@ -55,7 +53,7 @@ def freeze_imports():
 
 
 def per_task(fn):
-    """`fn` (a mapInArrow body or a pandas UDF's function) with the per-task housekeeping around it."""
+    """`fn` (a mapInArrow body) with the per-task housekeeping around it."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
@@ -155,39 +153,91 @@ def finish_partitions(fin):
     return finish_partition
 
 
-def pca_rgb(model_broadcast):
-    """pca_rgb(mean): aef_zonal.udfs.pca_model.apply on a batch of means (3 x 64 dot products per row); the
-    model reaches the workers once, as a Spark broadcast variable."""
-    from pyspark.sql.functions import pandas_udf
+def rest_partitions(layout):
+    """The published rows of the field-years the reduce stage did not finish, from
+    sql/50_output.sql's rows (udfs/rows.py), packed per (time, label)."""
+    from aef_zonal.udfs import rows
 
-    from aef_zonal.udfs import pca_model
-
-    @pandas_udf("array<float>")
     @per_task
-    def pca_rgb(mean: pd.Series) -> pd.Series:
-        # no model (too few means to fit one): null components
-        has = mean.notna().to_numpy() & (model_broadcast.value is not None)
-        out = [None] * len(mean)  # a list, not a Series: masked assignment into one is slow
-        if has.any():
-            rgb = pca_model.apply(model_broadcast.value, np.stack(mean[has].to_numpy())).astype(
-                np.float32
+    def rest_partition(batches):
+        carry = None
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            columns = dict(zip(batch.schema.names, batch.columns))
+            if layout.change:
+                columns["change"], columns["change_from"], carry = rows.change(
+                    columns["feature_id"].to_numpy(zero_copy_only=False),
+                    columns["year"].to_numpy(zero_copy_only=False),
+                    rows.doubles(columns["count"]),
+                    rows.dense(columns["mean"]),
+                    carry,
+                )
+            built = rows.build(columns, columns, layout)
+            yield rows.pack(built, columns["year"], columns["label"])
+
+    return rest_partition
+
+
+def drawn_partitions(seed: int, p: float):
+    """The field-years of (feature_id, year, mean) rows drawn for the PCA fit
+    (udfs/pca_model.py: drawn), as the reduce stage draws those it finishes."""
+    from aef_zonal.udfs.pca_model import drawn
+
+    @per_task
+    def drawn_partition(batches):
+        for b in batches:
+            keep = drawn(
+                b.column("feature_id").to_numpy(zero_copy_only=False),
+                b.column("year").to_numpy(zero_copy_only=False),
+                seed,
+                p,
             )
-            for i, v in zip(np.flatnonzero(has), rgb):
-                out[i] = v
-        return pd.Series(out, dtype=object)
+            yield b.filter(pa.array(keep))
 
-    return pca_rgb
+    return drawn_partition
 
 
-def hilbert_key():
-    """hilbert_key(x, y): aef_zonal.udfs.grid.hilbert_key on a batch of points."""
-    from pyspark.sql.functions import pandas_udf
+def write_partitions(files, errors):
+    """The writer (udfs/parquet.py): a task's packed rows -> files, one commit message each. A
+    file that cannot be written (udfs/s3.py's S3Error after its retries, OSError) ends the task
+    early with the error in the accumulator `errors`: the driver fails the run with it and takes
+    back what was written."""
+    from pyspark import TaskContext
 
-    from aef_zonal.udfs import grid
+    from aef_zonal.udfs import parquet
+    from aef_zonal.udfs.s3 import S3Error
 
-    @pandas_udf("long")
     @per_task
-    def hilbert_key(x: pd.Series, y: pd.Series) -> pd.Series:
-        return pd.Series(grid.hilbert_key(x.to_numpy(), y.to_numpy()))
+    def write_partition(batches):
+        try:
+            for message in parquet.write_partition(batches, files, TaskContext.get().partitionId()):
+                yield pa.RecordBatch.from_pylist([message], schema=parquet.MESSAGES)
+        except (S3Error, OSError) as e:
+            errors.add([str(e)])
 
-    return hilbert_key
+    return write_partition
+
+
+def unpack_partitions(files):
+    """The published rows from packed groups, coloured as the writer colours them, with their
+    time and label: `ZonalStats.df`."""
+    from aef_zonal.udfs import parquet, rows
+
+    @per_task
+    def unpack_partition(batches):
+        for b in batches:
+            times, labels = b.column("time"), b.column("label")
+            for i, packed in enumerate(rows.unpack(b.column("blob"), files.layout.packed)):
+                table = parquet.coloured(pa.Table.from_batches([packed]), files)
+                n = table.num_rows
+                columns = {
+                    **dict(zip(table.column_names, table.columns)),
+                    "time": pa.repeat(times[i], n),
+                    "label": pa.repeat(labels[i], n),
+                }
+                yield from pa.Table.from_arrays(
+                    [columns[f.name] for f in files.layout.schema], schema=files.layout.schema
+                ).to_batches()
+
+    return unpack_partition

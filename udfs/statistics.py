@@ -4,8 +4,8 @@ A record says which partials it needs beyond the pixel count and the per-band su
 kernel always keeps (extremes, histograms), the column it writes and its type, and its finishing
 step over a batch of merged partials (`Merged`). Everything else is derived from the records:
 the options' check (`parse`), the reduction's flags (`needs`), the statistics' Arrow schema
-(udfs/schemas.py), the aggregate SQL's parameters and the output's columns (jobs/dataset.py,
-sql/50_output.sql). Adding a statistic is one record here plus its kernel.
+and the output's (udfs/schemas.py, jobs/dataset.py), the aggregate SQL's parameters and the
+output rows (udfs/rows.py). Adding a statistic is one record here plus its kernel.
 
 value = a * u + b, so with n valid pixels, S1 = sum(u) and S2 = sum(u^2) per band:
   mean = a * S1 / n + b,  std = a * sqrt(n * S2 - S1^2) / n,  sum = a * S1 + b * n.
@@ -102,8 +102,8 @@ class Statistic:
     """What one statistic is. `finish` maps a batch's merged partials to its values: [rows, bands]
     (a list<double> per field-year, null without a valid pixel) or, `per_band` false, [rows]
     (a double). A statistic without `finish` is made elsewhere (the pixel count by the kernel,
-    change by its stage); `select` is how sql/50_output.sql takes its column(s) from the
-    statistics (`s`)."""
+    change by udfs/rows.py); `types` says what each of its output columns holds
+    (udfs/schemas.py: KINDS)."""
 
     name: str
     doc: str
@@ -111,17 +111,17 @@ class Statistic:
     needs: frozenset[str] = frozenset()
     per_band: bool = True
     level: float | None = None  # a quantile's
-    select: str = ""  # default: s.<name>
-    also: tuple[str, ...] = ()  # other output columns its select writes
+    also: tuple[str, ...] = ()  # other output columns it writes
     always: bool = False  # part of the published schema, whatever was asked
-
-    @property
-    def sql(self) -> str:
-        return self.select or f"s.`{self.name}`"
+    types: tuple[str, ...] = ()  # per output column; default: "bands" per band, else "double"
 
     @property
     def columns(self) -> tuple[str, ...]:
         return (self.name, *self.also)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self.types or (("bands",) if self.per_band else ("double",))
 
 
 # in the output's column order (mean leads the output's own columns; quantiles, in the order
@@ -130,7 +130,7 @@ RECORDS = (
     Statistic(
         "count",
         "valid pixels (summed coverage with --pixels fraction); 0 where there is none",
-        select="COALESCE(s.count, 0L) AS count",
+        types=("number",),
     ),
     Statistic("mean", "per band: the mean", lambda m: m.mean, always=True),
     Statistic("std", "per band: the population standard deviation", _std),
@@ -157,9 +157,9 @@ RECORDS = (
     Statistic(
         "change",
         "1 - cosine similarity of the mean with the field's latest earlier year's "
-        "(sql/45_change.sql), which `change_from` names",
-        select="s.change, s.change_from",
+        "(udfs/rows.py), which `change_from` names",
         also=("change_from",),
+        types=("double", "year"),
     ),
 )
 BY_NAME = {s.name: s for s in RECORDS}

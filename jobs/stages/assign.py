@@ -1,18 +1,27 @@
-"""Which chunks each field touches (sql/20_assign.sql), the chunk tasks the reduce stage runs
-(sql/30_chunk_tasks.sql) and the field-years a run writes (sql/35_field_years.sql; the fields
-stage counted them)."""
+"""Which chunks each field touches and whether the reduce stage finishes it (sql/20_assign.sql),
+the chunk tasks the reduce stage runs (sql/30_chunk_tasks.sql) and the field-years it does not
+finish (sql/35_field_years.sql; the fields stage counted all of them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aef_zonal.options import Options
 from aef_zonal.session import sql
 from aef_zonal.udfs.grid import Grid
 
 
-def assign(spark, fields, grid: Grid):
+@dataclass(frozen=True)
+class Assigned:
+    """The fields with their chunks; cached: the chunk tasks and the field-years both read it."""
+
+    df: object
+    cached: tuple
+
+
+def assign(spark, o: Options, fields, grid: Grid):
     g = grid.sql_params()
-    field_chunks = sql(
+    assigned = sql(
         spark,
         "20_assign.sql",
         {"fields": fields},
@@ -21,8 +30,9 @@ def assign(spark, fields, grid: Grid):
         chunk_deg=g["chunk_deg"],
         chunk_rows=g["chunk_rows"],
         chunk_cols=g["chunk_cols"],
-    )
-    return field_chunks, {}
+        change="change" in o.stats,
+    ).persist()
+    return Assigned(assigned, (assigned,)), {}
 
 
 @dataclass(frozen=True)
@@ -36,9 +46,9 @@ class ChunkTasks:
     cached: tuple
 
 
-def chunk_tasks(spark, field_chunks, years: list[int]):
+def chunk_tasks(spark, assigned: Assigned, years: list[int]):
     tasks = sql(
-        spark, "30_chunk_tasks.sql", {"field_chunks": field_chunks}, years=int_array(spark, years)
+        spark, "30_chunk_tasks.sql", {"assigned": assigned.df}, years=int_array(spark, years)
     ).persist()
     totals = tasks.selectExpr(
         "COUNT(*) AS tasks",
@@ -51,9 +61,10 @@ def chunk_tasks(spark, field_chunks, years: list[int]):
     }
 
 
-def field_years(spark, fields, grid: Grid, years: list[int]):
-    run_years = spark.createDataFrame([(y, grid.time_index(y)) for y in years], "year int, t int")
-    return sql(spark, "35_field_years.sql", {"fields": fields, "run_years": run_years}), {}
+def field_years(spark, assigned: Assigned, years: list[int]):
+    """The field-years the reduce stage does not finish: fields spanning chunks or in none."""
+    run_years = spark.createDataFrame([(y,) for y in years], "year int")
+    return sql(spark, "35_field_years.sql", {"assigned": assigned.df, "run_years": run_years}), {}
 
 
 def int_array(spark, values: list[int]):

@@ -1,14 +1,18 @@
-"""The output stage: the published rows (sql/50_output.sql) written as GeoParquet partitions,
-the PCA model and the run report, then committed. Every file operation on the output goes
-through jobs/writer.py, whose commit strategy (jobs/commit.py) commits as --out's filesystem
-allows: a staging folder renamed into place (local, HDFS) or S3A's magic committer (S3)."""
+"""The output stage: the published rows (the reduce stage's, and those udfs/rows.py builds from
+sql/50_output.sql) written as GeoParquet partitions, the PCA model and the run report, then
+committed. Every file operation on the output goes through jobs/writer.py, whose commit strategy
+(jobs/commit.py) commits as --out's filesystem allows: a staging folder renamed into place
+(local, HDFS), uploads completed at the commit (S3) or the scheme's committer (other stores)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 
+import pyarrow as pa
 from pyproj import CRS
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 
 from aef_zonal import dataset, filesystem, redaction, writer
 from aef_zonal.errors import JobError
@@ -16,9 +20,11 @@ from aef_zonal.options import Options
 from aef_zonal.report import versions
 from aef_zonal.session import sql
 from aef_zonal.stages import fields
-from aef_zonal.udfs import pca_model
+from aef_zonal.stages.reduce import Reduced
+from aef_zonal.udfs import parquet, pca_model, rows, statistics
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
+from aef_zonal.udfs.tasks import ROWS
 
 
 def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict | None]:
@@ -26,8 +32,8 @@ def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict |
     the PCA model the existing partitions were coloured with."""
     if mode not in writer.MODES:
         raise JobError(f"mode '{mode}': choose among {list(writer.MODES)}")
-    target = writer.Output(spark, out, mode, redaction.secret_values(o.settings))
     try:
+        target = writer.Output(spark, out, mode, redaction.secret_values(o.settings), o.settings)
         previous = target.check(o.stats, o.pixels)
         # a dataset written without a model (too few fields) has none to keep
         if previous is None or not target.fs.exists(filesystem.join(out, dataset.MODEL)):
@@ -50,48 +56,75 @@ def staged(target: writer.Output):
         raise
 
 
-def rows(spark, o: Options, store: StoreInfo, field_years, stats, model: dict | None):
-    """The published rows (sql/50_output.sql): one per field-year, the columns the files hold."""
-    spark.udf.register("pca_rgb", executor.pca_rgb(spark.sparkContext.broadcast(model)))
-    spark.udf.register("hilbert_key", executor.hilbert_key())
-    g = store.grid.sql_params()
-    written = [s for s in o.statistics if not s.always]
-    columns = {
-        "statistics": "".join(f"{s.sql},\n  " for s in written if s.level is None),
-        "quantiles": "".join(f", {s.sql}" for s in written if s.level is not None),
-    }
-    result = sql(
+def layout(o: Options, store: StoreInfo, kept: list) -> rows.Layout:
+    """What the run's rows are: jobs/dataset.py's columns with the kept input columns (`kept`,
+    their Arrow fields), the store's grid."""
+    return rows.Layout(
+        dataset.schema(o.stats, kept, o.weighted), o.store, store.grid, tuple(o.stats)
+    )
+
+
+def kept_fields(fields_df) -> list:
+    """The kept input columns as Arrow fields, as Spark hands them to the Python workers."""
+    kept = fields_df.schema["kept"].dataType
+    return [
+        pa.field(f.name, to_arrow_type(f.dataType), f.nullable)
+        for f in kept.fields
+        if f.name != fields.NO_KEPT
+    ]
+
+
+def rows_packed(spark, o: Options, lay: rows.Layout, reduced: Reduced, field_years, stats):
+    """The published rows, packed per (time, label) (udfs/rows.py: PACKED): those the reduce
+    stage finished, and the others built from sql/50_output.sql's rows."""
+    finished = [s.name for s in statistics.finished(o.statistics)]
+    rest = sql(
         spark,
         "50_output.sql",
         {"field_years": field_years, "stats": stats},
-        columns,
-        store=o.store,
-        **{
-            k: g[k]
-            for k in ("xmin", "ymax", "res", "shard", "width", "height", "key_prefix", "key_sep")
+        {
+            "statistics": "".join(f"s.`{n}`, " for n in finished),
+            "clustered": "DISTRIBUTE BY f.feature_id SORT BY f.feature_id, f.year"
+            if lay.change
+            else "",
         },
     )
-    return result.drop(fields.NO_KEPT)
+    packed = from_arrow_schema(rows.PACKED)
+    built = rest.mapInArrow(executor.rest_partitions(lay), packed)
+    return reduced.of(ROWS, rows.PACKED.names).unionByName(built)
 
 
-def write(store: StoreInfo, result, model: dict | None, target: writer.Output):
-    target.write(result, CRS.from_user_input(store.grid.crs).to_json())
-    if model is not None:
-        target.save_text(dataset.MODEL, pca_model.dumps(model))
-    # what was written, read back: one small query over the partition columns and reason
-    written = (
-        target.written()
-        .groupBy("time", "label", "reason")
-        .agg(F.count("*").alias("rows"))
-        .collect()
+def frame(spark, packed, files) -> object:
+    """The published rows as a DataFrame (`ZonalStats.df`): unpacked, coloured, the geometry a
+    Sedona geometry."""
+    unpacked = packed.mapInArrow(
+        executor.unpack_partitions(files), from_arrow_schema(files.layout.schema)
     )
+    return unpacked.withColumn("geometry", F.expr("ST_GeomFromWKB(geometry)"))
+
+
+def files(spark, store: StoreInfo, lay: rows.Layout, model: dict | None) -> parquet.Files:
+    """How the run's files are written (where: the commit strategy says); their Spark schema
+    as Spark itself states it."""
+    crs = json.loads(CRS.from_user_input(store.grid.crs).to_json())
+    schema = pa.schema([f for f in lay.schema if f.name not in rows.PARTITIONS])
+    types = spark._jvm.org.apache.spark.sql.types.DataType
+    spark_schema = types.fromJson(from_arrow_schema(schema).json()).json()
+    return parquet.Files(lay, crs, model, spark_schema, dataset.folder)
+
+
+def write(target: writer.Output, packed, files, rows_frame):
+    """The rows written (`rows_frame`: the DataFrame Sedona's writer takes where the Python
+    workers cannot write), the PCA model saved; the rows per partition and reason reported."""
+    written = target.write(packed, files, rows_frame)
+    if files.model is not None:
+        target.save_text(dataset.MODEL, pca_model.dumps(files.model))
     summary, reasons = {}, {}
-    for r in sorted(written, key=lambda r: (r.time, r.label)):
-        part = dataset.partition(r.time, r.label)
-        summary[part] = summary.get(part, 0) + r.rows
-    for r in written:
-        if r.reason is not None:
-            reasons[r.reason] = reasons.get(r.reason, 0) + r.rows
+    for (time_, label, reason), n in sorted(written.items(), key=lambda kv: kv[0][:2]):
+        part = dataset.partition(time_, label)
+        summary[part] = summary.get(part, 0) + n
+        if reason is not None:
+            reasons[reason] = reasons.get(reason, 0) + n
     return target, {
         "rows_per_partition": summary,
         "rows": sum(summary.values()),

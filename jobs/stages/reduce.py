@@ -1,22 +1,26 @@
 """The reduce stage: every chunk task read and reduced on the workers (udfs/spark.py ->
-udfs/tasks.py), one partial row per field, year and chunk; a field inside one chunk leaves it
-finished. Cached: the aggregate reads it."""
+udfs/tasks.py): the published rows of the fields inside one chunk, packed, with a sample of
+their means for the PCA fit, and one partial row per year and chunk of the fields spanning
+chunks. Cached: the aggregate, the PCA fit and the writer read it."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 
+from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
-from aef_zonal.session import setting
-from aef_zonal.stages import aggregate
+from aef_zonal.session import cancelled_on, setting
 from aef_zonal.stages.assign import ChunkTasks
 from aef_zonal.udfs import spark as executor
+from aef_zonal.udfs.finish import Finish
+from aef_zonal.udfs.rows import Layout
 from aef_zonal.udfs.store import StoreInfo
-from aef_zonal.udfs.tasks import Reduction
+from aef_zonal.udfs.tasks import PARTIAL, ROWS, SKIPPED, Reduction
 
 # a few chunk tasks per Arrow batch (each reads 4 MiB per year), so reads spread over the
 # workers and the progress counter moves; later Arrow UDFs keep Spark's default batch size,
@@ -53,24 +57,47 @@ class Meter:
         )
 
 
-def reduction(o: Options, store: StoreInfo) -> Reduction:
+def finish(o: Options, store: StoreInfo) -> Finish:
+    """The statistics every field-year of the run gets (the reduce stage finishes some)."""
+    return Finish(store.quant, store.bands, tuple(o.stats), weighted=o.weighted)
+
+
+def reduction(o: Options, store: StoreInfo, layout: Layout, sample: float = 0.0) -> Reduction:
     return Reduction(
         store.grid,
         store.quant,
         store.bands,
-        aggregate.finish(o, store),
+        finish(o, store),
+        layout,
         rule=o.pixels,
         min_coverage=o.min_coverage,
+        sample=sample,
+        seed=o.seed,
     )
 
 
-def warm(spark, o: Options, store: StoreInfo) -> None:
+@dataclass(frozen=True)
+class Reduced:
+    """The reduce stage's table (udfs/schemas.py: reduced) and what it holds."""
+
+    df: object
+    finished: int  # field-years whose rows it holds
+    with_pixels: int  # of those, with a valid pixel
+    skipped: list  # chunks skipped as undecodable
+    cached: tuple
+
+    def of(self, kind: str, columns):
+        """Its rows of one kind, in these columns."""
+        return self.df.where(self.df.kind == kind).select(*columns)
+
+
+def warm(spark, o: Options, store: StoreInfo, layout: Layout) -> None:
     """Python workers started, and this run's reduction loaded into them, while the driver
     plans the stages before the reduce (the JVM's work there leaves the cores mostly idle);
     the reduce and aggregate stages then reuse these workers. A failure here is left to the
     reduce stage, which reports it."""
     n = max(1, spark.sparkContext.defaultParallelism - 1)  # a core left for the driver's jobs
-    body = executor.warm_partitions(reduction(o, store))
+    body = executor.warm_partitions(reduction(o, store, layout))
 
     def run():
         with contextlib.suppress(Exception):
@@ -79,14 +106,24 @@ def warm(spark, o: Options, store: StoreInfo) -> None:
     threading.Thread(target=run, name="aef-zonal warm-up", daemon=True).start()
 
 
-def reduce(spark, o: Options, store: StoreInfo, chunk_tasks: ChunkTasks, meter: Meter):
-    red = reduction(o, store)
+def reduce(
+    spark,
+    o: Options,
+    store: StoreInfo,
+    chunk_tasks: ChunkTasks,
+    meter: Meter,
+    layout: Layout,
+    sample: float,
+):
+    """`sample`: the probability with which a finished field-year's mean is drawn for the PCA
+    fit (0: no fit)."""
+    red = reduction(o, store, layout, sample)
     sc = spark.sparkContext
     counters = meter.counters
     n_tasks = max(chunk_tasks.tasks, 1)
     partitions = max(1, min(n_tasks, max(4 * sc.defaultParallelism, n_tasks // 32)))
     body = executor.reduce_partitions(o.access(), red, o.on_bad_chunk == "skip", counters)
-    partials = (
+    reduced = (
         chunk_tasks.df.repartitionByRange(partitions, "cy", "cx")
         .mapInArrow(body, from_arrow_schema(red.schema()))
         .persist()
@@ -97,16 +134,36 @@ def reduce(spark, o: Options, store: StoreInfo, chunk_tasks: ChunkTasks, meter: 
         cancelled_on(sc, lambda: errors.value),
     ):
         try:
-            n = partials.count()
+            by_kind = {
+                r.kind: r
+                for r in reduced.groupBy("kind")
+                .agg(
+                    F.count("*").alias("n"),
+                    F.sum("rows").alias("rows"),
+                    F.sum("with_pixels").alias("with_pixels"),
+                    F.sort_array(F.collect_set("skipped")).alias("skipped"),
+                )
+                .collect()
+            }
         except Exception:
             if not errors.value:
                 raise
         if errors.value:
-            partials.unpersist()
+            reduced.unpersist()
             raise JobError(failure(errors.value))
+    rows = by_kind.get(ROWS)
+    skipped = by_kind.get(SKIPPED)
     done = counters["chunk_reads"].value
-    return partials, {
-        "partials": n,
+    result = Reduced(
+        reduced,
+        rows.rows if rows else 0,
+        rows.with_pixels if rows else 0,
+        list(skipped.skipped) if skipped else [],
+        (reduced,),
+    )
+    return result, {
+        "partials": by_kind[PARTIAL].n if PARTIAL in by_kind else 0,
+        "field_years_finished_in_tasks": result.finished,
         "chunk_reads": done,
         "requests": counters["requests"].value,
         "requests_per_chunk": round(counters["requests"].value / max(done, 1), 3),
@@ -119,29 +176,3 @@ def failure(errors: list[str]) -> str:
     distinct = sorted(set(errors))
     more = len(distinct) - 1
     return distinct[0] + (f" (and {more} other chunk error(s))" if more else "")
-
-
-@contextlib.contextmanager
-def cancelled_on(sc, failed, every: float = 0.5):
-    """The block's Spark jobs in a job group of their own, cancelled as soon as `failed()` is
-    true: a worker's error reaches the driver when its task ends, and the run stops then rather
-    than after every other chunk. The thread's previous group is restored afterwards."""
-    group = f"aef-zonal-{threading.get_ident()}-{id(failed)}"
-    before = sc.getLocalProperty("spark.jobGroup.id")
-    sc.setLocalProperty("spark.jobGroup.id", group)
-    done = threading.Event()
-
-    def watch():
-        while not done.wait(every):
-            if failed():
-                sc.cancelJobGroup(group)
-                return
-
-    watcher = threading.Thread(target=watch, name="aef-zonal failure watch", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
-        sc.setLocalProperty("spark.jobGroup.id", before)

@@ -1,0 +1,258 @@
+"""The published rows: a field-year's columns from its field and its statistics, the change
+between its years, and the rows packed per (time, label) for the writer.
+
+Where the pixels are, the reduce stage builds the rows of the fields inside its chunk
+(udfs/tasks.py); the others' are built after the aggregate stage, from sql/50_output.sql's join
+of their field-years with their statistics. Both with `build`, so a column has one rule. The
+rows travel packed: each (time, label) group of a batch as one Arrow IPC message (`pack`), one
+value of a Spark row, so that the JVM moves and caches a few large values instead of every
+field-year's 64-number lists; the writer (udfs/parquet.py) and `ZonalStats.df` unpack them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from aef_zonal.udfs.grid import Grid, hilbert_key
+
+# made where the rows are written: from the mean and the run's PCA model (udfs/parquet.py)
+COLOURS = "pca_components"
+PARTITIONS = ("time", "label")
+REASONS = (
+    "null geometry",
+    "empty geometry",
+    "outside the store",
+    "chunk skipped (undecodable)",
+    "no valid pixel (all nodata)",
+    "no pixel inside (smaller than the pixel rule)",
+)
+# a packed group of rows: its partition, its rows, how many have a valid pixel, the IPC message
+PACKED = pa.schema(
+    [
+        ("time", pa.string()),
+        ("label", pa.string()),
+        ("rows", pa.int64()),
+        ("with_pixels", pa.int64()),
+        ("blob", pa.binary()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What every published row of a run is made from; built on the driver (jobs/dataset.py
+    gives the columns)."""
+
+    schema: pa.Schema  # the published columns in order, partition columns included
+    store: str  # source_store
+    grid: Grid
+    stats: tuple[str, ...]  # as asked (udfs/statistics.py's names)
+
+    @property
+    def packed(self) -> pa.Schema:
+        """A packed group's columns: all but the colours and the partition columns."""
+        return pa.schema([f for f in self.schema if f.name not in (COLOURS, *PARTITIONS)])
+
+    @property
+    def kept(self) -> list[str]:
+        """The input columns carried into every row: those between geometry and source_store."""
+        names = self.schema.names
+        return names[1 : names.index("source_store")]
+
+    @property
+    def change(self) -> bool:
+        return "change" in self.stats
+
+
+def time_value(year) -> pa.Array:
+    """The `time` partition value of each year: `YYYY-01-01` (jobs/dataset.py: time_value)."""
+    return pc.binary_join_element_wise(pc.cast(year, pa.string()), "-01-01", "")
+
+
+def build(fields: dict, stats: dict, layout: Layout) -> pa.RecordBatch:
+    """The rows of field-years: `fields` their field's columns (feature_id, year, geometry as
+    WKB, label, kept: a struct of the kept columns or None, xmin, ymin, xmax, ymax: null for a
+    null or empty geometry), `stats` their statistics' columns (udfs/schemas.py: statistics,
+    change and change_from when asked; a row without statistics null in all). In the columns of
+    `layout.packed`."""
+    g = layout.grid
+    n = len(fields["feature_id"])
+    geometry = fields["geometry"]
+    xmin, ymin, xmax, ymax = (doubles(fields[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+    has_box = ~np.isnan(xmin)
+    null_geometry = geometry.is_null().to_numpy(zero_copy_only=False)
+    empty = ~null_geometry & ~has_box
+    # where there is no box, any number: those values are masked
+    gx = np.floor((np.where(has_box, xmin, g.xmin) - g.xmin) / g.res)
+    gy = np.floor((g.ymax - np.where(has_box, ymax, g.ymax)) / g.res)
+    cx = np.where(has_box, (xmin + xmax) / 2, 0.0)
+    cy = np.where(has_box, (ymin + ymax) / 2, 0.0)
+    count = doubles(stats["count"])
+    inside = doubles(stats["inside"])
+    skipped = stats["skipped_chunks"]
+    n_skipped = pc.fill_null(pc.list_value_length(skipped), 0).to_numpy(zero_copy_only=False)
+    outside = (
+        (xmax <= g.xmin)
+        | (xmin >= g.xmin + g.width * g.res)
+        | (ymin >= g.ymax)
+        | (ymax <= g.ymax - g.height * g.res)
+    )
+    why = np.select(
+        [count > 0, null_geometry, empty, outside, n_skipped > 0, inside > 0],
+        [-1, 0, 1, 2, 3, 4],
+        5,
+    )
+    offsets = {
+        "global_x_offset": gx,
+        "global_y_offset": gy,
+        "local_x_offset": gx - np.floor(gx / g.shard) * g.shard,
+        "local_y_offset": gy - np.floor(gy / g.shard) * g.shard,
+    }
+    columns = {
+        "geometry": geometry,
+        "source_store": pa.array(np.full(n, layout.store, object), pa.string()),
+        **{k: pa.array(v.astype(np.int64), mask=~has_box) for k, v in offsets.items()},
+        "path": _paths(gx, gy, fields["year"], g, has_box),
+        "feature_id": fields["feature_id"],
+        "bbox": _boxes(xmin, ymin, xmax, ymax, null_geometry),
+        "hilbert_key": pa.array(hilbert_key(cx, cy), mask=~has_box),
+        "complete": pa.array(n_skipped == 0),
+        "reason": pa.DictionaryArray.from_arrays(
+            pa.array(np.maximum(why, 0), pa.int8(), mask=why < 0), pa.array(REASONS)
+        ).cast(pa.string()),
+        "count": pc.fill_null(stats["count"], 0),
+    }
+    if fields["kept"] is not None:
+        columns |= dict(zip(layout.kept, fields["kept"].flatten()))
+    for f in layout.packed:
+        if f.name not in columns:
+            columns[f.name] = stats[f.name]
+    return pa.RecordBatch.from_arrays(
+        [columns[f.name].cast(f.type) for f in layout.packed], schema=layout.packed
+    )
+
+
+def doubles(a: pa.Array) -> np.ndarray:
+    """float64 values, NaN where null."""
+    return pc.fill_null(pc.cast(a, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+
+
+def dense(lists: pa.Array) -> np.ndarray:
+    """[rows, width] of a column of equal-length lists of doubles, NaN in the null rows."""
+    valid = lists.is_valid().to_numpy(zero_copy_only=False)
+    values = lists.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
+    out = np.full((len(lists), len(values) // max(valid.sum(), 1)), np.nan)
+    if valid.any():
+        out[valid] = values.reshape(valid.sum(), -1)
+    return out
+
+
+def _boxes(xmin, ymin, xmax, ymax, null_geometry) -> pa.StructArray:
+    """Each geometry's bounds; NaN in all four for an empty geometry (no extent: no range filter
+    selects it), null for a null geometry."""
+    return pa.StructArray.from_arrays(
+        [pa.array(v) for v in (xmin, ymin, xmax, ymax)],
+        names=["xmin", "ymin", "xmax", "ymax"],
+        mask=pa.array(null_geometry),
+    )
+
+
+def _paths(gx, gy, years, g: Grid, has_box) -> pa.Array:
+    """The store key of the shard holding each field's top-left pixel; null off the store."""
+    prefix, sep = g.key_parts()
+    on = has_box & (gx >= 0) & (gy >= 0) & (gx < g.width) & (gy < g.height)
+    index = {y: t for t, y in enumerate(g.years)}
+    t = np.array([index.get(y, -1) for y in years.to_pylist()], np.int64)
+    parts = [
+        pa.array(v.astype(np.int64)).cast(pa.string()) for v in (t, gy // g.shard, gx // g.shard)
+    ]
+    path = pc.binary_join_element_wise(
+        prefix, parts[0], f"{sep}0{sep}", parts[1], sep, parts[2], ""
+    )
+    return pc.if_else(pa.array(on), path, pa.nulls(len(on), pa.string()))
+
+
+def change(
+    feature_id: np.ndarray, year: np.ndarray, count: np.ndarray, mean: np.ndarray, carry=None
+):
+    """statistics' `change` of rows sorted by feature_id, then year: 1 - the cosine similarity of
+    a row's mean with the mean of its field's latest earlier year with a valid pixel, and that
+    year; null where the row has no valid pixel or no such year. The sums run band by band in
+    order, as Spark's AGGREGATE over arrays does, so the values are the same to the last bit.
+    `carry`: (feature_id, year, mean) of the last valid row before these (rows of one field
+    may span batches). Returns (change, change_from, the carry for the next batch)."""
+    valid = np.flatnonzero(count > 0)
+    fid, yr, means = feature_id[valid], year[valid], mean[valid]
+    if carry is not None:
+        fid = np.r_[carry[0], fid]
+        yr = np.r_[carry[1], yr]
+        means = np.r_[carry[2][None], means]
+    later = np.flatnonzero(fid[1:] == fid[:-1]) + 1  # valid rows with an earlier valid year
+    a, b = means[later], means[later - 1]
+    dot = np.zeros(len(later))
+    aa, bb = dot.copy(), dot.copy()
+    for band in range(means.shape[1] if len(means) else 0):
+        dot = dot + a[:, band] * b[:, band]
+        aa = aa + a[:, band] * a[:, band]
+        bb = bb + b[:, band] * b[:, band]
+    rows = valid[later - (carry is not None)]
+    out = np.full(len(count), np.nan)
+    out[rows] = 1 - dot / np.sqrt(aa * bb)
+    since = np.zeros(len(count), np.int32)
+    since[rows] = yr[later - 1]
+    has = np.zeros(len(count), bool)
+    has[rows] = True
+    last = (fid[-1], yr[-1], means[-1]) if len(fid) else carry
+    return pa.array(out, mask=~has), pa.array(since, mask=~has), last
+
+
+def pack(batch: pa.RecordBatch, year: pa.Array, label: pa.Array) -> pa.RecordBatch:
+    """Rows in the packed columns as groups per (time, label) (PACKED), `year` and `label` each
+    row's. Each group is one IPC message (without schema: the readers know it), placed at an
+    8-byte boundary so that unpacking reads it in place."""
+    if not batch.num_rows:
+        return pa.RecordBatch.from_pylist([], schema=PACKED)
+    keys = pa.table({"year": year, "label": label})
+    order = pc.sort_indices(keys, [("year", "ascending"), ("label", "ascending")])
+    rows = batch.take(order)
+    keys = keys.take(order)
+    y = keys["year"].to_numpy()
+    lab = keys["label"].combine_chunks()
+    change_at = np.flatnonzero(
+        (y[1:] != y[:-1]) | pc.not_equal(lab[1:], lab[:-1]).to_numpy(zero_copy_only=False)
+    )
+    starts = np.r_[0, change_at + 1]
+    stops = np.r_[starts[1:], len(y)]
+    valid = rows.column("mean").is_valid().to_numpy(zero_copy_only=False)  # a valid pixel
+    messages = [rows.slice(a, b - a).serialize() for a, b in zip(starts, stops)]
+    offsets = np.zeros(len(messages) + 1, np.int32)
+    np.cumsum([m.size for m in messages], out=offsets[1:])
+    data = pa.py_buffer(b"".join(messages))
+    return pa.RecordBatch.from_arrays(
+        [
+            time_value(pa.array(y[starts])),
+            lab.take(pa.array(starts)),
+            pa.array(stops - starts, pa.int64()),
+            pa.array(np.add.reduceat(valid, starts) if len(starts) else [], pa.int64()),
+            pa.BinaryArray.from_buffers(
+                pa.binary(), len(messages), [None, pa.py_buffer(offsets), data]
+            ),
+        ],
+        schema=PACKED,
+    )
+
+
+def unpack(blobs: pa.BinaryArray, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The rows of packed groups (`pack`), read in place."""
+    _, offsets, data = blobs.buffers()
+    offsets = np.frombuffer(offsets, np.int32)[blobs.offset : blobs.offset + len(blobs) + 1]
+    for i in range(len(blobs)):
+        if blobs[i].is_valid:
+            yield pa.ipc.read_record_batch(
+                data.slice(offsets[i], offsets[i + 1] - offsets[i]), schema
+            )
