@@ -4,7 +4,7 @@ The aggregate SQL (sql/40_aggregate.sql) groups each field-year's partials from
 udfs/partials.py into lists; this module merges the lists and finishes the asked statistics
 (udfs/statistics.py's records), a batch of field-years at a time with numpy (vectorised, where
 Spark's array lambdas go element by element). A field inside one chunk is finished the same way
-by the reduce stage (udfs/tasks.py), from a list of one.
+by the reduce stage (udfs/tasks.py), from its one partial.
 """
 
 from __future__ import annotations
@@ -75,21 +75,29 @@ def merged(batch: pa.RecordBatch, f: Finish) -> statistics.Merged:
 
 
 def finish_batch(batch: pa.RecordBatch, f: Finish) -> pa.RecordBatch:
-    m = merged(batch, f)
+    col = batch.column
+    return finished(merged(batch, f), f, col("feature_id"), col("year"), col("skipped_chunks"))
+
+
+def finished(
+    m: statistics.Merged, f: Finish, feature_id, year, skipped_chunks: pa.Array
+) -> pa.RecordBatch:
+    """The statistics of merged field-years (f.schema()): those asked, finished by their
+    records."""
     ok = m.n > 0
     values = []
     for s in statistics.finished(f.records):
         v = s.finish(m)
         values.append(rows_as_lists(v, ok) if s.per_band else pa.array(v))
-    col = batch.column
+    num = pa.float64() if f.weighted else pa.int64()
     return pa.RecordBatch.from_arrays(
         [
-            col("feature_id"),
-            col("year"),
-            col("count"),
-            col("inside"),
+            pa.array(feature_id, pa.int64()),
+            pa.array(year, pa.int32()),
+            pa.array(m.n, num),
+            pa.array(m.inside, num),
             *values,
-            col("skipped_chunks"),
+            skipped_chunks,
         ],
         schema=f.schema(),
     )

@@ -166,8 +166,8 @@ def _paths(gx, gy, years, g: Grid, has_box) -> pa.Array:
     """The store key of the shard holding each field's top-left pixel; null off the store."""
     prefix, sep = g.key_parts()
     on = has_box & (gx >= 0) & (gy >= 0) & (gx < g.width) & (gy < g.height)
-    index = {y: t for t, y in enumerate(g.years)}
-    t = np.array([index.get(y, -1) for y in years.to_pylist()], np.int64)
+    stored = np.asarray(g.years)
+    t = np.argsort(stored)[np.searchsorted(np.sort(stored), years.to_numpy(zero_copy_only=False))]
     parts = [
         pa.array(v.astype(np.int64)).cast(pa.string()) for v in (t, gy // g.shard, gx // g.shard)
     ]
@@ -211,18 +211,26 @@ def change(
     return pa.array(out, mask=~has), pa.array(since, mask=~has), last
 
 
-def pack(batch: pa.RecordBatch, year: pa.Array, label: pa.Array) -> pa.RecordBatch:
+def grouping(year: pa.Array, label: pa.Array) -> pa.Array:
+    """The order that groups rows by (time, label), as `pack` takes them."""
+    keys = pa.table({"year": year, "label": label})
+    return pc.sort_indices(keys, [("year", "ascending"), ("label", "ascending")])
+
+
+def pack(batch: pa.RecordBatch, year: pa.Array, label: pa.Array, grouped=False) -> pa.RecordBatch:
     """Rows in the packed columns as groups per (time, label) (PACKED), `year` and `label` each
-    row's. Each group is one IPC message (without schema: the readers know it), placed at an
-    8-byte boundary so that unpacking reads it in place."""
+    row's (`grouped`: the rows are in `grouping`'s order already). Each group is one IPC message
+    (without schema: the readers know it), placed at an 8-byte boundary so that unpacking reads
+    it in place."""
     if not batch.num_rows:
         return pa.RecordBatch.from_pylist([], schema=PACKED)
-    keys = pa.table({"year": year, "label": label})
-    order = pc.sort_indices(keys, [("year", "ascending"), ("label", "ascending")])
-    rows = batch.take(order)
-    keys = keys.take(order)
-    y = keys["year"].to_numpy()
-    lab = keys["label"].combine_chunks()
+    if grouped:
+        rows = batch
+    else:
+        order = grouping(year, label)
+        rows, year, label = batch.take(order), year.take(order), label.take(order)
+    y = year.to_numpy(zero_copy_only=False)
+    lab = label
     change_at = np.flatnonzero(
         (y[1:] != y[:-1]) | pc.not_equal(lab[1:], lab[:-1]).to_numpy(zero_copy_only=False)
     )

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
-from aef_zonal.udfs import pca_model, rows, schemas
-from aef_zonal.udfs.finish import Finish, finish_batch
+from aef_zonal.udfs import finish, pca_model, rows, schemas, statistics
+from aef_zonal.udfs.finish import Finish
 from aef_zonal.udfs.grid import Grid
 from aef_zonal.udfs.partials import (
     Partials,
@@ -156,12 +156,10 @@ class Planned:
     def reduce(self, red: Reduction, out: Gathered):
         """The partial sums of the task's spanning fields and the rows of its whole ones, for
         each year they ask for, into `out`."""
-        stats_schema = red.finish.schema()
         for year, (asked, active, future) in self.reads.items():
-            whole = asked & self.whole
+            whole = np.flatnonzero(asked & self.whole)
             if future is None:  # no pixel of any of its fields this year
-                at = np.flatnonzero(whole)
-                out.whole(self, at, year, _no_stats(stats_schema, len(at)))
+                out.whole(self, whole, year, None, None)
                 continue
             data, skipped = future.result(), None
             if data is None:  # undecodable and skipped on request: its fields say so
@@ -169,115 +167,91 @@ class Planned:
                 skipped = red.grid.chunk_name(red.grid.time_index(year), *self.key)
                 out.skipped.append(skipped)
             p = self._partials(red, active, data)
-            inside = p.inside > 0
-            out.partial(self, p, np.flatnonzero(~self.whole & inside), year, skipped)
-            done = np.flatnonzero(whole & inside)
-            out.whole(self, done, year, _finished(self.ids[done], year, p, done, skipped, red))
-            empty = np.flatnonzero(whole & ~inside)
-            out.whole(self, empty, year, _no_stats(stats_schema, len(empty)))
-        out.close_task()
-
-
-def _no_stats(schema: pa.Schema, n: int) -> pa.RecordBatch:
-    """Statistics of field-years without a pixel inside: none (the rows say why)."""
-    return pa.RecordBatch.from_arrays([pa.nulls(n, f.type) for f in schema], schema=schema)
-
-
-def _finished(ids, year, p: Partials, at, skipped, red: Reduction) -> pa.RecordBatch:
-    """The statistics of fields with all their pixels in this chunk, finished as the aggregate
-    stage finishes the others (udfs/finish.py), from a list of one partial each."""
-    n = len(at)
-    one = pa.array(np.arange(n + 1, dtype=np.int32))  # each row a list of one partial
-    num = pa.float64() if red.weighted else pa.int64()
-    sums = pa.float64() if red.weighted or red.quant.floats else pa.int64()
-    extreme = pa.float64() if red.quant.floats else pa.int64()
-
-    def listed(name, typ):
-        if name in ("umin", "umax") and not red.extremes:
-            return pa.nulls(n, pa.list_(pa.list_(typ)))
-        return pa.ListArray.from_arrays(
-            one, schemas.rows_as_lists(getattr(p, name)[at]).cast(pa.list_(typ))
-        )
-
-    keys, counts = _sparse(p.hist, at, red.weighted)
-    lists = pa.RecordBatch.from_pydict(
-        {
-            "feature_id": pa.array(ids, pa.int64()),
-            "year": pa.array(np.full(n, year, np.int32)),
-            "count": pa.array(p.count[at], num),
-            "inside": pa.array(p.inside[at], num),
-            "l1": listed("s1", sums),
-            "l2": listed("s2", sums),
-            "lmin": listed("umin", extreme),
-            "lmax": listed("umax", extreme),
-            "hkeys": keys,
-            "hcounts": counts,
-            "skipped_chunks": pa.ListArray.from_arrays(
-                one if skipped else pa.array(np.zeros(n + 1, np.int32)),
-                pa.array([skipped] * n if skipped else [], pa.string()),
-            ),
-        }
-    )
-    return finish_batch(lists, red.finish)
+            out.partial(self, p, np.flatnonzero(~self.whole & (p.inside > 0)), year, skipped)
+            out.whole(self, whole, year, p, skipped)
 
 
 class Gathered:
-    """What tasks gave, gathered until a batch is full: partial sums, published rows with the
-    year and label of each, the sample of means, skipped chunks."""
+    """What tasks gave, gathered until a batch is full: partial sums of the spanning fields; the
+    whole field-years (their field's row in the task, year, and their sums where they have a
+    pixel inside), finished and built into rows a batch at a time; skipped chunks."""
 
     def __init__(self, red: Reduction):
         self.red = red
+        self.extremes, self.histograms = red.extremes, red.histograms
         self.clear()
 
     def clear(self):
         self.partials: dict[str, list] = collections.defaultdict(list)
-        self.rows: list[tuple[pa.RecordBatch, pa.Array, pa.Array]] = []
-        self.samples: list[pa.RecordBatch] = []
+        self.tasks: list[pa.StructArray] = []  # each task's fields
+        self.at: list[np.ndarray] = []  # per task and year: its whole fields among all tasks'
+        self.years: list[np.ndarray] = []
+        self.inside: list[np.ndarray] = []  # each: has a pixel inside
+        self.sums: dict[str, list] = collections.defaultdict(list)  # of those with one
         self.skipped: list[str] = []
-        self.size = 0  # partial and published rows
-        self._whole: list[tuple] = []  # the current task's whole field-years
+        self.size = 0  # partial and whole rows
+        self._base = 0  # the current task's first field among all tasks'
+
+    def _sums(self, into: dict, task: Planned, p: Partials, at: np.ndarray, year: int, skipped):
+        into["feature_id"].append(task.ids[at])
+        into["year"].append(np.full(len(at), year, np.int32))
+        for name in ("count", "inside", "s1", "s2") + (("umin", "umax") if self.extremes else ()):
+            into[name].append(getattr(p, name)[at])
+        if self.histograms:
+            keys, counts = _sparse(p.hist, at, self.red.weighted)
+            into["hkeys"].append(keys)
+            into["hcounts"].append(counts)
+        into["skipped"].append(np.full(len(at), skipped, object))
 
     def partial(self, task: Planned, p: Partials, at: np.ndarray, year: int, skipped):
+        if len(at):
+            self._sums(self.partials, task, p, at, year, skipped)
+            self.size += len(at)
+
+    def whole(self, task: Planned, at: np.ndarray, year: int, p: Partials | None, skipped):
+        """Whole fields `at` of a task, in `year`; `p`: the task's sums (None: nothing read)."""
         if not len(at):
             return
-        part = self.partials
-        part["feature_id"].append(pa.array(task.ids[at], pa.int64()))
-        part["year"].append(pa.array(np.full(len(at), year, np.int32)))
-        for name in ("count", "inside"):
-            part[name].append(pa.array(getattr(p, name)[at]))
-        for name in SUMS:
-            # min/max not asked for: null, so no 2 x 64 int64 a row reach the JVM
-            if name in ("s1", "s2") or self.red.extremes:
-                part[name].append(schemas.rows_as_lists(getattr(p, name)[at]))
-        keys, counts = _sparse(p.hist, at, self.red.weighted)
-        part["hkeys"].append(keys)
-        part["hcounts"].append(counts)
-        part["skipped"].append(pa.array([skipped] * len(at), pa.string()))
+        inside = p.inside[at] > 0 if p is not None else np.zeros(len(at), bool)
+        if not self.tasks or self.tasks[-1] is not task.fields:
+            self._base += len(self.tasks[-1]) if self.tasks else 0
+            self.tasks.append(task.fields)
+        self.at.append(self._base + at)
+        self.years.append(np.full(len(at), year, np.int32))
+        self.inside.append(inside)
+        if inside.any():
+            self._sums(self.sums, task, p, at[inside], year, skipped)
         self.size += len(at)
 
-    def whole(self, task: Planned, at: np.ndarray, year: int, stats: pa.RecordBatch):
-        if len(at):
-            self._whole.append((task.fields.take(pa.array(at)), year, stats))
-
-    def close_task(self):
-        """The task's whole field-years as published rows (and a sample of their means),
-        ordered by field and year: `change` takes each field's years in order."""
-        if not self._whole:
-            return
+    def _rows(self):
+        """The whole field-years as published rows grouped by (year, label), the year and label
+        of each, and their means drawn for the PCA fit."""
         red = self.red
-        fields = pa.concat_arrays([f for f, _, _ in self._whole])
-        year = np.concatenate([np.full(len(f), y, np.int32) for f, y, _ in self._whole])
-        stats = pa.Table.from_batches([s for _, _, s in self._whole])
-        self._whole = []
-        order = np.lexsort((year, fields.field("feature_id").to_numpy()))
-        fields, year = fields.take(pa.array(order)), year[order]
-        stats = stats.take(pa.array(order))
-        columns = {k: c.combine_chunks() for k, c in zip(stats.column_names, stats.columns)}
+        field = np.concatenate(self.at)
+        year = np.concatenate(self.years)
+        inside = np.concatenate(self.inside)
+        done = finished(self.sums, red)
+        # the statistics row of each field-year; null where it has no pixel inside
+        stat = np.zeros(len(year), np.int64)
+        stat[inside] = np.arange(inside.sum())
+        every = pa.chunked_array(self.tasks)
+        labels = pa.concat_arrays([t.field("label") for t in self.tasks]).take(pa.array(field))
+        # in the order pack groups them: no copy of the built rows there
+        order = rows.grouping(pa.array(year), labels).to_numpy()
+        fields = every.take(pa.array(field[order])).combine_chunks()
+        year = year[order]
         ids = fields.field("feature_id").to_numpy()
+        stats = done.take(pa.array(stat[order], mask=~inside[order]))
+        columns = dict(zip(stats.schema.names, stats.columns))
         count = rows.doubles(columns["count"])
-        if red.layout.change:
-            means = rows.dense(columns["mean"])
-            columns["change"], columns["change_from"], _ = rows.change(ids, year, count, means)
+        if red.layout.change:  # each field's years together, in order
+            by = np.lexsort((year, ids))
+            back = np.empty_like(by)
+            back[by] = np.arange(len(by))
+            change, since, _ = rows.change(
+                ids[by], year[by], count[by], rows.dense(columns["mean"])[by]
+            )
+            columns["change"], columns["change_from"] = change.take(back), since.take(back)
         f = {
             "feature_id": fields.field("feature_id"),
             "year": pa.array(year),
@@ -286,44 +260,81 @@ class Gathered:
             "kept": fields.field("kept"),
             **{k: fields.field(k) for k in ("xmin", "ymin", "xmax", "ymax")},
         }
-        self.rows.append((rows.build(f, columns, red.layout), f["year"], f["label"]))
-        self.size += len(year)
+        built = rows.build(f, columns, red.layout)
+        sample = None
         if red.sample:
-            at = pa.array(
-                np.flatnonzero((count > 0) & pca_model.drawn(ids, year, red.seed, red.sample))
+            drawn = (count > 0) & pca_model.drawn(ids, year, red.seed, red.sample)
+            take = pa.array(np.flatnonzero(drawn))
+            sample = pa.RecordBatch.from_pydict(
+                {
+                    "feature_id": f["feature_id"].take(take),
+                    "year": f["year"].take(take),
+                    "mean": columns["mean"].take(take),
+                }
             )
-            self.samples.append(
-                pa.RecordBatch.from_pydict(
-                    {
-                        "feature_id": f["feature_id"].take(at),
-                        "year": f["year"].take(at),
-                        "mean": columns["mean"].take(at),
-                    }
-                )
-            )
+        return built, f["year"], f["label"], sample
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The gathered output as batches of the reduce schema; then empty again."""
         red, schema = self.red, self.red.schema()
-        if self.rows:
-            built = _one([b for b, _, _ in self.rows])
-            years = pa.concat_arrays([y for _, y, _ in self.rows])
-            labels = pa.concat_arrays([lab for _, _, lab in self.rows])
-            yield _union(schema, ROWS, rows.pack(built, years, labels))
-        if any(b.num_rows for b in self.samples):
-            yield _union(schema, SAMPLE, _one(self.samples))
+        if self.at:
+            built, years, labels, sample = self._rows()
+            yield _union(schema, ROWS, rows.pack(built, years, labels, grouped=True))
+            if sample is not None and sample.num_rows:
+                yield _union(schema, SAMPLE, sample)
         if self.partials:
-            n = sum(len(a) for a in self.partials["feature_id"])
-            cols = {
-                f.name: pa.concat_arrays([a.cast(f.type) for a in self.partials[f.name]])
-                if self.partials[f.name]
-                else pa.nulls(n, f.type)
-                for f in schemas.partials(red.weighted, red.quant.floats)
-            }
+            part = self.partials
+            n = sum(len(a) for a in part["feature_id"])
+            cols = {}
+            for f in schemas.partials(red.weighted, red.quant.floats):
+                if f.name in ("hkeys", "hcounts") and self.histograms:
+                    cols[f.name] = pa.concat_arrays(part[f.name]).cast(f.type)
+                elif f.name in ("hkeys", "hcounts"):
+                    cols[f.name] = pa.ListArray.from_arrays(
+                        pa.array(np.zeros(n + 1, np.int32)), pa.array([], f.type.value_type)
+                    )
+                elif f.name not in part:  # min/max not asked for: null, no 2 x 64 int64 a row
+                    cols[f.name] = pa.nulls(n, f.type)
+                elif pa.types.is_list(f.type):
+                    cols[f.name] = schemas.rows_as_lists(np.concatenate(part[f.name])).cast(f.type)
+                else:
+                    cols[f.name] = pa.array(np.concatenate(part[f.name]), f.type)
             yield _union(schema, PARTIAL, pa.RecordBatch.from_pydict(cols))
         if self.skipped:
             yield _union(schema, SKIPPED, pa.RecordBatch.from_pydict({"skipped": self.skipped}))
         self.clear()
+
+
+def finished(sums: dict[str, list], red: Reduction) -> pa.RecordBatch:
+    """The statistics of whole field-years from their one partial each, finished as the
+    aggregate stage finishes the others (udfs/finish.py)."""
+    fin = red.finish
+    if not sums:
+        return pa.RecordBatch.from_pylist([], schema=fin.schema())
+    col = {
+        k: pa.concat_arrays(v) if k in ("hkeys", "hcounts") else np.concatenate(v)
+        for k, v in sums.items()
+    }
+    merged = statistics.Merged(
+        red.quant,
+        red.weighted,
+        col["count"],
+        col["inside"],
+        col["s1"],
+        col["s2"],
+        levels=[s.level for s in fin.records if s.level is not None],
+        **({"umin": col["umin"], "umax": col["umax"]} if "umin" in col else {}),
+        **({"hkeys": col["hkeys"], "hcounts": col["hcounts"]} if fin.histograms else {}),
+    )
+    names = pa.array(col["skipped"], pa.string())
+    return finish.finished(merged, fin, col["feature_id"], col["year"], _listed(names))
+
+
+def _listed(names: pa.Array) -> pa.Array:
+    """A list per row: [name], or [] where the name is null."""
+    offsets = np.zeros(len(names) + 1, np.int32)
+    np.cumsum(names.is_valid().to_numpy(zero_copy_only=False), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), names.drop_null())
 
 
 def _one(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
