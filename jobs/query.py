@@ -80,6 +80,23 @@ def write_single_file(df, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def show(df, limit: int) -> None:
+    """The answer's first `limit` rows as Spark prints a table, then how many rows it has (Spark's
+    own "only showing top N rows" does not say); computed once, for both."""
+    df = df.persist()
+    try:
+        total = df.count()
+        df.limit(limit).show(limit, truncate=60)
+        more = (
+            f" ({limit} shown: --limit N for more, --to FILE.parquet for all)"
+            if total > limit
+            else ""
+        )
+        print(f"{total:,} row{'' if total == 1 else 's'}{more}")
+    finally:
+        df.unpersist()
+
+
 def parse_args(argv):
     from aef_zonal import config
 
@@ -145,7 +162,7 @@ def main(argv=None) -> int:
             rows = pq.read_metadata(args.to).num_rows
             print(f"[aef-zonal] wrote {rows} rows to {args.to}")
         else:
-            df.show(20 if args.limit is None else args.limit, truncate=60)
+            show(df, 20 if args.limit is None else args.limit)
     except PySparkException as e:  # a user's SQL: show Spark's message, not a traceback
         print(f"aef-zonal sql: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 2
