@@ -67,7 +67,7 @@ def rgba(gdf) -> np.ndarray:
     return colors
 
 
-def save_png(fig, path: str) -> None:
+def save_png(fig, path: str, settings: dict | None = None) -> None:
     """Save as a 256-colour PNG: a few times smaller than matplotlib's RGBA and alike to the eye."""
     import io
 
@@ -82,10 +82,15 @@ def save_png(fig, path: str) -> None:
     Image.open(buf).convert("RGB").quantize(
         256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     ).save(png, "PNG", optimize=True)
-    fs, where = filesystem.arrow_fs(path)  # --to may be beside an s3:// output
+    write_file(path, png.getvalue(), settings)
+
+
+def write_file(path: str, data: bytes, settings: dict | None = None) -> None:
+    """`data` at `path`: a local file, or beside an s3:// output (its --conf's endpoint and keys)."""
+    fs, where = filesystem.arrow_fs(path, settings)
     fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(where) as f:
-        f.write(png.getvalue())
+        f.write(data)
 
 
 def _degrees(axis, hemi: tuple[str, str]):
@@ -106,7 +111,7 @@ def _nice_km(km: float) -> float:
     return max(m * exp for m in (1, 2, 5) if m * exp <= km)
 
 
-def plot_map(gdf, year: int, path: str) -> None:
+def plot_map(gdf, year: int, path: str, settings: dict | None = None) -> None:
     import matplotlib.pyplot as plt
     import shapely
     from matplotlib.patches import Patch
@@ -169,10 +174,12 @@ def plot_map(gdf, year: int, path: str) -> None:
         "(R, G, B = PC1, PC2, PC3)",
         fontsize=11,
     )
-    save_png(fig, path)
+    save_png(fig, path, settings)
 
 
-def plot_pca(gdf, model: dict, year: int, path: str, sample: int, seed: int) -> None:
+def plot_pca(
+    gdf, model: dict, year: int, path: str, sample: int, seed: int, settings: dict | None = None
+) -> None:
     import matplotlib.pyplot as plt
     from matplotlib import patheffects
     from matplotlib.colors import LinearSegmentedColormap
@@ -235,7 +242,7 @@ def plot_pca(gdf, model: dict, year: int, path: str, sample: int, seed: int) -> 
         "colour = (PC1, PC2, PC3) as RGB, shading = density, labels at their median",
         fontsize=11,
     )
-    save_png(fig, path)
+    save_png(fig, path, settings)
 
 
 def parse_args(argv):
@@ -277,8 +284,16 @@ def main(argv=None) -> int:
                 f"no field of {year} in {args.out} has a valid pixel: nothing to plot"
             )
         to = args.to or filesystem.join(args.out, "_plots", str(year))
-        plot_map(gdf, year, filesystem.join(to, "map.png"))
-        plot_pca(gdf, model, year, filesystem.join(to, "pca.png"), args.sample, args.seed)
+        plot_map(gdf, year, filesystem.join(to, "map.png"), args.settings)
+        plot_pca(
+            gdf,
+            model,
+            year,
+            filesystem.join(to, "pca.png"),
+            args.sample,
+            args.seed,
+            args.settings,
+        )
     except OutputError as e:
         print(f"aef-zonal plot: error: {e}", file=sys.stderr)
         return 2

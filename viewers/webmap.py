@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aef_zonal import dataset
+from aef_zonal import config, dataset, filesystem
 from aef_zonal.dataset import OutputError
 from aef_zonal.query import output_years
 from aef_zonal.viewers.plot import NO_PIXEL as NO_PIXEL_RGBA
+from aef_zonal.viewers.plot import write_file
 
 DECK_VERSION = "9.4.0"
 # the npm packages whose standalone bundle the page inlines (their tarballs, as `npm pack` names
@@ -34,15 +35,17 @@ MAX_FIELDS = 200_000
 COLUMNS = ["geometry", "feature_id", "label", "count", "pca_components"]
 
 
-def read_fields(out, year: int, bbox=None):
-    """pyarrow Table of one year's fields (COLUMNS), optionally only those whose bbox meets `bbox`."""
+def read_fields(out, year: int, bbox=None, settings: dict | None = None):
+    """pyarrow Table of one year's fields (COLUMNS), optionally only those whose bbox meets `bbox`;
+    `settings`: a --conf's spark.hadoop.fs.s3a.* keys for an s3:// output."""
     import pyarrow.dataset as ds
 
-    years = output_years(out)
+    years = output_years(out, settings)
     if year not in years:
         raise OutputError(f"year {year} is not in {out}; it has {', '.join(map(str, years))}")
-    folder = Path(out) / dataset.year_folder(year)
-    data = ds.dataset(folder, format="parquet", partitioning="hive")
+    fs, root = filesystem.arrow_fs(str(out), settings)
+    folder = filesystem.join(root, dataset.year_folder(year))
+    data = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
     missing = set(COLUMNS + ["bbox"]) - set(data.schema.names)
     if missing:
         raise OutputError(
@@ -327,7 +330,7 @@ def parse_args(argv):
         help="basemap tile URL template with {z}/{x}/{y} "
         "(e.g. an OpenStreetMap tile server); the page then loads tiles from it",
     )
-    return p.parse_args(argv)
+    return config.parse_with_settings(p, argv)
 
 
 def main(argv=None) -> int:
@@ -338,18 +341,17 @@ def main(argv=None) -> int:
         if args.max_fields < 1:
             raise OutputError(f"--max-fields {args.max_fields}: give a positive number")
         bbox = parse_bbox(args.bbox) if args.bbox else None
-        year = args.year or output_years(args.out)[-1]
-        table, note = thin(read_fields(args.out, year, bbox), args.max_fields, args.seed)
-        text = page(table, year, note, args.tiles)
-        to = Path(args.to or Path(args.out) / "_plots" / str(year) / "map.html")
-        to.parent.mkdir(parents=True, exist_ok=True)
-        to.write_text(text, encoding="utf-8")
+        year = args.year or output_years(args.out, args.settings)[-1]
+        table, note = thin(
+            read_fields(args.out, year, bbox, args.settings), args.max_fields, args.seed
+        )
+        data = page(table, year, note, args.tiles).encode()
+        to = args.to or filesystem.join(args.out, "_plots", str(year), "map.html")
+        write_file(to, data, args.settings)
     except OutputError as e:
         print(f"aef-zonal map: error: {e}", file=sys.stderr)
         return 2
     if note:
         print(f"[aef-zonal] {note}")
-    print(
-        f"[aef-zonal] wrote {to} ({table.num_rows:,} fields, {year}, {to.stat().st_size / 1e6:.1f} MB)"
-    )
+    print(f"[aef-zonal] wrote {to} ({table.num_rows:,} fields, {year}, {len(data) / 1e6:.1f} MB)")
     return 0
