@@ -55,6 +55,14 @@ class OutputError(ValueError):
     raises it as a JobError."""
 
 
+def exists(shown: str) -> OutputError:
+    """The refusal of an output folder that holds something, for --mode error."""
+    return OutputError(
+        f"output {shown} already exists; choose another --out, pass --mode overwrite to "
+        "replace it or --mode add to replace only this run's partitions"
+    )
+
+
 def columns(stats: list[str]) -> set[str]:
     """The columns an output of these statistics writes besides the kept input columns (each
     statistic's, udfs/statistics.py)."""

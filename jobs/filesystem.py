@@ -33,16 +33,24 @@ def is_url(path: str) -> bool:
     )
 
 
+def local_path(url: str) -> str | None:
+    """The path on this machine of a plain path or `file:` URL; None for another filesystem."""
+    if is_url(url) and not str(url).startswith("file:"):
+        return None
+    return urlsplit(str(url)).path if str(url).startswith("file:") else str(url)
+
+
 def local_rows(path: str) -> int | None:
     """Rows of a local Parquet file or folder, from its footers alone; None for another
     filesystem or what pyarrow cannot read (the fields stage then says what is wrong)."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    if is_url(path) and not str(path).startswith("file:"):
+    local = local_path(path)
+    if local is None:
         return None
     try:
-        return ds.dataset(urlsplit(str(path)).path, format="parquet").count_rows()
+        return ds.dataset(local, format="parquet").count_rows()
     except (OSError, ValueError, pa.ArrowException):
         return None
 

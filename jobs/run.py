@@ -180,6 +180,7 @@ class ZonalStats:
 def run(o: Options) -> dict:
     """`aef-zonal run`: the rows computed and written to --out, refused before any stage when
     --out cannot take them."""
+    output.check_local(o)
     job = ZonalStats(o)
     try:
         target, kept = output.check(job.spark, o, o.out, o.mode)

@@ -38,11 +38,7 @@ class Output:
         if not self._present():
             return None
         if self.mode == "error":
-            raise dataset.OutputError(
-                f"output {self.shown} already exists; choose another --out, pass --mode "
-                "overwrite to replace it or --mode add to replace only this run's "
-                "partitions"
-            )
+            raise dataset.exists(self.shown)
         if self.mode == "overwrite":
             return None
         report = filesystem.join(self.out, dataset.REPORT)

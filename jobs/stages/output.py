@@ -6,11 +6,13 @@ allows: a staging folder renamed into place (local, HDFS) or S3A's magic committ
 from __future__ import annotations
 
 import contextlib
+import os
 
 from pyproj import CRS
 from pyspark.sql import functions as F
 
 from aef_zonal import dataset, filesystem, redaction, writer
+from aef_zonal.commit import LEFTOVERS
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.report import versions
@@ -19,6 +21,19 @@ from aef_zonal.stages import fields
 from aef_zonal.udfs import pca_model
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
+
+
+def check_local(o: Options) -> None:
+    """An existing local --out refused (--mode error) before Spark starts, which takes seconds;
+    an output on another filesystem is checked once the session is up (`check`)."""
+    path = filesystem.local_path(o.out)
+    if o.mode != "error" or path is None or not os.path.exists(path):
+        return
+    if os.path.isdir(path) and all(n.startswith(LEFTOVERS) for n in os.listdir(path)):
+        return
+    raise JobError(
+        str(dataset.exists(redaction.redact(o.out, redaction.secret_values(o.settings))))
+    )
 
 
 def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict | None]:
