@@ -135,7 +135,9 @@ class ZonalStats:
             self._field_years = chain(
                 "field_years", assign.field_years, spark, fields_.df, store.grid, self.years
             )
-            meter = reduce.Meter(spark.sparkContext, tasks.reads, fields_.field_years)
+            meter = reduce.Meter(
+                spark.sparkContext, tasks.reads, fields_.field_years, tasks.field_years
+            )
             partials = chain("reduce", reduce.reduce, spark, o, store, tasks, meter, meter=meter)
             stats = chain("aggregate", aggregate.aggregate, spark, o, store, partials)
             self.model = chain("pca", pca.pca, o, stats.df, stats.with_pixels, kept_model)

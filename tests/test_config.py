@@ -100,9 +100,9 @@ class _SC:
         return _Acc(next(self.values, value))
 
 
-def _meter(sc, reads, mb, fy, reads_total, fy_total):
+def _meter(sc, reads, mb, fy, reads_total, fy_total, with_chunks=None):
     sc.values = iter([reads, 0, mb * 1e6, fy])  # chunk_reads, requests, bytes, field_years
-    return Meter(sc, reads_total, fy_total)
+    return Meter(sc, reads_total, fy_total, with_chunks)
 
 
 def test_progress_line_counts_rate_and_time_left():
