@@ -186,6 +186,22 @@ class Hadoop:
             finally:
                 stream.close()
 
+    def size(self, url: str) -> int:
+        with self._errors(url, "read"):
+            fs, path = self._fs(url)
+            return int(fs.getFileStatus(path).getLen())
+
+    def read_range(self, url: str, offset: int, length: int) -> bytes:
+        """`length` bytes of a file from `offset` (the range within the file): one ranged read."""
+        with self._errors(url, "read"):
+            fs, path = self._fs(url)
+            stream = fs.open(path)
+            try:
+                stream.seek(offset)
+                return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream, length))
+            finally:
+                stream.close()
+
     def write_text(self, url: str, text: str) -> None:
         with self._errors(url, "write"):
             fs, path = self._fs(url)

@@ -13,8 +13,8 @@ from aef_zonal.udfs.pixels import RULES
 
 EXAMPLES = """examples:
   aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/result
-  aef-zonal run --store s3://bucket/aef/v1.zarr --s3-region us-west-2 --fields fields.parquet \\
-      --out out/iowa --years 2023 2024 2025 --stats count,mean,std,p50
+  aef-zonal run --store s3://bucket/aef/v1.zarr --s3-region us-west-2 --fields fields.gpkg \\
+      --layer parcels --out out/iowa --years 2023 2024 2025 --stats count,mean,std,p50
   aef-zonal run --conf my.toml --out out/more --mode add     # settings from a file (see conf/)
   aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/change \\
       --pixels fraction --min-coverage 0.5 --stats count,mean,median,change --keep-columns all
@@ -25,6 +25,7 @@ EXAMPLES = """examples:
 class Options:
     store: str
     fields: object  # a path or URL, or a Spark DataFrame (the API)
+    layer: str | None  # a GeoPackage's layer (None: its only one)
     out: str | None  # None: the API's run, written by ZonalStats.write
     years: list[int] | None  # None: every year of the store
     master: str | None
@@ -129,10 +130,10 @@ def parser(d: dict) -> argparse.ArgumentParser:
         "--fields",
         metavar="FILE",
         default=job["fields"] or None,
-        help="the field polygons: GeoParquet (a file or a folder of files), a path or URL. "
-        "They need an integer feature_id and Polygon/MultiPolygon geometries; label, "
-        "score_mean, score_std and a time or year column are optional; the CRS is taken "
-        "from the file",
+        help="the field polygons: GeoParquet (a file or a folder of files), GeoPackage "
+        "(--layer), Shapefile, GeoJSON or FlatGeobuf; a path or URL. They need an integer "
+        "feature_id and Polygon/MultiPolygon geometries; label, score_mean, score_std and a "
+        "time or year column are optional; the CRS is taken from the file",
     )
     needed.add_argument(
         "--out",
@@ -146,6 +147,12 @@ def parser(d: dict) -> argparse.ArgumentParser:
         "--conf",
         metavar="FILE",
         help="TOML file over conf/defaults.toml (same layout); options here win",
+    )
+    opts.add_argument(
+        "--layer",
+        metavar="NAME",
+        default=job["layer"] or None,
+        help="the GeoPackage layer holding the fields (default: its only feature layer)",
     )
     opts.add_argument(
         "--years",
@@ -250,6 +257,7 @@ def build(
     store,
     fields,
     out=None,
+    layer=None,
     years=None,
     master=None,
     stats=None,
@@ -313,6 +321,7 @@ def build(
     return Options(
         store=str(store),
         fields=fields if not isinstance(fields, os.PathLike) else str(fields),
+        layer=layer or job["layer"] or None,
         out=None if out is None else str(out),
         years=list(years or job["years"]) or None,
         master=master,

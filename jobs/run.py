@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 
-from aef_zonal import config, filesystem, options, redaction, report, session
+from aef_zonal import config, filesystem, formats, options, redaction, report, session
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.stages import aggregate, assign, change, fields, output, pca, reduce
@@ -26,6 +26,7 @@ def zonal_stats(
     fields,
     store: str | None = None,
     *,
+    layer: str | None = None,
     years: list[int] | None = None,
     stats: str | list[str] | None = None,
     pixels: str | None = None,
@@ -49,8 +50,9 @@ def zonal_stats(
 
     fields: a Spark DataFrame (a `geometry` column -- a Sedona geometry, WKB bytes or WKT text;
         an integer `feature_id`; optional `label`, `score_mean`, `score_std`, a `time`/`year`
-        column and any columns to keep) or the path/URL of a GeoParquet file or folder. A
-        DataFrame's CRS is its geometries' SRID, or the store's when they have none.
+        column and any columns to keep) or the path/URL of a GeoParquet file or folder, a
+        GeoPackage (`layer`), Shapefile, GeoJSON or FlatGeobuf file. A DataFrame's CRS is its
+        geometries' SRID, or the store's when they have none.
     store: the Zarr store: a path, s3://bucket/prefix or https://host/path.
     The other keywords are `aef-zonal run`'s options of the same name (`aef-zonal run --help`);
     None takes the default of conf/defaults.toml, or of the `conf` file over it.
@@ -66,6 +68,7 @@ def zonal_stats(
         config.load(conf),
         store=store,
         fields=fields,
+        layer=layer,
         years=years,
         stats=stats,
         pixels=pixels,
@@ -194,7 +197,13 @@ def run(o: Options) -> dict:
 
 def start(o: Options, spark=None):
     """The store described (its grid and quantisation), the years to reduce, the Spark session
-    and whether the run started it."""
+    and whether the run started it. A local fields file is looked at first: one of another
+    format is refused before the JVM starts."""
+    if isinstance(o.fields, str) and filesystem.local_path(o.fields) is not None:
+        try:
+            formats.identify(o.fields, o.layer, formats.LocalFiles())
+        except formats.FormatError as e:
+            raise JobError(str(e)) from None
     try:
         store = zstore.describe(o.access())
     except zstore.StoreError as e:

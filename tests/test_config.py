@@ -186,7 +186,9 @@ def test_command_line_help_marks_what_is_required_and_its_examples_run_on(capsys
     text = capsys.readouterr().out
     assert text.startswith("usage: aef-zonal run --store URL --fields FILE --out DIR [options]")
     assert text.index("required (") < text.index("  --store URL") < text.index("options:")
-    assert "integer feature_id" in text and "the CRS is taken from the file" in text
+    flat = " ".join(text.split())
+    assert "GeoPackage (--layer), Shapefile, GeoJSON or FlatGeobuf" in flat
+    assert "integer feature_id" in flat and "the CRS is taken from the file" in flat
     # every example is one shell command: a line that goes on ends with a backslash
     commands = options.EXAMPLES.split("\n", 1)[1].replace("\\\n", " ").splitlines()
     assert all(c.lstrip().startswith("aef-zonal run ") for c in commands), commands

@@ -495,7 +495,7 @@ def test_s3_bad_input_is_named_and_nothing_written(s3, s3conf, s3_fields, tmp_pa
             Bucket="results", Key="in/notes.parquet", Body=b"plain text, not Parquet"
         )
         fields = "s3://results/in/notes.parquet"
-        expect = [f"cannot read {fields} as GeoParquet"]
+        expect = [f'{fields} is a text file (first line: "plain text, not Parquet")']
     else:
         fields = "s3://results/in/none.parquet"
         expect = [f"fields file {fields} does not exist"]

@@ -91,7 +91,8 @@ def test_year_column_types(spark, sample, tmp_path, column, values):
     fields[column] = values
     path = tmp_path / "f.parquet"
     fields.to_parquet(path)
-    df, year_column = fields_stage.load(fields_stage.read(spark, str(path)), str(path), None)
+    given = spark.read.format("geoparquet").load(str(path))
+    df, year_column = fields_stage.load(given, str(path), None)
     assert year_column == column
     got = [r.layer_year for r in df.orderBy("feature_id").collect()]
     assert got == [2024, 2025, 2024]
