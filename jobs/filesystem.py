@@ -176,13 +176,14 @@ class Hadoop:
             return bool(fs.exists(path) and fs.getFileStatus(path).isDirectory())
 
     def read_text(self, url: str) -> str:
+        return self.read_bytes(url).decode("utf-8")
+
+    def read_bytes(self, url: str) -> bytes:
         with self._errors(url, "read"):
             fs, path = self._fs(url)
             stream = fs.open(path)
             try:
-                return self._jvm.org.apache.commons.io.IOUtils.toString(
-                    stream, self._jvm.java.nio.charset.StandardCharsets.UTF_8
-                )
+                return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
             finally:
                 stream.close()
 
@@ -203,11 +204,14 @@ class Hadoop:
                 stream.close()
 
     def write_text(self, url: str, text: str) -> None:
+        self.write_bytes(url, text.encode())
+
+    def write_bytes(self, url: str, data: bytes) -> None:
         with self._errors(url, "write"):
             fs, path = self._fs(url)
             stream = fs.create(path, True)
             try:
-                stream.write(bytearray(text.encode()))
+                stream.write(bytearray(data))
             finally:
                 stream.close()
 

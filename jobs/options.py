@@ -39,6 +39,7 @@ class Options:
     year_column: str | None
     skip_missing_years: bool
     mode: str
+    rows_without_pixels: str  # listed: beside the data (dataset.WITHOUT_PIXELS); inline: in it
     on_bad_chunk: str
     s3_region: str | None
     s3_endpoint: str | None
@@ -228,6 +229,14 @@ def parser(d: dict) -> argparse.ArgumentParser:
         "replace only the time/label partitions this run writes (add)",
     )
     opts.add_argument(
+        "--rows-without-pixels",
+        choices=dataset.ROWS_WITHOUT_PIXELS,
+        default=job["rows_without_pixels"],
+        help="field-years without a valid pixel: kept out of the data and listed with their "
+        f"reason in OUT/{dataset.WITHOUT_PIXELS}/ (listed, default), or also kept in the data "
+        "as rows with count = 0, null statistics and the reason (inline)",
+    )
+    opts.add_argument(
         "--on-bad-chunk",
         choices=("fail", "skip"),
         default=job["on_bad_chunk"],
@@ -270,6 +279,7 @@ def build(
     year_column=None,
     skip_missing_years=False,
     mode="error",
+    rows_without_pixels=None,
     on_bad_chunk=None,
     s3_region=None,
     s3_endpoint=None,
@@ -308,6 +318,12 @@ def build(
         )
     if mode not in writer.MODES:
         raise JobError(f"mode '{mode}': choose among {list(writer.MODES)}")
+    rows_without_pixels = rows_without_pixels or job["rows_without_pixels"]
+    if rows_without_pixels not in dataset.ROWS_WITHOUT_PIXELS:
+        raise JobError(
+            f"rows_without_pixels '{rows_without_pixels}': choose among "
+            f"{list(dataset.ROWS_WITHOUT_PIXELS)}"
+        )
     on_bad_chunk = job["on_bad_chunk"] if on_bad_chunk is None else on_bad_chunk
     if on_bad_chunk not in ("fail", "skip"):
         raise JobError(f"on_bad_chunk '{on_bad_chunk}': choose fail or skip")
@@ -335,6 +351,7 @@ def build(
         year_column=year_column,
         skip_missing_years=bool(skip_missing_years),
         mode=mode,
+        rows_without_pixels=rows_without_pixels,
         on_bad_chunk=on_bad_chunk,
         s3_region=s3_region or st["region"] or None,
         s3_endpoint=s3_endpoint or st["endpoint"] or None,

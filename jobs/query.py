@@ -1,4 +1,5 @@
-"""aef-zonal sql: Spark SQL with Sedona's functions over an aef-zonal output, as a view `fields`.
+"""aef-zonal sql: Spark SQL with Sedona's functions over an aef-zonal output, as a view `fields`
+(and its field-years without a valid pixel as the view `without_pixels`).
 
 The view is read with Sedona's GeoParquet source over the whole folder, so `time` and `label`
 are partition columns: `WHERE time = '2024-01-01'` reads only that year's files (EXPLAIN shows
@@ -40,9 +41,13 @@ def output_years(out, settings: dict | None = None) -> list[int]:
 
 
 def register(spark, out, settings: dict | None = None) -> None:
-    """Register the view `fields` over the output folder."""
+    """Register the view `fields` over the output folder, and `without_pixels` over its
+    dataset.WITHOUT_PIXELS table where it has one."""
     output_years(out, settings)
     spark.read.format("geoparquet").load(str(out)).createOrReplaceTempView("fields")
+    listed = filesystem.join(str(out), dataset.WITHOUT_PIXELS)
+    if filesystem.Hadoop(spark).exists(listed):
+        spark.read.parquet(listed).createOrReplaceTempView("without_pixels")
 
 
 def query(spark, out, text: str, settings: dict | None = None):
@@ -103,12 +108,14 @@ def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="aef-zonal sql",
         description="Run Spark SQL (with Apache Sedona's ST_ functions) over an aef-zonal output, "
-        "registered as the view `fields` (partition columns time, label).",
+        "registered as the view `fields` (partition columns time, label); its field-years "
+        f"without a valid pixel ({dataset.WITHOUT_PIXELS}/) are the view `without_pixels` "
+        "(feature_id, time, label, reason).",
         epilog='example: aef-zonal sql out/result "SELECT label, COUNT(*) AS n FROM fields '
         "WHERE time = '2024-01-01' GROUP BY label ORDER BY label\"",
     )
     p.add_argument("out", help="output folder of `aef-zonal run` (a path or a URL: s3://, hdfs://)")
-    p.add_argument("query", help="a Spark SQL query over the view `fields`")
+    p.add_argument("query", help="a Spark SQL query over the views `fields`, `without_pixels`")
     p.add_argument(
         "--to",
         metavar="FILE.parquet",

@@ -37,6 +37,7 @@ def zonal_stats(
     seed: int | None = None,
     year_column: str | None = None,
     skip_missing_years: bool = False,
+    rows_without_pixels: str | None = None,
     on_bad_chunk: str | None = None,
     s3_region: str | None = None,
     s3_endpoint: str | None = None,
@@ -79,6 +80,7 @@ def zonal_stats(
         seed=seed,
         year_column=year_column,
         skip_missing_years=skip_missing_years,
+        rows_without_pixels=rows_without_pixels,
         on_bad_chunk=on_bad_chunk,
         s3_region=s3_region,
         s3_endpoint=s3_endpoint,
@@ -109,7 +111,10 @@ class ZonalStats:
     """One run of the job in a Spark session.
 
     df: the output rows as a Spark DataFrame, with the columns the GeoParquet holds (`time` and
-        `label` included); lazily evaluated over the run's cached tables.
+        `label` included); lazily evaluated over the run's cached tables. The field-years with
+        a valid pixel (every one with rows_without_pixels="inline").
+    without_pixels: the field-years without a valid pixel (feature_id, time, label, reason), as
+        _without_pixels lists them.
     report: what _run.json holds so far (after `write()`, all of it).
     """
 
@@ -120,7 +125,7 @@ class ZonalStats:
             "start spark", start, o, spark
         )
         self._chain.sc = self.spark.sparkContext
-        self.df = self.model = self._field_years = self._stats = None
+        self.df = self.without_pixels = self.model = self._field_years = self._stats = None
         reduce.warm(self.spark, o, self.store)
 
     @property
@@ -147,7 +152,8 @@ class ZonalStats:
             self._stats = stats.df
             if "change" in o.stats:
                 self._stats = chain("change", change.change, spark, stats.df)
-            self.df = output.rows(spark, o, store, self._field_years, self._stats, self.model)
+            rows = output.rows(spark, o, store, self._field_years, self._stats, self.model)
+            self.df, self.without_pixels = output.split(o, rows)
 
     def write(self, out: str | os.PathLike, mode: str = "error") -> dict:
         """Publish the rows at `out` (a path or URL: local, HDFS, s3://) as the command line
@@ -160,15 +166,19 @@ class ZonalStats:
 
     def _write(self, target, kept_model: dict | None) -> dict:
         o, chain = self.options, self._chain
-        model, rows = self.model, self.df
+        model, rows, without = self.model, self.df, self.without_pixels
         if kept_model is not None and not o.pca_model and kept_model != model:
             model = kept_model
-            rows = output.rows(self.spark, o, self.store, self._field_years, self._stats, model)
+            rows, without = output.split(
+                o, output.rows(self.spark, o, self.store, self._field_years, self._stats, model)
+            )
         settings = session.job_settings(self.spark, o.settings, self._owned)
         with settings, output.staged(target):
-            chain("write", output.write, self.store, rows, model, target)
+            covered = chain("write", output.write, self.store, rows, without, model, target)
             command = " ".join(sys.argv) if o.out is not None else "aef_zonal.zonal_stats"
-            return output.commit(o, target, chain.report, chain.seconds, self.years, command)
+            return output.commit(
+                o, target, covered, chain.report, chain.seconds, self.years, command
+            )
 
     def close(self):
         """Release the run's cached tables (`df` is then recomputed if used again). A session the

@@ -22,7 +22,7 @@ from aef_zonal import config, dataset, filesystem
 from aef_zonal.dataset import OutputError
 from aef_zonal.query import output_years
 from aef_zonal.viewers.plot import NO_PIXEL as NO_PIXEL_RGBA
-from aef_zonal.viewers.plot import write_file
+from aef_zonal.viewers.plot import listed_without_pixels, write_file
 
 DECK_VERSION = "9.4.0"
 # the npm packages whose standalone bundle the page inlines (their tarballs, as `npm pack` names
@@ -136,8 +136,11 @@ def _b64(a: np.ndarray) -> str:
     ).decode()
 
 
-def page(table, year: int, note: str | None = None, tiles: str | None = None) -> str:
-    """The HTML text of the map of `table` (read_fields' columns)."""
+def page(
+    table, year: int, note: str | None = None, tiles: str | None = None, not_drawn: int = 0
+) -> str:
+    """The HTML text of the map of `table` (read_fields' columns); `not_drawn`: the year's
+    fields without a valid pixel listed beside the data, said in the legend."""
     import pyarrow.compute as pc
     import shapely
 
@@ -159,6 +162,8 @@ def page(table, year: int, note: str | None = None, tiles: str | None = None) ->
         "year": year,
         "n": table.num_rows,
         "empty": empty,
+        "not_drawn": not_drawn,
+        "listed_in": dataset.WITHOUT_PIXELS + "/",
         "note": note,
         "tiles": tiles,
         "origin": origin.tolist(),
@@ -281,6 +286,8 @@ document.getElementById("legend").innerHTML =
   `<span class="sw" style="background:#0f0"></span>PC2 ` +
   `<span class="sw" style="background:#00f"></span>PC3, each scaled to [0, 1]<br>` +
   `<span class="sw" style="background:${grey}"></span>no valid pixel (${M.empty.toLocaleString("en")} fields)<br>` +
+  (M.not_drawn ? `${M.not_drawn.toLocaleString("en")} fields without a valid pixel, not drawn ` +
+                 `(listed in ${html(M.listed_in)})<br>` : "") +
   (M.note ? html(M.note) + "<br>" : "") + `hover a field for its feature_id, label and count`;
 """
 
@@ -342,10 +349,12 @@ def main(argv=None) -> int:
             raise OutputError(f"--max-fields {args.max_fields}: give a positive number")
         bbox = parse_bbox(args.bbox) if args.bbox else None
         year = args.year or output_years(args.out, args.settings)[-1]
-        table, note = thin(
-            read_fields(args.out, year, bbox, args.settings), args.max_fields, args.seed
-        )
-        data = page(table, year, note, args.tiles).encode()
+        given = read_fields(args.out, year, bbox, args.settings)
+        # with --bbox, the listed fields' extent is unknown: not counted
+        listed = set() if bbox else listed_without_pixels(args.out, year, args.settings)
+        not_drawn = len(listed - set(given["feature_id"].to_pylist()))
+        table, note = thin(given, args.max_fields, args.seed)
+        data = page(table, year, note, args.tiles, not_drawn).encode()
         to = args.to or filesystem.join(args.out, "_plots", str(year), "map.html")
         write_file(to, data, args.settings)
     except OutputError as e:
