@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     import pyarrow.parquet as pq
     from pyspark.errors import PySparkException
 
-    from aef_zonal.session import spark_session
+    from aef_zonal.session import setting, spark_session
 
     spark, _ = spark_session(args.master, args.verbose, args.settings)
     if (
@@ -163,7 +163,9 @@ def main(argv=None) -> int:
     try:
         df = query(spark, args.out, args.query, args.settings)
         if args.explain:
-            df.explain()
+            # the whole lists of pushed and partition filters, which Spark cuts at 100 characters
+            with setting(spark, "spark.sql.maxMetadataStringLength", 10_000):
+                df.explain()
         elif args.to:
             write_single_file(df if args.limit is None else df.limit(args.limit), Path(args.to))
             rows = pq.read_metadata(args.to).num_rows
