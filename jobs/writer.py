@@ -38,11 +38,7 @@ class Output:
         if not self._present():
             return None
         if self.mode == "error":
-            raise dataset.OutputError(
-                f"output {self.shown} already exists; choose another --out, pass --mode "
-                "overwrite to replace it or --mode add to replace only this run's "
-                "partitions"
-            )
+            raise dataset.exists(self.shown)
         if self.mode == "overwrite":
             return None
         report = filesystem.join(self.out, dataset.REPORT)
@@ -63,6 +59,11 @@ class Output:
 
     def read_text(self, rel: str) -> str:
         return self.fs.read_text(filesystem.join(self.out, rel))
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        """A small file of the output as it is (before this run commits), None if absent."""
+        url = filesystem.join(self.out, rel)
+        return self.fs.read_bytes(url) if self.fs.exists(url) else None
 
     def write(self, df, crs_projjson: str):
         """The partitions, sorted by Hilbert key within each file. Rebalanced rather than
@@ -86,20 +87,25 @@ class Output:
         )
 
     def written(self):
-        """What this run wrote, as a DataFrame with its partition columns."""
+        """What this run wrote, as a DataFrame with its partition columns; None when it wrote no
+        row (every field-year without a valid pixel, listed beside the data)."""
         base, files = self._data
-        return self.spark.read.option("basePath", base).parquet(*files)
+        return self.spark.read.option("basePath", base).parquet(*files) if files else None
 
     def save_text(self, rel: str, text: str):
-        self.fs.write_text(self.strategy.small_file(rel), text)
+        self.save_bytes(rel, text.encode())
 
-    def commit(self, report: dict):
+    def save_bytes(self, rel: str, data: bytes):
+        self.fs.write_bytes(self.strategy.small_file(rel), data)
+
+    def commit(self, report: dict, covered: set[tuple[str, str]] = frozenset()):
         """_run.json (this run) and _runs/<time>.json (kept across --mode add runs), then the
-        dataset committed: from here on readers see only this run's files where it wrote."""
+        dataset committed: from here on readers see only this run's files where it wrote (and,
+        with add, in the `covered` (time, label) partitions of its field-years)."""
         text = json.dumps(report, indent=2)
         self.save_text(dataset.archived_report(), text)
         self.save_text(dataset.REPORT, text)
-        self.strategy.commit(add=self.mode == "add")
+        self.strategy.commit(add=self.mode == "add", covered=covered)
 
     def abort(self):
         if self.strategy is not None:
