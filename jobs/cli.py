@@ -91,14 +91,44 @@ def _sql(argv) -> int:
     return query.main(argv)
 
 
-COMMANDS = {"sample": _sample, "run": _run, "plot": _plot, "map": _map, "sql": _sql}
-USAGE = """usage: aef-zonal {sample,run,plot,map,sql} ... | --version
+def _similar(argv) -> int:
+    from aef_zonal.answers import commands
+
+    return commands.similar_main(argv)
+
+
+def _cluster(argv) -> int:
+    from aef_zonal.answers import commands
+
+    return commands.cluster_main(argv)
+
+
+def _probe(argv) -> int:
+    from aef_zonal.answers import commands
+
+    return commands.probe_main(argv)
+
+
+COMMANDS = {
+    "sample": _sample,
+    "run": _run,
+    "plot": _plot,
+    "map": _map,
+    "sql": _sql,
+    "similar": _similar,
+    "cluster": _cluster,
+    "probe": _probe,
+}
+USAGE = """usage: aef-zonal {sample,run,plot,map,sql,similar,cluster,probe} ... | --version
 
   sample OUT_DIR          write the built-in AEF-layout sample store and fields
   run --store URL --fields FILE --out DIR [--years Y ...] [--master M]
   plot OUT [--year YYYY] [--to DIR]       map.png and pca.png of one year
   map OUT [--year YYYY] [--to FILE.html]  interactive map, one HTML file, no network
   sql OUT "SELECT ... FROM fields" [--to FILE.parquet]   Spark SQL + Sedona
+  similar OUT --like FEATURE_ID [--year Y] [--k 10]   the most similar field-years
+  cluster OUT --k K --to DIR [--by COLUMN]   k-means, written with a cluster column
+  probe OUT [--label-column label] [--year Y]   a linear probe against the baseline
 
 example:
   aef-zonal sample out/sample

@@ -19,9 +19,10 @@ from aef_zonal import dataset, filesystem
 from aef_zonal.dataset import OutputError
 
 
-def output_years(out, settings: dict | None = None) -> list[int]:
-    """Years present in an aef-zonal output folder (time=YYYY-01-01/label=…/*.parquet), local or
-    on any filesystem pyarrow reads (s3:// with the settings' spark.hadoop.fs.s3a.* keys)."""
+def data_files(out, settings: dict | None = None) -> tuple[object, dict[str, int]]:
+    """The pyarrow filesystem of an aef-zonal output folder (local, or on any filesystem pyarrow
+    reads: s3:// with the settings' spark.hadoop.fs.s3a.* keys) and its data files
+    (time=YYYY-01-01/label=…/*.parquet), each with its year."""
     import pyarrow.fs as pafs
 
     fs, path = filesystem.arrow_fs(str(out), settings)
@@ -31,20 +32,31 @@ def output_years(out, settings: dict | None = None) -> list[int]:
         files = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     except OSError as e:
         raise OutputError(f"cannot list {out}: {e}") from None
-    years = {dataset.data_year(f.path[len(path) :].strip("/")) for f in files} - {None}
-    years = sorted(years)
-    if not years:
+    years = {f.path: dataset.data_year(f.path[len(path) :].strip("/")) for f in files}
+    found = {f: y for f, y in years.items() if y is not None}
+    if not found:
         raise OutputError(
             f"{out} is not an aef-zonal output: it has no {dataset.PARTITIONS_TEXT} partitions"
         )
-    return years
+    return fs, found
+
+
+def output_years(out, settings: dict | None = None) -> list[int]:
+    """Years present in an aef-zonal output folder."""
+    return sorted(set(data_files(out, settings)[1].values()))
+
+
+def read(spark, out, settings: dict | None = None):
+    """The output folder as a DataFrame (Sedona's GeoParquet source: `time` and `label` are
+    partition columns), refused when it is not an aef-zonal output."""
+    output_years(out, settings)
+    return spark.read.format("geoparquet").load(str(out))
 
 
 def register(spark, out, settings: dict | None = None) -> None:
     """Register the view `fields` over the output folder, and `without_pixels` over its
     dataset.WITHOUT_PIXELS table where it has one."""
-    output_years(out, settings)
-    spark.read.format("geoparquet").load(str(out)).createOrReplaceTempView("fields")
+    read(spark, out, settings).createOrReplaceTempView("fields")
     listed = filesystem.join(str(out), dataset.WITHOUT_PIXELS)
     if filesystem.Hadoop(spark).exists(listed):
         spark.read.parquet(listed).createOrReplaceTempView("without_pixels")

@@ -1,6 +1,6 @@
 """docs/notebook.ipynb, executed (nbclient + ipykernel) on the test sample so that it cannot rot:
-the API in the kernel's own Spark session, then the analysis of what it wrote; and kept without
-outputs in git."""
+the API in the kernel's own Spark session, then the analysis of what it wrote and what it answers
+(similar, cluster, probe); and kept without outputs in git."""
 
 from __future__ import annotations
 
@@ -53,7 +53,13 @@ def test_notebook_runs_the_api_and_reads_its_output(sample, job_out, tmp_path, m
         k for o in outputs if o.output_type in ("display_data", "execute_result") for k in o.data
     ]
     assert kinds.count("image/png") == 2 and "text/html" in kinds
-    assert any("<iframe srcdoc=" in o.data.get("text/html", "") for o in outputs if "data" in o)
+    frames = [o.data.get("text/html", "") for o in outputs if "data" in o]
+    assert sum("<iframe srcdoc=" in f for f in frames) == 2  # the map, then the clusters' map
+    # what the output answers, through the API
+    assert "field-years compared" in text and "k-means of" in text
+    probe = re.search(r"accuracy ([\d.]+) \(balanced [\d.]+\), majority baseline ([\d.]+)", text)
+    assert probe and float(probe.group(1)) > float(probe.group(2)), text
+    assert (tmp_path / "notebook-clusters" / "_SUCCESS").exists()
 
 
 # The published AEF field dataset's notebook, as its readers run it on an output (the issue's

@@ -33,11 +33,16 @@ NPM_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "npm"
 NO_PIXEL = tuple(round(255 * c) for c in NO_PIXEL_RGBA[:3])  # map.png's grey
 MAX_FIELDS = 200_000
 COLUMNS = ["geometry", "feature_id", "label", "count", "pca_components"]
+COLOURS = ("pca", "cluster")
+# the clusters' colours: matplotlib's tab10 without its grey (the no-pixel colour is grey), then
+# hues a golden angle apart
+TAB10 = ("1f77b4", "ff7f0e", "2ca02c", "d62728", "9467bd", "8c564b", "e377c2", "bcbd22", "17becf")
 
 
-def read_fields(out, year: int, bbox=None, settings: dict | None = None):
-    """pyarrow Table of one year's fields (COLUMNS), optionally only those whose bbox meets `bbox`;
-    `settings`: a --conf's spark.hadoop.fs.s3a.* keys for an s3:// output."""
+def read_fields(out, year: int, bbox=None, colour: str = "pca", settings: dict | None = None):
+    """pyarrow Table of one year's fields (COLUMNS, and `cluster` when colouring by it),
+    optionally only those whose bbox meets `bbox`; `settings`: a --conf's
+    spark.hadoop.fs.s3a.* keys for an s3:// output."""
     import pyarrow.dataset as ds
 
     years = output_years(out, settings)
@@ -46,7 +51,13 @@ def read_fields(out, year: int, bbox=None, settings: dict | None = None):
     fs, root = filesystem.arrow_fs(str(out), settings)
     folder = filesystem.join(root, dataset.year_folder(year))
     data = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
-    missing = set(COLUMNS + ["bbox"]) - set(data.schema.names)
+    columns = COLUMNS + (["cluster"] if colour == "cluster" else [])
+    if colour == "cluster" and "cluster" not in data.schema.names:
+        raise OutputError(
+            f"{folder} has no cluster column: `aef-zonal cluster {out} --k K --to DIR` writes "
+            "one, then draw DIR"
+        )
+    missing = set(columns + ["bbox"]) - set(data.schema.names)
     if missing:
         raise OutputError(
             f"{folder} is not an aef-zonal output: column(s) {sorted(missing)} missing"
@@ -59,7 +70,7 @@ def read_fields(out, year: int, bbox=None, settings: dict | None = None):
         where = (
             (b("xmin") <= xmax) & (b("xmax") >= xmin) & (b("ymin") <= ymax) & (b("ymax") >= ymin)
         )
-    return data.to_table(columns=COLUMNS, filter=where)
+    return data.to_table(columns=columns, filter=where)
 
 
 def thin(table, max_fields: int, seed: int):
@@ -117,6 +128,33 @@ def field_colours(pca) -> np.ndarray:
     return rgb
 
 
+def cluster_palette(k: int) -> np.ndarray:
+    """uint8 RGB of clusters 0 … k-1."""
+    import colorsys
+
+    rgb = [tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in TAB10[:k]]
+    for i in range(len(rgb), k):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.381966) % 1.0, 0.75, 0.85)
+        rgb.append((round(255 * r), round(255 * g), round(255 * b)))
+    return np.asarray(rgb, np.uint8).reshape(-1, 3)
+
+
+def cluster_colours(clusters) -> tuple[np.ndarray, np.ndarray, list]:
+    """(uint8 RGB per field by its cluster, NO_PIXEL where it has none; the clusters as int32
+    with -1 for none; the legend's [rgb, text] per cluster)."""
+    import pyarrow as pa
+
+    clusters = clusters.combine_chunks() if isinstance(clusters, pa.ChunkedArray) else clusters
+    ids = np.asarray(clusters.fill_null(-1), dtype=np.int32)
+    k = int(ids.max()) + 1 if len(ids) else 0
+    palette = cluster_palette(k)
+    rgb = np.tile(np.asarray(NO_PIXEL, np.uint8), (len(ids), 1))
+    rgb[ids >= 0] = palette[ids[ids >= 0]]
+    sizes = np.bincount(ids[ids >= 0], minlength=k)
+    key = [[palette[c].tolist(), f"cluster {c}: {sizes[c]:,} fields"] for c in range(k)]
+    return rgb, ids, key
+
+
 def bundle(package: str) -> str:
     """The standalone bundle dist.min.js of an npm package of deck.gl, read from its tarball."""
     cache = NPM_CACHE
@@ -139,8 +177,10 @@ def _b64(a: np.ndarray) -> str:
 def page(
     table, year: int, note: str | None = None, tiles: str | None = None, not_drawn: int = 0
 ) -> str:
-    """The HTML text of the map of `table` (read_fields' columns); `not_drawn`: the year's
-    fields without a valid pixel listed beside the data, said in the legend."""
+    """The HTML text of the map of `table` (read_fields' columns): fields in their
+    pca_components colour, or their cluster's when the table has a `cluster` column;
+    `not_drawn`: the year's fields without a valid pixel listed beside the data, said in the
+    legend."""
     import pyarrow.compute as pc
     import shapely
 
@@ -156,7 +196,11 @@ def page(
     origin = (lo + hi) / 2
     labels = pc.dictionary_encode(table["label"].combine_chunks())
     count = table["count"].to_numpy(zero_copy_only=False)
-    rgb = field_colours(table["pca_components"])
+    key = clusters = None
+    if "cluster" in table.column_names:
+        rgb, clusters, key = cluster_colours(table["cluster"])
+    else:
+        rgb = field_colours(table["pca_components"])
     empty = int((count == 0).sum())
     meta = {
         "year": year,
@@ -178,6 +222,8 @@ def page(
         "feature_id": _b64(table["feature_id"].to_numpy().astype(np.int64)),
         "count": _b64(count.astype(np.float64)),
         "label": _b64(labels.indices.to_numpy().astype(np.int32)),
+        "key": key,
+        "cluster": None if clusters is None else _b64(clusters),
     }
     scripts = "\n".join(
         f"<script>{bundle(b)}</script>" for b in (TILE_BUNDLES if tiles else BUNDLES)
@@ -230,6 +276,7 @@ const rgb = new Uint8Array(bytes(M.rgb));
 const ids = new BigInt64Array(bytes(M.feature_id));
 const counts = new Float64Array(bytes(M.count));
 const labels = new Int32Array(bytes(M.label));
+const clusters = M.cluster ? new Int32Array(bytes(M.cluster)) : null;
 const nv = positions.length / 2;
 // one colour per vertex, as deck.gl's binary polygons take it
 const colours = new Uint8Array(nv * 4);
@@ -261,7 +308,8 @@ function html(s) { return String(s).replace(/[&<>"]/g, c => "&#" + c.charCodeAt(
 function tooltip({layer, index}) {
   if (!layer || layer.id !== "fields" || index < 0) return null;
   return {html: `feature_id <b>${ids[index]}</b><br>label <b>${html(M.labels[labels[index]])}</b><br>` +
-                `count <b>${counts[index]}</b> pixels<br>year <b>${M.year}</b>`};
+                `count <b>${counts[index]}</b> pixels<br>year <b>${M.year}</b>` +
+                (clusters ? `<br>cluster <b>${clusters[index] < 0 ? "none" : clusters[index]}</b>` : "")};
 }
 const [x0, y0, x1, y1] = M.bounds;
 const view = new deck.WebMercatorViewport({width: window.innerWidth, height: window.innerHeight})
@@ -279,16 +327,18 @@ window.aefDeck = new deck.Deck({
   onError: e => console.error(e),
 });
 const grey = `rgb(${M.grey.join(",")})`;
+const swatch = c => `<span class="sw" style="background:${c}"></span>`;
 document.getElementById("legend").innerHTML =
   `<b>${M.n.toLocaleString("en")} fields, ${M.year}</b><br>` +
-  `colour = PCA(3) of the field's mean embedding:<br>` +
-  `<span class="sw" style="background:#f00"></span>PC1 ` +
-  `<span class="sw" style="background:#0f0"></span>PC2 ` +
-  `<span class="sw" style="background:#00f"></span>PC3, each scaled to [0, 1]<br>` +
-  `<span class="sw" style="background:${grey}"></span>no valid pixel (${M.empty.toLocaleString("en")} fields)<br>` +
+  (M.key ? `colour = k-means cluster of the field's mean embedding:<br>` +
+           M.key.map(([c, text]) => swatch(`rgb(${c.join(",")})`) + html(text) + "<br>").join("")
+         : `colour = PCA(3) of the field's mean embedding:<br>` +
+           `${swatch("#f00")}PC1 ${swatch("#0f0")}PC2 ${swatch("#00f")}PC3, each scaled to [0, 1]<br>`) +
+  `${swatch(grey)}no valid pixel (${M.empty.toLocaleString("en")} fields)<br>` +
   (M.not_drawn ? `${M.not_drawn.toLocaleString("en")} fields without a valid pixel, not drawn ` +
                  `(listed in ${html(M.listed_in)})<br>` : "") +
-  (M.note ? html(M.note) + "<br>" : "") + `hover a field for its feature_id, label and count`;
+  (M.note ? html(M.note) + "<br>" : "") +
+  `hover a field for its feature_id, label, count${clusters ? " and cluster" : ""}`;
 """
 
 
@@ -308,7 +358,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="aef-zonal map",
         description="Write one year of an aef-zonal output as one self-contained interactive HTML "
-        "map (deck.gl, WebGL): fields in their pca_components colour, hover for "
+        "map (deck.gl, WebGL): fields in their pca_components colour (or their cluster's, "
+        "--color cluster), hover for "
         "feature_id, label and count. Opens from disk with no network.",
         epilog="example: aef-zonal map out/result --year 2024 --to out/map.html",
     )
@@ -332,6 +383,13 @@ def parse_args(argv):
     )
     p.add_argument("--seed", type=int, default=42, help="sampling seed for --max-fields")
     p.add_argument(
+        "--color",
+        choices=COLOURS,
+        default="pca",
+        help="fill each field with its pca_components (default) or its cluster's colour (the "
+        "output of `aef-zonal cluster`)",
+    )
+    p.add_argument(
         "--tiles",
         metavar="URL",
         help="basemap tile URL template with {z}/{x}/{y} "
@@ -349,7 +407,7 @@ def main(argv=None) -> int:
             raise OutputError(f"--max-fields {args.max_fields}: give a positive number")
         bbox = parse_bbox(args.bbox) if args.bbox else None
         year = args.year or output_years(args.out, args.settings)[-1]
-        given = read_fields(args.out, year, bbox, args.settings)
+        given = read_fields(args.out, year, bbox, args.color, args.settings)
         # with --bbox, the listed fields' extent is unknown: not counted
         listed = set() if bbox else listed_without_pixels(args.out, year, args.settings)
         not_drawn = len(listed - set(given["feature_id"].to_pylist()))
