@@ -91,7 +91,7 @@ def test_a_shown_output_is_what_its_command_prints(page, index, demo):
 
 
 def test_the_figures_quoted_from_the_demo(demo):
-    """What README.md and docs/design.md say of the demo's run, in prose."""
+    """What README.md and docs/design.md say of the demo's run, in prose and its progress line."""
     report = json.loads((demo / "out" / "result" / dataset.REPORT).read_text())
     listed = pd.read_parquet(demo / "out" / "result" / dataset.WITHOUT_PIXELS)
     readme = " ".join((ROOT / "README.md").read_text().split())
@@ -105,14 +105,15 @@ def test_the_figures_quoted_from_the_demo(demo):
     assert said in readme
     assert report["rows"] + len(listed) == report["field_years"]
     # the progress line as the run ended: every chunk read and field-year, then the rate
-    line = re.search(r"^\[aef-zonal\] reduce: .*$", (ROOT / "README.md").read_text(), re.M)[0]
+    design_text = (ROOT / "docs" / "design.md").read_text()
+    line = re.search(r"^\[aef-zonal\] reduce: .*$", design_text, re.M)[0]
     assert (
         f"{report['chunk_reads']}/{report['chunk_reads']} chunk reads, "
         f"{report['field_years']:,}/{report['field_years']:,} field-years, "
         f"{report['bytes_read'] / 1e6:,.0f} MB (" in line
     ), line
     # docs/design.md's demo: the crop rotation the notebook finds, the PCA's variance shares
-    design = " ".join((ROOT / "docs" / "design.md").read_text().split())
+    design = " ".join(design_text.split())
     t = pd.read_parquet(demo / "out" / "result", columns=["feature_id", "time", "mean"])
     wide = t.pivot(index="feature_id", columns="time", values="mean").dropna()
     u, v = (np.stack(wide[c].to_numpy()) for c in ("2024-01-01", "2025-01-01"))
