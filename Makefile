@@ -33,8 +33,8 @@ $(JARS)/s3a/.fetched: tools/s3a/pom.xml
 	mvn -q -f tools/s3a/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS)/s3a)
 	touch $@
 
-# the driver JVM's classes as a short job loads them, mapped ready-made by later runs (start-up
-# ~7 s -> ~4 s); rebuilt when the class path changes (tools/class_archive.py)
+# the driver JVM's classes as a short job loads them, mapped ready-made by later runs (what it saves:
+# docs/benchmark.md, "Fixed cost"); rebuilt when the class path changes (tools/class_archive.py)
 $(ARCHIVE): .venv/.installed $(JARS)/.fetched $(JARS)/s3a/.fetched tools/class_archive.py
 	$(PY) tools/class_archive.py $@
 

@@ -42,6 +42,13 @@ S3A_SQL_CONF = {
 MAGIC = {"fs.s3a.committer.name": "magic", "fs.s3a.committer.magic.enabled": "true"}
 
 
+def _partitions(files: list[str], covered: set[tuple[str, str]]) -> set[str]:
+    """The partition folders among `files` (paths relative to the output) of `covered`'s
+    (time, label) values."""
+    folders = {dataset.data_partition(f) for f in files} - {None}
+    return {p for p in folders if dataset.partition_values(p) in covered}
+
+
 def commit_for(fs: Hadoop, out: str):
     """The commit strategy for `out`'s filesystem."""
     kind = fs.scheme_of(out)
@@ -107,21 +114,28 @@ class RenameCommit:
         else:
             self.fs.rename(new, dest)
 
-    def commit(self, add: bool):
-        """Move the staged run into place: whole, or (add) partition by partition plus its reports."""
+    def commit(self, add: bool, covered: set[tuple[str, str]] = frozenset()):
+        """Move the staged run into place: whole, or (add) partition by partition plus its reports;
+        `covered`: the (time, label) partitions of the run's field-years, whose old files go
+        even where it wrote no row (every field-year there without a valid pixel)."""
         if self.files is not None:  # Spark's committer writes it for Sedona's writer
             self.fs.write_text(join(self.staging, dataset.SUCCESS), "")
         if not add or not self.fs.exists(self.out):
             self._swap(self.staging, self.out)
             return
-        for part in sorted(
-            {dataset.data_partition(f) for f in self.fs.files(self.staging)} - {None}
-        ):
+        emptied = _partitions(self.fs.files(self.out), covered)
+        staged = {dataset.data_partition(f) for f in self.fs.files(self.staging)} - {None}
+        for part in sorted(staged):
             self.fs.mkdirs(join(self.out, part.split("/")[0]))
             self._swap(join(self.staging, part), join(self.out, part))
-        for rel in self.fs.files(self.staging):  # _run.json, _runs/*.json, _pca_model.json
-            if rel.endswith(".json") and not name(rel).startswith("."):
-                self.fs.write_text(join(self.out, rel), self.fs.read_text(join(self.staging, rel)))
+        for part in sorted(emptied - staged):
+            self.fs.delete(join(self.out, part))
+        for rel in self.fs.files(self.staging):  # the reports, the model, the field-years listed
+            small = rel.endswith(".json") or rel == dataset.WITHOUT_PIXELS_FILE
+            if small and not name(rel).startswith("."):
+                self.fs.write_bytes(
+                    join(self.out, rel), self.fs.read_bytes(join(self.staging, rel))
+                )
         self.fs.delete(self.staging)
 
     def abort(self):
@@ -207,12 +221,14 @@ class InPlaceCommit:
     def small_file(self, rel: str) -> str:
         return join(self.out, rel)
 
-    def commit(self, add: bool):
+    def commit(self, add: bool, covered: set[tuple[str, str]] = frozenset()):
         """The run's uploads completed, then what it replaces deleted: (add) the old files of the
-        partitions it wrote, else every old file that this run did not write anew."""
+        partitions it wrote or covers (`covered`, as RenameCommit's), else every old file that
+        this run did not write anew."""
         if self.uploads is not None:
             self._complete()
         written = {dataset.data_partition(f) for f in self.new or []}
+        written |= _partitions(self.before, covered)
         for rel in self.before:
             if (dataset.data_partition(rel) in written) if add else rel not in dataset.REWRITTEN:
                 self.fs.delete(join(self.out, rel))

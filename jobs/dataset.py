@@ -1,6 +1,7 @@
 """What a published aef-zonal dataset is, in one place.
 
     OUT/time=YYYY-01-01/label=…/part-….parquet   the rows, GeoParquet 1.1, Hive-partitioned
+    OUT/_without_pixels/part-0.parquet            the field-years without a valid pixel
     OUT/_pca_model.json                           the model that coloured pca_components
     OUT/_run.json, OUT/_runs/…json                the report of the last run, and of every run
     OUT/_SUCCESS                                  the committed run's marker
@@ -49,8 +50,19 @@ MODEL = "_pca_model.json"
 REPORT = "_run.json"
 REPORTS = "_runs"
 SUCCESS = "_SUCCESS"
+# every field-year of the run without a valid pixel (no geometry, outside the store, all nodata,
+# smaller than the pixel rule, its chunk skipped), one row each with its reason: beside the data,
+# so that every row of the data has its vectors (--rows-without-pixels listed, the default), or
+# besides their rows in the data (inline). A plain Parquet table in a folder of its own: readers
+# of the data skip folders starting with _ (SedonaDB reads a file at the top level as data).
+WITHOUT_PIXELS = "_without_pixels"
+WITHOUT_PIXELS_FILE = f"{WITHOUT_PIXELS}/part-0.parquet"
+WITHOUT_PIXELS_COLUMNS = ("feature_id", "time", "label", "reason")
+ROWS_WITHOUT_PIXELS = ("listed", "inline")
+# a dataset whose report does not say (written before the choice existed) has them inline
+ROWS_WITHOUT_PIXELS_BEFORE = "inline"
 # written by every run under the same name: never deleted as "replaced" by a later run
-REWRITTEN = (SUCCESS, REPORT, MODEL)
+REWRITTEN = (SUCCESS, REPORT, MODEL, WITHOUT_PIXELS_FILE)
 PARTITIONS_TEXT = "time=YYYY-01-01/label=…/*.parquet"
 
 _YEAR_FOLDER = re.compile(r"time=(\d{4})-01-01")
@@ -61,6 +73,14 @@ class OutputError(ValueError):
     or model asked for, or not writable as asked (it exists, or holds other statistics). The
     message says what to do: the readers (`sql`, `plot`, `map`) print it and exit 2, the job
     raises it as a JobError."""
+
+
+def exists(shown: str) -> OutputError:
+    """The refusal of an output folder that holds something, for --mode error."""
+    return OutputError(
+        f"output {shown} already exists; choose another --out, pass --mode overwrite to "
+        "replace it or --mode add to replace only this run's partitions"
+    )
 
 
 def columns(stats: list[str]) -> set[str]:
@@ -88,6 +108,34 @@ def clashing(kept, stats: list[str]) -> list[str]:
     """The kept input columns that would share a name with an output column (label is the
     partition's: kept as it is)."""
     return sorted((set(kept) - {"label"}) & columns(stats))
+
+
+def without_pixels_schema():
+    """The Arrow schema of WITHOUT_PIXELS: `time` and `label` as pyarrow reads the partitions."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [(n, pa.int64() if n == "feature_id" else pa.string()) for n in WITHOUT_PIXELS_COLUMNS]
+    )
+
+
+def merge_without_pixels(old, new, replaced: set[tuple[str, str]]):
+    """A --mode add run's WITHOUT_PIXELS: the old rows of the (time, label) partitions it does
+    not replace, and its own."""
+    import pyarrow as pa
+
+    keep = [
+        (t, lab) not in replaced
+        for t, lab in zip(old["time"].to_pylist(), old["label"].to_pylist())
+    ]
+    return sort_without_pixels(pa.concat_tables([old.filter(pa.array(keep)).cast(new.schema), new]))
+
+
+def sort_without_pixels(table):
+    """Rows in the order every run writes them: by partition, then id."""
+    return table.sort_by(
+        [("time", "ascending"), ("label", "ascending"), ("feature_id", "ascending")]
+    )
 
 
 def time_value(year: int) -> str:
@@ -124,6 +172,14 @@ def folder(time_: str, label: str) -> str:
 def archived_report() -> str:
     """Where this run's report is kept beside the others (`_runs/`), by time and a random tag."""
     return f"{REPORTS}/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}.json"
+
+
+def partition_values(folder: str) -> tuple[str, str]:
+    """(time, label) of a partition folder `time=…/label=…` as Spark escapes it (`a%2Fb`)."""
+    from urllib.parse import unquote
+
+    t, label = folder.split("/")
+    return unquote(t.removeprefix("time=")), unquote(label.removeprefix("label="))
 
 
 def data_partition(rel: str) -> str | None:

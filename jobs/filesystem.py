@@ -33,16 +33,24 @@ def is_url(path: str) -> bool:
     )
 
 
+def local_path(url: str) -> str | None:
+    """The path on this machine of a plain path or `file:` URL; None for another filesystem."""
+    if is_url(url) and not str(url).startswith("file:"):
+        return None
+    return urlsplit(str(url)).path if str(url).startswith("file:") else str(url)
+
+
 def local_rows(path: str) -> int | None:
     """Rows of a local Parquet file or folder, from its footers alone; None for another
     filesystem or what pyarrow cannot read (the fields stage then says what is wrong)."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    if is_url(path) and not str(path).startswith("file:"):
+    local = local_path(path)
+    if local is None:
         return None
     try:
-        return ds.dataset(urlsplit(str(path)).path, format="parquet").count_rows()
+        return ds.dataset(local, format="parquet").count_rows()
     except (OSError, ValueError, pa.ArrowException):
         return None
 
@@ -179,22 +187,42 @@ class Hadoop:
             return bool(fs.exists(path) and fs.getFileStatus(path).isDirectory())
 
     def read_text(self, url: str) -> str:
+        return self.read_bytes(url).decode("utf-8")
+
+    def read_bytes(self, url: str) -> bytes:
         with self._errors(url, "read"):
             fs, path = self._fs(url)
             stream = fs.open(path)
             try:
-                return self._jvm.org.apache.commons.io.IOUtils.toString(
-                    stream, self._jvm.java.nio.charset.StandardCharsets.UTF_8
-                )
+                return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+            finally:
+                stream.close()
+
+    def size(self, url: str) -> int:
+        with self._errors(url, "read"):
+            fs, path = self._fs(url)
+            return int(fs.getFileStatus(path).getLen())
+
+    def read_range(self, url: str, offset: int, length: int) -> bytes:
+        """`length` bytes of a file from `offset` (the range within the file): one ranged read."""
+        with self._errors(url, "read"):
+            fs, path = self._fs(url)
+            stream = fs.open(path)
+            try:
+                stream.seek(offset)
+                return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream, length))
             finally:
                 stream.close()
 
     def write_text(self, url: str, text: str) -> None:
+        self.write_bytes(url, text.encode())
+
+    def write_bytes(self, url: str, data: bytes) -> None:
         with self._errors(url, "write"):
             fs, path = self._fs(url)
             stream = fs.create(path, True)
             try:
-                stream.write(bytearray(text.encode()))
+                stream.write(bytearray(data))
             finally:
                 stream.close()
 

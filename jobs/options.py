@@ -13,10 +13,10 @@ from aef_zonal.udfs.pixels import RULES
 
 EXAMPLES = """examples:
   aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/result
-  aef-zonal run --store s3://bucket/aef/v1.zarr --s3-region us-west-2 --fields fields.parquet \\
-      --out out/iowa --years 2023 2024 2025 --stats count,mean,std,p50
+  aef-zonal run --store s3://bucket/aef/v1.zarr --s3-region us-west-2 --fields fields.gpkg \\
+      --layer parcels --out out/iowa --years 2023 2024 2025 --stats count,mean,std,p50
   aef-zonal run --conf my.toml --out out/more --mode add     # settings from a file (see conf/)
-  aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/change \
+  aef-zonal run --store out/sample/store.zarr --fields out/sample/fields.parquet --out out/change \\
       --pixels fraction --min-coverage 0.5 --stats count,mean,median,change --keep-columns all
 """
 
@@ -25,6 +25,7 @@ EXAMPLES = """examples:
 class Options:
     store: str
     fields: object  # a path or URL, or a Spark DataFrame (the API)
+    layer: str | None  # a GeoPackage's layer (None: its only one)
     out: str | None  # None: the API's run, written by ZonalStats.write
     years: list[int] | None  # None: every year of the store
     master: str | None
@@ -38,6 +39,7 @@ class Options:
     year_column: str | None
     skip_missing_years: bool
     mode: str
+    rows_without_pixels: str  # listed: beside the data (dataset.WITHOUT_PIXELS); inline: in it
     on_bad_chunk: str
     s3_region: str | None
     s3_endpoint: str | None
@@ -74,6 +76,19 @@ class Options:
         )
 
 
+def year(text: str) -> int:
+    """A --years value: a four-digit year; a list with commas gets the hint to use spaces."""
+    try:
+        return int(text)
+    except ValueError:
+        hint = (
+            f"; separate years by spaces: --years {' '.join(text.replace(',', ' ').split())}"
+            if "," in text
+            else ""
+        )
+        raise argparse.ArgumentTypeError(f"{text!r} is not a year{hint}") from None
+
+
 def parse(argv=None) -> Options:
     """`aef-zonal run`'s argv -> Options (argparse's usage and exit 2 on a bad option)."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -98,38 +113,62 @@ def parser(d: dict) -> argparse.ArgumentParser:
     job, st = d["job"], d["store"]
     p = argparse.ArgumentParser(
         prog="aef-zonal run",
+        usage="aef-zonal run --store URL --fields FILE --out DIR [options]",
         description="Per-field statistics of an AEF embeddings Zarr store, written as "
         "Hive-partitioned GeoParquet. Defaults come from conf/defaults.toml.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,  # -h joins the other options, listed after the required ones
     )
-    p.add_argument(
+    needed = p.add_argument_group("required (each may be set in a --conf file's [job] instead)")
+    needed.add_argument(
+        "--store",
+        metavar="URL",
+        default=job["store"] or None,
+        help="Zarr store: path, s3://bucket/prefix or https://host/path",
+    )
+    needed.add_argument(
+        "--fields",
+        metavar="FILE",
+        default=job["fields"] or None,
+        help="the field polygons: GeoParquet (a file or a folder of files), GeoPackage "
+        "(--layer), Shapefile, GeoJSON or FlatGeobuf; a path or URL. They need an integer "
+        "feature_id and Polygon/MultiPolygon geometries; label, score_mean, score_std and a "
+        "time or year column are optional; the CRS is taken from the file",
+    )
+    needed.add_argument(
+        "--out",
+        metavar="DIR",
+        default=job["out"] or None,
+        help="output folder (must not exist unless --mode)",
+    )
+    opts = p.add_argument_group("options")
+    opts.add_argument("-h", "--help", action="help", help="show this help and exit")
+    opts.add_argument(
         "--conf",
         metavar="FILE",
         help="TOML file over conf/defaults.toml (same layout); options here win",
     )
-    p.add_argument(
-        "--store",
-        default=job["store"] or None,
-        help="Zarr store: path, s3://bucket/prefix or https://host/path",
+    opts.add_argument(
+        "--layer",
+        metavar="NAME",
+        default=job["layer"] or None,
+        help="the GeoPackage layer holding the fields (default: its only feature layer)",
     )
-    p.add_argument("--fields", default=job["fields"] or None, help="GeoParquet of field polygons")
-    p.add_argument(
-        "--out", default=job["out"] or None, help="output folder (must not exist unless --mode)"
-    )
-    p.add_argument(
+    opts.add_argument(
         "--years",
-        type=int,
+        type=year,
+        metavar="YEAR",
         nargs="+",
         default=job["years"] or None,
         help="years to reduce (default: all in store)",
     )
-    p.add_argument(
+    opts.add_argument(
         "--master",
         help="Spark master (default: spark-submit's --master, else "
         f"{d['spark']['master']} from the settings)",
     )
-    p.add_argument(
+    opts.add_argument(
         "--stats",
         default=job["stats"],
         help=f"comma-separated statistics among {','.join(statistics.BY_NAME)}, median and "
@@ -138,7 +177,7 @@ def parser(d: dict) -> argparse.ArgumentParser:
         "with the field's previous year with pixels (and change_from, that year) "
         "(default %(default)s)",
     )
-    p.add_argument(
+    opts.add_argument(
         "--pixels",
         choices=RULES,
         default=job["pixels"],
@@ -146,7 +185,7 @@ def parser(d: dict) -> argparse.ArgumentParser:
         "(all-touched), or touched pixels weighted by covered area (fraction); "
         "default %(default)s",
     )
-    p.add_argument(
+    opts.add_argument(
         "--min-coverage",
         type=float,
         default=job["min_coverage"],
@@ -155,7 +194,7 @@ def parser(d: dict) -> argparse.ArgumentParser:
         "of its area is inside the field, as exactextract's min_coverage_frac "
         "(default %(default)s: any share)",
     )
-    p.add_argument(
+    opts.add_argument(
         "--keep-columns",
         default=job["keep_columns"],
         metavar="all|none|A,B",
@@ -163,53 +202,61 @@ def parser(d: dict) -> argparse.ArgumentParser:
         "comma-separated list (default %(default)s); label is always the "
         "partition column",
     )
-    p.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
-    p.add_argument(
+    opts.add_argument("--pca-model", help="reuse a saved PCA model (JSON) instead of fitting one")
+    opts.add_argument(
         "--pca-sample",
         type=int,
         default=job["pca_sample"],
         help="field means sampled to fit the PCA (default %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=job["seed"], help="PCA sampling seed")
-    p.add_argument(
+    opts.add_argument("--seed", type=int, default=job["seed"], help="PCA sampling seed")
+    opts.add_argument(
         "--year-column",
         metavar="NAME",
         help="column giving each field's own year (default: 'time' or 'year' if present); "
         "'none' reduces every field for every year",
     )
-    p.add_argument(
+    opts.add_argument(
         "--skip-missing-years",
         action="store_true",
         help="drop (and count) fields whose year the store lacks instead of failing",
     )
-    p.add_argument(
+    opts.add_argument(
         "--mode",
         choices=writer.MODES,
         default="error",
         help="when --out exists: refuse (error, default), replace it (overwrite), or "
         "replace only the time/label partitions this run writes (add)",
     )
-    p.add_argument(
+    opts.add_argument(
+        "--rows-without-pixels",
+        choices=dataset.ROWS_WITHOUT_PIXELS,
+        default=job["rows_without_pixels"],
+        help="field-years without a valid pixel: kept out of the data and listed with their "
+        f"reason in OUT/{dataset.WITHOUT_PIXELS}/ (listed, default), or also kept in the data "
+        "as rows with count = 0, null statistics and the reason (inline)",
+    )
+    opts.add_argument(
         "--on-bad-chunk",
         choices=("fail", "skip"),
         default=job["on_bad_chunk"],
         help="a chunk that does not decode fails the run (default %(default)s) or is "
         "skipped, listed in _run.json, its fields marked complete = false",
     )
-    p.add_argument("--s3-region", default=st["region"] or None, help="S3 region of the store")
-    p.add_argument(
+    opts.add_argument("--s3-region", default=st["region"] or None, help="S3 region of the store")
+    opts.add_argument(
         "--s3-endpoint",
         default=st["endpoint"] or None,
         help="S3-compatible endpoint URL, e.g. http://127.0.0.1:9000",
     )
-    p.add_argument(
+    opts.add_argument(
         "--retries",
         type=int,
         default=st["retries"],
         help="retries per store request on 5xx, throttling, dropped connections "
         "(default %(default)s)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
+    opts.add_argument("-v", "--verbose", action="store_true", help="show Spark's own logging")
     return p
 
 
@@ -219,6 +266,7 @@ def build(
     store,
     fields,
     out=None,
+    layer=None,
     years=None,
     master=None,
     stats=None,
@@ -231,6 +279,7 @@ def build(
     year_column=None,
     skip_missing_years=False,
     mode="error",
+    rows_without_pixels=None,
     on_bad_chunk=None,
     s3_region=None,
     s3_endpoint=None,
@@ -269,6 +318,12 @@ def build(
         )
     if mode not in writer.MODES:
         raise JobError(f"mode '{mode}': choose among {list(writer.MODES)}")
+    rows_without_pixels = rows_without_pixels or job["rows_without_pixels"]
+    if rows_without_pixels not in dataset.ROWS_WITHOUT_PIXELS:
+        raise JobError(
+            f"rows_without_pixels '{rows_without_pixels}': choose among "
+            f"{list(dataset.ROWS_WITHOUT_PIXELS)}"
+        )
     on_bad_chunk = job["on_bad_chunk"] if on_bad_chunk is None else on_bad_chunk
     if on_bad_chunk not in ("fail", "skip"):
         raise JobError(f"on_bad_chunk '{on_bad_chunk}': choose fail or skip")
@@ -282,6 +337,7 @@ def build(
     return Options(
         store=str(store),
         fields=fields if not isinstance(fields, os.PathLike) else str(fields),
+        layer=layer or job["layer"] or None,
         out=None if out is None else str(out),
         years=list(years or job["years"]) or None,
         master=master,
@@ -295,6 +351,7 @@ def build(
         year_column=year_column,
         skip_missing_years=bool(skip_missing_years),
         mode=mode,
+        rows_without_pixels=rows_without_pixels,
         on_bad_chunk=on_bad_chunk,
         s3_region=s3_region or st["region"] or None,
         s3_endpoint=s3_endpoint or st["endpoint"] or None,

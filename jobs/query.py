@@ -1,4 +1,5 @@
-"""aef-zonal sql: Spark SQL with Sedona's functions over an aef-zonal output, as a view `fields`.
+"""aef-zonal sql: Spark SQL with Sedona's functions over an aef-zonal output, as a view `fields`
+(and its field-years without a valid pixel as the view `without_pixels`).
 
 The view is read with Sedona's GeoParquet source over the whole folder, so `time` and `label`
 are partition columns: `WHERE time = '2024-01-01'` reads only that year's files (EXPLAIN shows
@@ -53,8 +54,12 @@ def read(spark, out, settings: dict | None = None):
 
 
 def register(spark, out, settings: dict | None = None) -> None:
-    """Register the view `fields` over the output folder."""
+    """Register the view `fields` over the output folder, and `without_pixels` over its
+    dataset.WITHOUT_PIXELS table where it has one."""
     read(spark, out, settings).createOrReplaceTempView("fields")
+    listed = filesystem.join(str(out), dataset.WITHOUT_PIXELS)
+    if filesystem.Hadoop(spark).exists(listed):
+        spark.read.parquet(listed).createOrReplaceTempView("without_pixels")
 
 
 def query(spark, out, text: str, settings: dict | None = None):
@@ -92,18 +97,37 @@ def write_single_file(df, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def show(df, limit: int) -> None:
+    """The answer's first `limit` rows as Spark prints a table, then how many rows it has (Spark's
+    own "only showing top N rows" does not say); computed once, for both."""
+    df = df.persist()
+    try:
+        total = df.count()
+        df.limit(limit).show(limit, truncate=60)
+        more = (
+            f" ({limit} shown: --limit N for more, --to FILE.parquet for all)"
+            if total > limit
+            else ""
+        )
+        print(f"{total:,} row{'' if total == 1 else 's'}{more}")
+    finally:
+        df.unpersist()
+
+
 def parse_args(argv):
     from aef_zonal import config
 
     p = argparse.ArgumentParser(
         prog="aef-zonal sql",
         description="Run Spark SQL (with Apache Sedona's ST_ functions) over an aef-zonal output, "
-        "registered as the view `fields` (partition columns time, label).",
+        "registered as the view `fields` (partition columns time, label); its field-years "
+        f"without a valid pixel ({dataset.WITHOUT_PIXELS}/) are the view `without_pixels` "
+        "(feature_id, time, label, reason).",
         epilog='example: aef-zonal sql out/result "SELECT label, COUNT(*) AS n FROM fields '
         "WHERE time = '2024-01-01' GROUP BY label ORDER BY label\"",
     )
     p.add_argument("out", help="output folder of `aef-zonal run` (a path or a URL: s3://, hdfs://)")
-    p.add_argument("query", help="a Spark SQL query over the view `fields`")
+    p.add_argument("query", help="a Spark SQL query over the views `fields`, `without_pixels`")
     p.add_argument(
         "--to",
         metavar="FILE.parquet",
@@ -136,7 +160,7 @@ def main(argv=None) -> int:
     import pyarrow.parquet as pq
     from pyspark.errors import PySparkException
 
-    from aef_zonal.session import spark_session
+    from aef_zonal.session import setting, spark_session
 
     spark, _ = spark_session(args.master, args.verbose, args.settings)
     if (
@@ -151,13 +175,15 @@ def main(argv=None) -> int:
     try:
         df = query(spark, args.out, args.query, args.settings)
         if args.explain:
-            df.explain()
+            # the whole lists of pushed and partition filters, which Spark cuts at 100 characters
+            with setting(spark, "spark.sql.maxMetadataStringLength", 10_000):
+                df.explain()
         elif args.to:
             write_single_file(df if args.limit is None else df.limit(args.limit), Path(args.to))
             rows = pq.read_metadata(args.to).num_rows
             print(f"[aef-zonal] wrote {rows} rows to {args.to}")
         else:
-            df.show(20 if args.limit is None else args.limit, truncate=60)
+            show(df, 20 if args.limit is None else args.limit)
     except PySparkException as e:  # a user's SQL: show Spark's message, not a traceback
         print(f"aef-zonal sql: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 2

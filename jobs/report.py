@@ -71,11 +71,16 @@ def summary(report: dict, out: str) -> None:
     )
     for part, n in report["rows_per_partition"].items():
         print(f"  {part}: {n}")
-    if report["rows_count_zero"]:
-        print(
-            "  rows with count = 0: "
-            + ", ".join(f"{n} ({why})" for why, n in report["rows_count_zero"].items())
-        )
+    zero = report["rows_count_zero"]
+    if zero:
+        reasons = ", ".join(f"{n} ({why})" for why, n in sorted(zero.items()))
+        if report["rows_without_pixels"] == "inline":
+            print(f"  rows with count = 0: {reasons}")
+        else:
+            print(
+                f"  {sum(zero.values())} field-years without a valid pixel, listed in "
+                f"{out}/{dataset.WITHOUT_PIXELS}/: {reasons}"
+            )
     if "pca" in report:
         print(f"  PCA {report['pca']}")
     if report["skipped_chunks"]:

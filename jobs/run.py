@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 
-from aef_zonal import config, filesystem, options, redaction, report, session
+from aef_zonal import config, filesystem, formats, options, redaction, report, session
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.stages import aggregate, assign, fields, output, pca, reduce
@@ -26,6 +26,7 @@ def zonal_stats(
     fields,
     store: str | None = None,
     *,
+    layer: str | None = None,
     years: list[int] | None = None,
     stats: str | list[str] | None = None,
     pixels: str | None = None,
@@ -36,6 +37,7 @@ def zonal_stats(
     seed: int | None = None,
     year_column: str | None = None,
     skip_missing_years: bool = False,
+    rows_without_pixels: str | None = None,
     on_bad_chunk: str | None = None,
     s3_region: str | None = None,
     s3_endpoint: str | None = None,
@@ -49,8 +51,9 @@ def zonal_stats(
 
     fields: a Spark DataFrame (a `geometry` column -- a Sedona geometry, WKB bytes or WKT text;
         an integer `feature_id`; optional `label`, `score_mean`, `score_std`, a `time`/`year`
-        column and any columns to keep) or the path/URL of a GeoParquet file or folder. A
-        DataFrame's CRS is its geometries' SRID, or the store's when they have none.
+        column and any columns to keep) or the path/URL of a GeoParquet file or folder, a
+        GeoPackage (`layer`), Shapefile, GeoJSON or FlatGeobuf file. A DataFrame's CRS is its
+        geometries' SRID, or the store's when they have none.
     store: the Zarr store: a path, s3://bucket/prefix or https://host/path.
     The other keywords are `aef-zonal run`'s options of the same name (`aef-zonal run --help`);
     None takes the default of conf/defaults.toml, or of the `conf` file over it.
@@ -66,6 +69,7 @@ def zonal_stats(
         config.load(conf),
         store=store,
         fields=fields,
+        layer=layer,
         years=years,
         stats=stats,
         pixels=pixels,
@@ -76,6 +80,7 @@ def zonal_stats(
         seed=seed,
         year_column=year_column,
         skip_missing_years=skip_missing_years,
+        rows_without_pixels=rows_without_pixels,
         on_bad_chunk=on_bad_chunk,
         s3_region=s3_region,
         s3_endpoint=s3_endpoint,
@@ -106,7 +111,10 @@ class ZonalStats:
     """One run of the job in a Spark session.
 
     df: the output rows as a Spark DataFrame, with the columns the GeoParquet holds (`time` and
-        `label` included); lazily evaluated over the run's cached tables.
+        `label` included); lazily evaluated over the run's cached tables. The field-years with
+        a valid pixel (every one with rows_without_pixels="inline").
+    without_pixels: the field-years without a valid pixel (feature_id, time, label, reason), as
+        _without_pixels lists them.
     report: what _run.json holds so far (after `write()`, all of it).
     """
 
@@ -117,7 +125,7 @@ class ZonalStats:
             "start spark", start, o, spark
         )
         self._chain.sc = self.spark.sparkContext
-        self.df = self.model = self.layout = self._packed = None
+        self.df = self.without_pixels = self.model = self.layout = self._packed = None
         # the kept columns are not known yet: they change what rows carry, not the kernels
         reduce.warm(self.spark, o, self.store, output.layout(o, self.store, []))
 
@@ -136,7 +144,9 @@ class ZonalStats:
             field_years = chain("field_years", assign.field_years, spark, assigned, self.years)
             self.layout = output.layout(o, store, output.kept_fields(fields_.df))
             drawn = pca.probability(o, fields_.field_years, kept_model is not None)
-            meter = reduce.Meter(spark.sparkContext, tasks.reads, fields_.field_years)
+            meter = reduce.Meter(
+                spark.sparkContext, tasks.reads, fields_.field_years, tasks.field_years
+            )
             reduced = chain(
                 "reduce", reduce.reduce, spark, o, store, tasks, meter, self.layout, drawn,
                 meter=meter,
@@ -144,9 +154,8 @@ class ZonalStats:
             stats = chain("aggregate", aggregate.aggregate, spark, o, store, reduced)
             self.model = chain("pca", pca.pca, o, reduced, stats, kept_model, drawn)
             self._packed = output.rows_packed(spark, o, self.layout, reduced, field_years, stats.df)
-            self.df = output.frame(
-                spark, self._packed, output.files(spark, store, self.layout, self.model)
-            )
+            files = output.files(spark, store, self.layout, self.model)
+            self.df, self.without_pixels = output.split(o, output.frame(spark, self._packed, files))
 
     def write(self, out: str | os.PathLike, mode: str = "error") -> dict:
         """Publish the rows at `out` (a path or URL: local, HDFS, s3://) as the command line
@@ -165,12 +174,14 @@ class ZonalStats:
         files = output.files(self.spark, self.store, self.layout, model)
         settings = session.job_settings(self.spark, o.settings, self._owned)
         with settings, output.staged(target):
-            chain(
-                "write", output.write, target, self._packed, files,
+            covered = chain(
+                "write", output.write, o, target, self._packed, files,
                 lambda: output.frame(self.spark, self._packed, files),
             )  # fmt: skip
             command = " ".join(sys.argv) if o.out is not None else "aef_zonal.zonal_stats"
-            return output.commit(o, target, chain.report, chain.seconds, self.years, command)
+            return output.commit(
+                o, target, covered, chain.report, chain.seconds, self.years, command
+            )
 
     def close(self):
         """Release the run's cached tables (`df` is then recomputed if used again). A session the
@@ -187,6 +198,7 @@ class ZonalStats:
 def run(o: Options) -> dict:
     """`aef-zonal run`: the rows computed and written to --out, refused before any stage when
     --out cannot take them."""
+    output.check_local(o)
     job = ZonalStats(o)
     try:
         target, kept = output.check(job.spark, o, o.out, o.mode)
@@ -198,7 +210,13 @@ def run(o: Options) -> dict:
 
 def start(o: Options, spark=None):
     """The store described (its grid and quantisation), the years to reduce, the Spark session
-    and whether the run started it."""
+    and whether the run started it. A local fields file is looked at first: one of another
+    format is refused before the JVM starts."""
+    if isinstance(o.fields, str) and filesystem.local_path(o.fields) is not None:
+        try:
+            formats.identify(o.fields, o.layer, formats.LocalFiles())
+        except formats.FormatError as e:
+            raise JobError(str(e)) from None
     try:
         store = zstore.describe(o.access())
     except zstore.StoreError as e:

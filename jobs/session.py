@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 from importlib.resources import files
@@ -12,6 +13,12 @@ from aef_zonal import config, filesystem
 from aef_zonal.errors import JobError
 
 SQL = files("aef_zonal.sql")
+# the driver JVM's logging without -v: errors only (spark-submit takes it as
+# --driver-java-options -Dlog4j2.configurationFile=…, docs/deploy.md)
+LOG_CONFIG = files("aef_zonal.conf") / "log4j2.properties"
+# what the JDK itself prints as the driver's JVM starts (Spark's launcher adds that module), which
+# no logging setting reaches
+JVM_NOISE = re.compile(rb"^WARNING: Using incubator modules: ")
 
 
 def spark_session(
@@ -55,17 +62,53 @@ def spark_session(
     conf = dict(d["spark"].get("conf", {}))
     if not {"spark.jars", "spark.jars.packages"} & set(preset):
         conf |= config.jar_settings(d, s3=s3)
+    if not verbose:
+        # as the context starts: under spark-submit, whose logging is Spark's default profile
+        # (INFO) unless it was given LOG_CONFIG, the hundred lines of the context's start
+        conf["spark.log.level"] = "ERROR"
     if launches:  # this process starts the driver's JVM
         java = config.class_archive_options() + config.jit_options(field_years, d)
+        if not verbose:
+            java.append(f"-Dlog4j2.configurationFile={LOG_CONFIG}")
         conf["spark.driver.extraJavaOptions"] = " ".join(
             filter(None, (conf.get("spark.driver.extraJavaOptions", ""), *java))
         )
     for key, value in conf.items():
         if key not in preset:
             builder = builder.config(key, str(value))
+    if launches and not verbose:
+        launch_quietly({**conf, "spark.master": master or d["spark"]["master"]})
     spark = _with_sedona(builder.getOrCreate(), d)
     spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
     return spark, True
+
+
+def launch_quietly(settings: dict[str, str]) -> None:
+    """Start the driver's JVM as the session's builder would (spark-submit with the settings a
+    JVM takes at its start: its options, memory, jars), its standard error passed on line by
+    line but for the JDK's own start-up warning. The JVM and the Python workers it starts keep
+    that stream for their lifetime: a daemon thread forwards it to this process's standard
+    error for as long as it runs."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    conf = SparkConf(loadDefaults=False).setAll([(k, str(v)) for k, v in settings.items()])
+    read, write = os.pipe()
+    try:
+        gateway = launch_gateway(conf, popen_kwargs={"stderr": write})
+    finally:
+        os.close(write)
+    threading.Thread(
+        target=_forward, args=(read,), name="aef-zonal JVM stderr", daemon=True
+    ).start()
+    SparkContext._ensure_initialized(gateway=gateway)
+
+
+def _forward(fd: int) -> None:
+    with os.fdopen(fd, "rb", buffering=0) as stream:
+        for line in iter(stream.readline, b""):
+            if not JVM_NOISE.match(line):
+                os.write(2, line)
 
 
 def _with_sedona(spark, settings: dict):

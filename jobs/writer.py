@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from aef_zonal import commit, config, dataset, filesystem, redaction
 from aef_zonal.session import cancelled_on
-from aef_zonal.udfs import parquet, rows
+from aef_zonal.udfs import parquet
 from aef_zonal.udfs import spark as executor
 
 MODES = ("error", "overwrite", "add")
@@ -58,11 +59,7 @@ class Output:
         if not self._present():
             return None
         if self.mode == "error":
-            raise dataset.OutputError(
-                f"output {self.shown} already exists; choose another --out, pass --mode "
-                "overwrite to replace it or --mode add to replace only this run's "
-                "partitions"
-            )
+            raise dataset.exists(self.shown)
         if self.mode == "overwrite":
             return None
         report = filesystem.join(self.out, dataset.REPORT)
@@ -84,30 +81,32 @@ class Output:
     def read_text(self, rel: str) -> str:
         return self.fs.read_text(filesystem.join(self.out, rel))
 
-    def write(self, packed, files: parquet.Files, frame) -> dict:
+    def read_bytes(self, rel: str) -> bytes | None:
+        """A small file of the output as it is (before this run commits), None if absent."""
+        url = filesystem.join(self.out, rel)
+        return self.fs.read_bytes(url) if self.fs.exists(url) else None
+
+    def write(self, packed, files: parquet.Files, frame, inline: bool):
         """The partitions, sorted by Hilbert key within each file: `packed`, the rows packed per
         (time, label) (udfs/rows.py), written by the Python workers into `files` (its target
-        set here), or `frame()`, the rows as a DataFrame, by Sedona's writer. Rebalanced rather
-        than repartitioned: one task per (time, label) would cap the write at as many tasks as
+        set here), or `frame()`, the rows as a DataFrame, by Sedona's writer; the field-years
+        without a valid pixel among them too if `inline`. Rebalanced rather than
+        repartitioned: one task per (time, label) would cap the write at as many tasks as
         partitions; adaptive execution splits a large one into ~64 MB pieces. Returns the rows
-        written per (time, label, reason)."""
+        written per (time, label) and the field-years without a valid pixel (an Arrow table of
+        dataset.WITHOUT_PIXELS_COLUMNS)."""
         self.strategy = commit.commit_for(self.fs, self.out)
         target = self.strategy.begin()
         place = self.strategy.python_target() if self.writer == "auto" else None
         if place is None:
-            return self._sedona(frame(), files, target)
-        files = files.to(place, timestamps_int96=self._int96())
+            return self._sedona(frame(), files, target, inline)
+        files = files.to(place, timestamps_int96=self._int96(), inline=inline)
         messages = self._python(rebalance(packed, "time", "label"), files)
-        self.strategy.written(messages)
+        self.strategy.written([m for m in messages if m["path"] is not None])
         written = {}
         for m in messages:
-            for reason, n in zip(
-                (None, *rows.REASONS), (m["rows"] - sum(m["reasons"]), *m["reasons"])
-            ):
-                if n:
-                    key = (m["time"], m["label"], reason)
-                    written[key] = written.get(key, 0) + n
-        return written
+            written[(m["time"], m["label"])] = written.get((m["time"], m["label"]), 0) + m["rows"]
+        return written, without_pixels(messages)
 
     def _int96(self) -> bool:
         """Whether timestamps are written as INT96, as Spark writes them by default."""
@@ -136,41 +135,63 @@ class Output:
             )
         return [m.asDict() for m in messages]
 
-    def _sedona(self, df, files: parquet.Files, target: str) -> dict:
+    def _sedona(self, df, files: parquet.Files, target: str, inline: bool):
+        without = df.where("reason IS NOT NULL").select(*dataset.WITHOUT_PIXELS_COLUMNS)
+        listed = pa.Table.from_pandas(
+            without.toPandas(), schema=dataset.without_pixels_schema(), preserve_index=False
+        )
         with (
             self.strategy.writing(self.spark) as options,
             filesystem.failing(self.out, self.fs.secrets),
         ):
             geoparquet(
-                rebalance(df, "time", "label")
+                rebalance(df if inline else df.where("reason IS NULL"), "time", "label")
                 .sortWithinPartitions("time", "label", "hilbert_key")
                 .write.options(**options),
                 json.dumps(files.crs),
             ).mode("append").save(target)
         base, data = self.strategy.data()
         written = (
-            self.spark.read.option("basePath", base)
-            .parquet(*data)
-            .groupBy("time", "label", "reason")
-            .count()
-            .collect()
+            self.spark.read.option("basePath", base).parquet(*data).groupBy("time", "label").count()
+            if data
+            else None
         )
-        return {(r.time, r.label, r.reason): r["count"] for r in written}
+        return {
+            (r.time, r.label): r["count"] for r in (written.collect() if written else [])
+        }, listed
 
     def save_text(self, rel: str, text: str):
-        self.fs.write_text(self.strategy.small_file(rel), text)
+        self.save_bytes(rel, text.encode())
 
-    def commit(self, report: dict):
+    def save_bytes(self, rel: str, data: bytes):
+        self.fs.write_bytes(self.strategy.small_file(rel), data)
+
+    def commit(self, report: dict, covered: set[tuple[str, str]] = frozenset()):
         """_run.json (this run) and _runs/<time>.json (kept across --mode add runs), then the
-        dataset committed: from here on readers see only this run's files where it wrote."""
+        dataset committed: from here on readers see only this run's files where it wrote (and,
+        with add, in the `covered` (time, label) partitions of its field-years)."""
         text = json.dumps(report, indent=2)
         self.save_text(dataset.archived_report(), text)
         self.save_text(dataset.REPORT, text)
-        self.strategy.commit(add=self.mode == "add")
+        self.strategy.commit(add=self.mode == "add", covered=covered)
 
     def abort(self):
         if self.strategy is not None:
             self.strategy.abort()
+
+
+def without_pixels(messages: list[dict]) -> pa.Table:
+    """The field-years without a valid pixel the writer's tasks report, as listed."""
+    ids = [i for m in messages for i in m["without_ids"]]
+    return pa.Table.from_pydict(
+        {
+            "feature_id": ids,
+            "time": [m["time"] for m in messages for _ in m["without_ids"]],
+            "label": [m["label"] for m in messages for _ in m["without_ids"]],
+            "reason": [r for m in messages for r in m["without_reasons"]],
+        },
+        schema=dataset.without_pixels_schema(),
+    )
 
 
 def rebalance(df, *columns: str):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from aef_zonal import dataset
 
 
 def read(out, filesystem=None) -> pd.DataFrame:
@@ -14,6 +17,11 @@ def read(out, filesystem=None) -> pd.DataFrame:
         .to_pandas()
     )
     return t.sort_values(["time", "feature_id"]).reset_index(drop=True)
+
+
+def without_pixels(out, filesystem=None) -> pd.DataFrame:
+    """The output's field-years without a valid pixel (its _without_pixels), as written."""
+    return pq.read_table(f"{out}/{dataset.WITHOUT_PIXELS}", filesystem=filesystem).to_pandas()
 
 
 def same(u, v) -> bool:
@@ -28,9 +36,10 @@ def same(u, v) -> bool:
 
 
 def assert_same(a, b, ignore=("source_store",), filesystem=None):
-    """Same rows and the same values, exactly (arrays, structs, geometry bytes); `a` may be on
-    another pyarrow filesystem."""
+    """Same rows and the same values, exactly (arrays, structs, geometry bytes), and the same
+    field-years listed without a valid pixel; `a` may be on another pyarrow filesystem."""
     assert_frames_same(read(a, filesystem), read(b), ignore)
+    pd.testing.assert_frame_equal(without_pixels(a, filesystem), without_pixels(b))
 
 
 def assert_frames_same(x: pd.DataFrame, y: pd.DataFrame, ignore=("source_store",)):

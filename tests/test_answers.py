@@ -18,6 +18,7 @@ from aef_zonal.answers.cluster import cluster
 from aef_zonal.answers.similar import similar
 from aef_zonal.viewers import webmap
 from tests.compare import read
+from tests.conftest import run_job
 from tests.s3server import S3Server
 
 pytestmark = pytest.mark.spark  # the session's job output (main's test tiers)
@@ -26,8 +27,18 @@ K = 4
 
 
 @pytest.fixture(scope="module")
-def rows(job_out) -> pd.DataFrame:
-    t = read(job_out)
+def inline_out(sample, tmp_path_factory):
+    """The sample's run with its field-years without a valid pixel kept in the data as rows
+    without `mean` (--rows-without-pixels inline), which every answer leaves out and counts."""
+    out = tmp_path_factory.mktemp("inline") / "result"
+    store, fields = sample / "store.zarr", sample / "fields.parquet"
+    assert run_job(store, fields, out, "--rows-without-pixels", "inline", master="local[2,3]") == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(inline_out) -> pd.DataFrame:
+    t = read(inline_out)
     t["year"] = t.time.str[:4].astype(int)
     return t
 
@@ -60,9 +71,9 @@ def assert_same_answer(got: pd.DataFrame, want: pd.DataFrame):
     np.testing.assert_allclose(got.similarity, want.similarity, rtol=0, atol=1e-12)
 
 
-def test_similar_equals_numpy_brute_force(job_out, rows, field, tmp_path, capsys):
+def test_similar_equals_numpy_brute_force(inline_out, rows, field, tmp_path, capsys):
     own = rows[rows.feature_id == field].set_index("year")["mean"]
-    r = similar(job_out, like=field, year=YEAR, k=10)
+    r = similar(inline_out, like=field, year=YEAR, k=10)
     assert_same_answer(r["rows"], brute_force(rows, own[YEAR], 10, YEAR, field))
     assert r["rows"]["rank"].tolist() == list(range(1, 11))
     in_year = rows[rows.year == YEAR]
@@ -70,7 +81,7 @@ def test_similar_equals_numpy_brute_force(job_out, rows, field, tmp_path, capsys
     assert r["left_out"] == in_year["mean"].isna().sum() > 0
 
     # every year searched with the field's latest mean; the field's own years left out
-    r = similar(job_out, like=field, k=25)
+    r = similar(inline_out, like=field, k=25)
     assert r["query"] == {"feature_id": field, "year": YEAR}
     assert_same_answer(r["rows"], brute_force(rows, own[YEAR], 25, leave_out=field))
 
@@ -78,7 +89,7 @@ def test_similar_equals_numpy_brute_force(job_out, rows, field, tmp_path, capsys
     q = np.random.default_rng(0).normal(size=64)
     to = tmp_path / "similar.parquet"
     argv = [
-        str(job_out),
+        str(inline_out),
         "--vector",
         ",".join(repr(float(v)) for v in q),
         "--k",
@@ -96,25 +107,25 @@ def test_similar_equals_numpy_brute_force(job_out, rows, field, tmp_path, capsys
     assert f"{want.feature_id.iloc[0]}" in shown and "wrote 5 rows" in shown
 
 
-def test_similar_in_each_year(job_out, rows, field):
+def test_similar_in_each_year(inline_out, rows, field):
     """The field's own mean of each year against that year's fields; a vector against each year."""
-    r = similar(job_out, like=field, k=5, each_year=True)
+    r = similar(inline_out, like=field, k=5, each_year=True)
     own = rows[rows.feature_id == field].set_index("year")["mean"]
     for year in (2024, 2025):
         got = r["rows"][r["rows"].year == year]
         assert_same_answer(got, brute_force(rows, own[year], 5, year, field))
     assert r["rows"]["rank"].tolist() == [1, 2, 3, 4, 5] * 2
     q = np.random.default_rng(1).normal(size=64)
-    r = similar(job_out, vector=q, k=3, each_year=True)
+    r = similar(inline_out, vector=q, k=3, each_year=True)
     for year in (2024, 2025):
         assert_same_answer(r["rows"][r["rows"].year == year], brute_force(rows, q, 3, year))
 
 
 @pytest.fixture(scope="module")
-def clustered(job_out, tmp_path_factory):
+def clustered(inline_out, tmp_path_factory):
     out = tmp_path_factory.mktemp("clusters")
-    first = cluster(job_out, K, to=out / "a", seed=7, by="label")
-    again = cluster(job_out, K, to=out / "b", seed=7)
+    first = cluster(inline_out, K, to=out / "a", seed=7, by="label")
+    again = cluster(inline_out, K, to=out / "b", seed=7)
     return out, first, again
 
 
@@ -142,14 +153,14 @@ def test_cluster_is_k_means_of_the_unit_means(rows, clustered):
     assert read(out / "b").cluster.equals(got.cluster), "the same seed, the same clusters"
 
 
-def test_cluster_output_is_the_datasets_layout(job_out, clustered, tmp_path, capsys):
+def test_cluster_output_is_the_datasets_layout(inline_out, clustered, tmp_path, capsys):
     import geoparquet_validator as gpv
 
     out, r, _ = clustered
     files = sorted((out / "a").glob("time=*/label=*/*.parquet"))
-    source = sorted(job_out.glob("time=*/label=*/*.parquet"))
+    source = sorted(inline_out.glob("time=*/label=*/*.parquet"))
     assert {f.parent.relative_to(out / "a") for f in files} == {
-        f.parent.relative_to(job_out) for f in source
+        f.parent.relative_to(inline_out) for f in source
     }
     assert pq.read_schema(files[0]).names == [
         *(n for n in pq.read_schema(source[0]).names),
@@ -161,7 +172,9 @@ def test_cluster_output_is_the_datasets_layout(job_out, clustered, tmp_path, cap
         assert not gpv.failed(report, "covering"), gpv.failed(report)
     geo = [json.loads(pq.read_schema(f).metadata[b"geo"]) for f in (files[0], source[0])]
     assert geo[0]["columns"]["geometry"]["crs"] == geo[1]["columns"]["geometry"]["crs"]
-    assert (out / "a" / "_pca_model.json").read_text() == (job_out / "_pca_model.json").read_text()
+    assert (out / "a" / "_pca_model.json").read_text() == (
+        inline_out / "_pca_model.json"
+    ).read_text()
     report = json.loads((out / "a" / "_run.json").read_text())
     assert report["answer"] == "cluster" and report["k"] == K and report["seed"] == 7
 
@@ -175,19 +188,19 @@ def test_cluster_output_is_the_datasets_layout(job_out, clustered, tmp_path, cap
     assert (rgb[ids >= 0] == palette[ids[ids >= 0]]).all()
     assert (rgb[ids < 0] == webmap.NO_PIXEL).all() and (ids < 0).any()
     assert "k-means cluster" in page.read_text() and "cluster 0: " in page.read_text()
-    assert webmap.main([str(job_out), "--color", "cluster", "--to", str(page)]) == 2
+    assert webmap.main([str(inline_out), "--color", "cluster", "--to", str(page)]) == 2
     assert "has no cluster column" in capsys.readouterr().err
 
     # an existing folder is refused
-    assert commands.cluster_main([str(job_out), "--k", "2", "--to", str(out / "a")]) == 2
+    assert commands.cluster_main([str(inline_out), "--k", "2", "--to", str(out / "a")]) == 2
     assert "already exists" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
-def probed(job_out, tmp_path_factory) -> dict:
+def probed(inline_out, tmp_path_factory) -> dict:
     """The probe of the sample's crops (label) over both years, from the command line."""
     to = tmp_path_factory.mktemp("probe") / "probe.json"
-    assert commands.probe_main([str(job_out), "--label-column", "label", "--to", str(to)]) == 0
+    assert commands.probe_main([str(inline_out), "--label-column", "label", "--to", str(to)]) == 0
     return json.loads(to.read_text())
 
 
@@ -231,26 +244,26 @@ def test_probe_beats_the_baseline_like_scikit_learn_on_the_same_split(rows, prob
 
 
 @pytest.fixture(scope="module")
-def one_label(job_out, tmp_path_factory):
+def one_label(inline_out, tmp_path_factory):
     """An output of one label: the corn partitions alone."""
     out = tmp_path_factory.mktemp("one") / "corn"
-    for f in job_out.glob("time=*/label=corn/*.parquet"):
-        (out / f.parent.relative_to(job_out)).mkdir(parents=True, exist_ok=True)
-        shutil.copy(f, out / f.relative_to(job_out))
+    for f in inline_out.glob("time=*/label=corn/*.parquet"):
+        (out / f.parent.relative_to(inline_out)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, out / f.relative_to(inline_out))
     return out
 
 
 @pytest.fixture(scope="module")
-def no_pixel(job_out, tmp_path_factory):
+def no_pixel(inline_out, tmp_path_factory):
     """An output whose rows all lack a valid pixel."""
     out = tmp_path_factory.mktemp("empty") / "out"
-    for f in sorted(job_out.glob("time=*/label=*/*.parquet")):
+    for f in sorted(inline_out.glob("time=*/label=*/*.parquet")):
         table = pq.read_table(f)
         table = table.filter(table["mean"].is_null())
         if table.num_rows:
             break
-    (out / f.parent.relative_to(job_out)).mkdir(parents=True)
-    pq.write_table(table, out / f.relative_to(job_out))
+    (out / f.parent.relative_to(inline_out)).mkdir(parents=True)
+    pq.write_table(table, out / f.relative_to(inline_out))
     return out
 
 
@@ -269,9 +282,9 @@ def no_pixel(job_out, tmp_path_factory):
         ("probe", ["--test-fraction", "1.5"], "give a number between 0 and 1"),
     ],
 )
-def test_bad_input_is_named_with_exit_2(job_out, field, tmp_path, capsys, command, args, words):
-    fill = {"tmp": tmp_path, "out": job_out, "field": field}
-    argv = [str(job_out), *(a.format(**fill) for a in args)]
+def test_bad_input_is_named_with_exit_2(inline_out, field, tmp_path, capsys, command, args, words):
+    fill = {"tmp": tmp_path, "out": inline_out, "field": field}
+    argv = [str(inline_out), *(a.format(**fill) for a in args)]
     assert getattr(commands, f"{command}_main")(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"aef-zonal {command}: error: "), err
@@ -296,12 +309,12 @@ BUCKET = "answers"  # not the S3 tests' bucket: S3A keeps one filesystem per buc
 
 
 @pytest.fixture(scope="module")
-def s3(job_out, tmp_path_factory):
+def s3(inline_out, tmp_path_factory):
     with S3Server() as server:
         server.client.create_bucket(Bucket=BUCKET)
-        for f in sorted(job_out.rglob("*")):
+        for f in sorted(inline_out.rglob("*")):
             if f.is_file() and not f.name.startswith("."):
-                key = f"in/{f.relative_to(job_out).as_posix()}"
+                key = f"in/{f.relative_to(inline_out).as_posix()}"
                 server.client.put_object(Bucket=BUCKET, Key=key, Body=f.read_bytes())
         server.conf = server.conf_file(tmp_path_factory.mktemp("s3") / "s3.toml")
         yield server

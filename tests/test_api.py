@@ -4,10 +4,11 @@ rows and files, the caller's session left as it was, the command line's messages
 from __future__ import annotations
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 
 import aef_zonal
-from tests.compare import assert_frames_same, read
+from tests.compare import assert_frames_same, read, without_pixels
 from tests.conftest import ALL_STATS, run_job
 
 pytestmark = pytest.mark.spark
@@ -37,9 +38,12 @@ def test_api_on_a_filtered_dataframe_gives_the_cli_rows(spark, sample, job_out, 
         assert sorted(run.df.columns) == sorted(cli.columns)
         rows = run.df.select(*columns).toPandas().sort_values(["time", "feature_id"])
         assert_frames_same(rows, cli[columns])
-        assert run.report["fields"] == len(cli) // 2 and run.report["fields_crs"].startswith(
-            "EPSG:4326"
-        )
+        assert run.report["fields_crs"].startswith("EPSG:4326")
+        listed = without_pixels(job_out)
+        listed = listed[listed.feature_id % 2 == 0].reset_index(drop=True)
+        assert run.report["fields"] * 2 == len(cli) + len(listed)  # every field-year, once
+        got = run.without_pixels.toPandas().sort_values(["time", "label", "feature_id"])
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), listed, check_dtype=False)
 
         report = run.write(tmp_path / "out")
         assert report["rows"] == len(cli) and report["fields_path"] == "the fields DataFrame"

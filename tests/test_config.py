@@ -100,9 +100,9 @@ class _SC:
         return _Acc(next(self.values, value))
 
 
-def _meter(sc, reads, mb, fy, reads_total, fy_total):
+def _meter(sc, reads, mb, fy, reads_total, fy_total, with_chunks=None):
     sc.values = iter([reads, 0, mb * 1e6, fy])  # chunk_reads, requests, bytes, field_years
-    return Meter(sc, reads_total, fy_total)
+    return Meter(sc, reads_total, fy_total, with_chunks)
 
 
 def test_progress_line_counts_rate_and_time_left():
@@ -128,6 +128,16 @@ def test_progress_logs_lines_when_not_on_a_terminal():
     lines = out.getvalue().splitlines()
     assert len(lines) >= 3 and "\r" not in out.getvalue()
     assert lines[-1].startswith("[aef-zonal] reduce: 200/200 chunk reads, 10/10 field-years")
+
+
+def test_progress_reaches_the_field_years_without_chunks():
+    """Fields outside the store (or without a geometry) have no chunk to read: done from the
+    start, so the last line counts every field-year of the run."""
+    sc = _SC()
+    out = io.StringIO()
+    with Progress(sc, "reduce", _meter(sc, 192, 669, 4485.0, 192, 4488, 4485), stream=out):
+        pass
+    assert "192/192 chunk reads, 4,488/4,488 field-years" in out.getvalue()
 
 
 def test_a_long_run_gets_c2_and_a_short_or_unknown_one_c1_only(tmp_path):
@@ -166,3 +176,33 @@ def test_viz_commands_without_the_viz_extra_say_how_to_install_it(tmp_path, caps
         "needs geopandas, which the viz extra installs: pip install 'aef-zonal[viz]'"
         in capsys.readouterr().err
     )
+
+
+def test_command_line_help_marks_what_is_required_and_its_examples_run_on(capsys):
+    from aef_zonal import cli, options
+
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: aef-zonal run --store URL --fields FILE --out DIR [options]")
+    assert text.index("required (") < text.index("  --store URL") < text.index("options:")
+    flat = " ".join(text.split())
+    assert "GeoPackage (--layer), Shapefile, GeoJSON or FlatGeobuf" in flat
+    assert "integer feature_id" in flat and "the CRS is taken from the file" in flat
+    # every example is one shell command: a line that goes on ends with a backslash
+    commands = options.EXAMPLES.split("\n", 1)[1].replace("\\\n", " ").splitlines()
+    assert all(c.lstrip().startswith("aef-zonal run ") for c in commands), commands
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--help"])
+    sample = capsys.readouterr().out
+    assert "OUT_DIR  " in sample and "store.zarr, fields.parquet" in sample
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("aef-zonal 0.1.0 (pyspark ")
+
+
+def test_years_with_commas_get_the_hint(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(["--store", "s", "--fields", "f", "--out", "o", "--years", "2024,2025"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "'2024,2025' is not a year; separate years by spaces: --years 2024 2025" in err

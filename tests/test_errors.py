@@ -74,7 +74,7 @@ def test_existing_output_is_not_touched(sample, tmp_path, capsys):
     assert rc != 0 and "already exists" in err and (out / "keep.txt").read_text() == "mine"
 
 
-def test_cli_exit_code(tmp_path):
+def test_cli_exit_code(sample, tmp_path):
     cli = Path(sys.executable).parent / "aef-zonal"
     proc = subprocess.run(
         [
@@ -83,7 +83,7 @@ def test_cli_exit_code(tmp_path):
             "--store",
             str(tmp_path / "none.zarr"),
             "--fields",
-            str(tmp_path / "f.parquet"),
+            str(sample / "fields.parquet"),
             "--out",
             str(tmp_path / "o"),
         ],

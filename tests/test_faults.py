@@ -18,7 +18,7 @@ import shapely
 
 from aef_zonal.run import main
 from aef_zonal.udfs.store import describe
-from tests.compare import assert_same, read, same
+from tests.compare import assert_same, read, same, without_pixels
 from tests.conftest import ALL_STATS, job_args, run_job
 
 pytestmark = pytest.mark.spark
@@ -65,19 +65,27 @@ def test_corrupt_chunk_skipped_on_request_marks_fields(corrupt_store, sample, tm
     assert rc == 0
     report = json.loads((out / "_run.json").read_text())
     assert report["skipped_chunks"] == [BAD_CHUNK] and report["complete"] is False
-    got, ref = read(out), read(job_out)
+    got = read(out).set_index(["feature_id", "time"])
+    ref = read(job_out).set_index(["feature_id", "time"])
+    listed = without_pixels(out).set_index(["feature_id", "time"])
+    ref_listed = without_pixels(job_out).set_index(["feature_id", "time"])
     g = describe(str(sample / "store.zarr")).grid
     box = shapely.box(g.xmin + 256 * g.res, g.ymax - 256 * g.res, g.xmin + 512 * g.res, g.ymax)
-    geoms = shapely.from_wkb(got.geometry)
-    in_2024 = got.time == "2024-01-01"
-    changed = (got["count"] != ref["count"]).to_numpy()
+    # the fields wholly inside the skipped chunk have no pixel left: listed with that reason
+    skipped = listed[listed.reason == "chunk skipped (undecodable)"]
+    assert len(skipped) and (skipped.index.get_level_values(1) == "2024-01-01").all()
+    geoms = dict(zip(ref.index, shapely.from_wkb(ref.geometry)))
+    assert all(shapely.within(geoms[k], box) for k in skipped.index)
+    assert listed.drop(index=skipped.index).equals(ref_listed)  # the others as without fault
+    # the fields partly in it keep a row, marked incomplete; every other row is unchanged
+    assert set(got.index) == set(ref.index) - set(skipped.index)
+    ref = ref.loc[got.index]
     incomplete = ~got.complete.to_numpy()
+    in_2024 = got.index.get_level_values(1) == "2024-01-01"
+    changed = (got["count"] != ref["count"]).to_numpy()
     assert incomplete.sum() >= 5 and (incomplete <= in_2024).all()
     assert (changed <= incomplete).all(), "a field changed without being marked"
-    assert shapely.intersects(geoms[incomplete], box).all()
-    inside = incomplete & shapely.within(geoms, box)
-    assert inside.any() and (got["count"][inside] == 0).all()
-    assert (got.reason[inside] == "chunk skipped (undecodable)").all()
+    assert shapely.intersects(shapely.from_wkb(got.geometry[incomplete]), box).all()
     untouched = ~incomplete  # every other row is exactly the fault-free result
     for col in ("count", "mean", "std", "p05"):
         for u, v in zip(got[col][untouched], ref[col][untouched]):
@@ -159,16 +167,20 @@ def test_mode_add_replaces_only_its_partitions(sample, tmp_path, job_out, capsys
     assert f"fields: {n} (0 null, 0 empty, 0 repaired geometries; CRS EPSG:4326)" in summary, (
         summary
     )
-    assert f"time=2025-01-01/label=corn: {n}" in summary and " chunks, " in summary
+    listed = without_pixels(job_out).query("time == '2025-01-01' and label == 'corn'")
+    assert f"time=2025-01-01/label=corn: {n - len(listed)}" in summary and " chunks, " in summary
+    assert (f"{len(listed)} field-years without a valid pixel" in summary) == bool(len(listed))
     after = {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")}
     replaced = {p.parent.as_posix() for p in set(before) ^ set(after)}
     assert replaced == {"time=2025-01-01/label=corn"}
     assert all(after[p] == b for p, b in before.items() if p in after)
     # same values (the dataset's PCA model was reused) but the change: the added run reduced
-    # 2025 alone, so it has no earlier year to compare with
+    # 2025 alone, so it has no earlier year to compare with; the same field-years listed (the
+    # replaced partition's anew, the others kept)
     assert_same(out, job_out, ignore=("source_store", "change", "change_from"))
     added = read(out).query("time == '2025-01-01' and label == 'corn'")
-    assert len(added) == n and added.change.isna().all() and added.change_from.isna().all()
+    assert len(added) == n - len(listed) and added.change.isna().all()
+    assert added.change_from.isna().all()
     assert len(list((out / "_runs").glob("*.json"))) == 2
     # different statistics would give partitions different columns: refused, nothing touched
     rc = run_job(sample / "store.zarr", corn, out, "--mode", "add")
@@ -176,3 +188,59 @@ def test_mode_add_replaces_only_its_partitions(sample, tmp_path, job_out, capsys
     assert {
         p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")
     } == after
+    # the same field-years kept in the data would mix two layouts: refused too
+    rc = run_job(
+        sample / "store.zarr",
+        corn,
+        out,
+        "--stats",
+        ALL_STATS,
+        "--mode",
+        "add",
+        "--rows-without-pixels",
+        "inline",
+    )
+    assert (
+        rc == 2 and "keeps its field-years without a valid pixel listed" in capsys.readouterr().err
+    )
+
+
+def test_mode_add_of_a_partition_without_pixels(sample, tmp_path, job_out):
+    """A --mode add run whose fields of a partition have no valid pixel (here: moved far away)
+    writes no row there: the partition's old rows go all the same, its field-years are listed
+    anew, and every other partition and listed field-year stays."""
+    out = tmp_path / "out"
+    shutil.copytree(job_out, out)
+    fields = gpd.read_parquet(sample / "fields.parquet")
+    pasture = fields[fields.label == "pasture"].copy()
+    pasture["geometry"] = pasture.geometry.translate(xoff=40)  # in Asia, outside the store
+    pasture.to_parquet(tmp_path / "pasture.parquet")
+    before = {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")}
+    assert (
+        run_job(
+            sample / "store.zarr",
+            tmp_path / "pasture.parquet",
+            out,
+            "--stats",
+            ALL_STATS,
+            "--years",
+            "2025",
+            "--mode",
+            "add",
+        )
+        == 0
+    )
+    after = {p.relative_to(out): p.read_bytes() for p in out.glob("time=*/label=*/*.parquet")}
+    gone = "time=2025-01-01/label=pasture"
+    assert {p.parent.as_posix() for p in set(before) - set(after)} == {gone}
+    assert after == {p: b for p, b in before.items() if p.parent.as_posix() != gone}
+    listed = without_pixels(out)
+    mine = listed.query("time == '2025-01-01' and label == 'pasture'")
+    assert sorted(mine.feature_id) == sorted(pasture.feature_id)
+    assert (mine.reason == "outside the store").all()
+    old = without_pixels(job_out).query("not (time == '2025-01-01' and label == 'pasture')")
+    assert (
+        listed.query("not (time == '2025-01-01' and label == 'pasture')")
+        .reset_index(drop=True)
+        .equals(old.reset_index(drop=True))
+    )

@@ -33,7 +33,8 @@ def test_float32_store_against_xarray(float_sample, tmp_path):
 
     store, fields_path = float_sample / "store.zarr", float_sample / "fields.parquet"
     out = tmp_path / "result"
-    assert run_job(store, fields_path, out, "--stats", "count,mean,std,min,max,sum") == 0
+    stats = ("--stats", "count,mean,std,min,max,sum")
+    assert run_job(store, fields_path, out, *stats, "--rows-without-pixels", "inline") == 0
     got = read(out)
     got["year"] = got.time.str.slice(0, 4).astype(int)
     got = got.set_index(["feature_id", "year"])

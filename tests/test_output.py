@@ -72,6 +72,20 @@ def test_layout_and_geo_metadata(job_out):
         assert pq.read_schema(f).names == COLUMNS
 
 
+def test_the_field_years_without_pixels_beside_the_data(job_out, table):
+    """A plain Parquet table of its own, skipped by the readers of the data (its name starts
+    with _): every row of the data has its vectors."""
+    from aef_zonal import dataset
+
+    listed = pq.read_table(job_out / dataset.WITHOUT_PIXELS)
+    assert listed.schema.equals(dataset.without_pixels_schema()) and listed.num_rows > 0
+    assert (table["count"] > 0).all() and table.reason.isna().all()
+    assert table.pca_components.notna().all() and table["mean"].notna().all()
+    assert listed.to_pandas().equals(
+        listed.to_pandas().sort_values(["time", "label", "feature_id"]).reset_index(drop=True)
+    )
+
+
 def test_rows_sorted_by_hilbert_key_in_each_partition(job_out):
     for f in parts(job_out):
         keys = pq.read_table(f, columns=["hilbert_key"])["hilbert_key"].to_numpy()
@@ -226,6 +240,9 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
                 str(out),
                 "--master",
                 "local[2]",
+                # the field west of the store has no pixel: its row, with its offsets, inline
+                "--rows-without-pixels",
+                "inline",
             ]
         )
         == 0

@@ -70,3 +70,15 @@ def test_absent_year_is_refused_with_the_years_present(job_out, tmp_path, capsys
 def test_a_folder_that_is_not_an_output_is_refused(tmp_path, capsys):
     assert plot.main([str(tmp_path), "--to", str(tmp_path / "p")]) == 2
     assert "is not an aef-zonal output" in capsys.readouterr().err
+
+
+def test_the_fields_listed_without_pixels_are_counted(job_out, tmp_path, capsys):
+    """Not drawn (the data has no row of them): the console and the map's legend say how many."""
+    import pandas as pd
+
+    listed = pd.read_parquet(job_out / "_without_pixels").query("time == '2024-01-01'")
+    assert len(listed)
+    assert plot.listed_without_pixels(job_out, 2024) == set(listed.feature_id)
+    assert plot.main([str(job_out), "--year", "2024", "--to", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"; {len(listed)} without a valid pixel, listed in _without_pixels/)" in out

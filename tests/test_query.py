@@ -194,7 +194,13 @@ def test_sql_command_prints_and_writes(job_out, tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "   label|  n|" in out and "    corn|" in out
+    assert "   label|  n|" in out and "    corn|" in out and out.endswith("\n4 rows\n")
+    # more rows than shown: how many, and how to see them (Spark alone says neither)
+    assert query.main([str(job_out), "SELECT feature_id FROM fields"]) == 0
+    total = ds.dataset(job_out, format="parquet").count_rows()
+    out = capsys.readouterr().out
+    assert f"\n{total:,} rows (20 shown: --limit N for more, --to FILE.parquet for all)\n" in out
+    assert "only showing" not in out
 
     import geopandas as gpd
 
@@ -218,6 +224,25 @@ def test_sql_command_prints_and_writes(job_out, tmp_path, capsys):
     plain = tmp_path / "labels.parquet"
     assert query.main([str(job_out), "SELECT DISTINCT label FROM fields", "--to", str(plain)]) == 0
     assert sorted(pd.read_parquet(plain).label) == ["alfalfa", "corn", "pasture", "soybeans"]
+
+
+def test_sql_views_the_field_years_without_pixels(job_out, sample, spark):
+    """Every field-year is a row of `fields` or of `without_pixels`, never both."""
+    import geopandas as gpd
+
+    listed = pd.read_parquet(job_out / "_without_pixels")
+    answer = query.query(
+        spark, job_out, "SELECT reason, COUNT(*) AS n FROM without_pixels GROUP BY reason"
+    ).collect()
+    assert {r.reason: r.n for r in answer} == listed.reason.value_counts().to_dict()
+    both = query.query(
+        spark,
+        job_out,
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT feature_id, time) AS keys FROM (SELECT feature_id, "
+        "CAST(time AS STRING) AS time FROM fields UNION ALL SELECT feature_id, time FROM "
+        "without_pixels)",
+    ).first()
+    assert both.n == both.keys == 2 * len(gpd.read_parquet(sample / "fields.parquet"))
 
 
 def test_sql_command_errors(job_out, tmp_path, capsys):
@@ -253,7 +278,8 @@ def test_geoparquet_validator_covering(job_out):
 @pytest.fixture(scope="module")
 def every_kind(sample, tmp_path_factory, job_out):
     """An output holding every kind of input row: per-year layers of sample fields, and a null,
-    an empty, an invalid (repaired) and a far-away (outside the store) polygon."""
+    an empty, an invalid (repaired) and a far-away (outside the store) polygon, kept in the
+    data (--rows-without-pixels inline): the rows a reader may meet there."""
     import geopandas as gpd
     import shapely
 
@@ -297,15 +323,18 @@ def every_kind(sample, tmp_path_factory, job_out):
                 "count,mean",
                 "--pca-model",
                 str(job_out / "_pca_model.json"),
+                "--rows-without-pixels",
+                "inline",
             ]
         )
         == 0
     )
-    reasons = (
-        ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id").reason
-    )
-    assert reasons[9001] == "null geometry" and reasons[9002] == "empty geometry"
-    assert reasons[9004] == "outside the store" and pd.isna(reasons[9003])  # repaired, reduced
+    t = ds.dataset(out, partitioning="hive").to_table().to_pandas().set_index("feature_id")
+    assert t.reason[9001] == "null geometry" and t.reason[9002] == "empty geometry"
+    assert t.reason[9004] == "outside the store" and pd.isna(t.reason[9003])  # repaired, reduced
+    # no extent, no key (and no colour without a mean); a far-away field still has a key
+    assert pd.isna(t.hilbert_key[9001]) and pd.isna(t.hilbert_key[9002])
+    assert t.hilbert_key[9004] > 0 and t.pca_components[9004] is None
     return out
 
 

@@ -284,7 +284,12 @@ def test_s3_fields_and_output_equal_the_local_run(s3, s3_out, job_out):
     assert not s3_out["faults_left"], "every 503 and 500 on the writes was met and retried"
     assert_same("results/iowa", job_out, filesystem=s3.arrow_fs())
     keys = s3.objects("iowa/")
-    assert {"iowa/_run.json", "iowa/_pca_model.json", "iowa/_SUCCESS"} <= set(keys)
+    assert {
+        "iowa/_run.json",
+        "iowa/_pca_model.json",
+        "iowa/_without_pixels/part-0.parquet",
+        "iowa/_SUCCESS",
+    } <= set(keys)
     assert len([k for k in keys if k.startswith("iowa/_runs/")]) == 1
     assert not [k for k in keys if "__magic" in k] and not s3.uploads("iowa/")
     success = json.loads(s3.client.get_object(Bucket="results", Key="iowa/_SUCCESS")["Body"].read())
@@ -313,7 +318,7 @@ def test_s3_output_passes_the_geoparquet_validator(s3, s3_out):
 def test_sql_and_plot_read_the_s3_output(s3, s3_out, s3conf, job_out, tmp_path):
     from aef_zonal import query
     from aef_zonal.session import spark_session
-    from aef_zonal.viewers import plot
+    from aef_zonal.viewers import plot, webmap
 
     settings = {"spark": {"conf": s3.settings()}}
     assert query.output_years(OUT, settings) == [2024, 2025]
@@ -325,6 +330,10 @@ def test_sql_and_plot_read_the_s3_output(s3, s3_out, s3conf, job_out, tmp_path):
     assert query.main([OUT, text, "--conf", str(s3conf)]) == 0
     assert plot.main([OUT, "--year", "2024", "--to", str(tmp_path), "--conf", str(s3conf)]) == 0
     assert (tmp_path / "map.png").stat().st_size > 10_000 and (tmp_path / "pca.png").exists()
+    # map reads it on the custom endpoint too (it asked AWS before it took --conf)
+    page = tmp_path / "map.html"
+    assert webmap.main([OUT, "--year", "2024", "--to", str(page), "--conf", str(s3conf)]) == 0
+    assert page.read_text().startswith("<!doctype html>")
 
 
 def test_s3_existing_output_is_refused_without_mode(s3, s3_out, s3conf, s3_fields, capsys):
@@ -495,7 +504,7 @@ def test_s3_bad_input_is_named_and_nothing_written(s3, s3conf, s3_fields, tmp_pa
             Bucket="results", Key="in/notes.parquet", Body=b"plain text, not Parquet"
         )
         fields = "s3://results/in/notes.parquet"
-        expect = [f"cannot read {fields} as GeoParquet"]
+        expect = [f'{fields} is a CSV text file (first line: "plain text, not Parquet")']
     else:
         fields = "s3://results/in/none.parquet"
         expect = [f"fields file {fields} does not exist"]

@@ -82,3 +82,52 @@ def test_a_task_start_freezes_what_is_alive_and_later_garbage_is_still_collected
         timeout=120,
     )
     assert run.returncode == 0 and run.stdout == "ok\n", run.stderr
+
+
+@pytest.mark.spark
+def test_a_command_line_run_prints_its_own_lines_only(sample, job_out, tmp_path):
+    """The whole process's output, as a terminal shows it: nothing of the JVM's or Spark's start
+    (nor of its logging after) without -v, and a time line for each stage that ran (no change
+    stage when change was not asked for)."""
+    import re
+
+    import geopandas as gpd
+
+    gpd.read_parquet(sample / "fields.parquet").head(5).to_parquet(tmp_path / "f.parquet")
+    cli = Path(sys.executable).parent / "aef-zonal"
+    proc = subprocess.run(
+        [
+            str(cli),
+            "run",
+            "--store",
+            str(sample / "store.zarr"),
+            "--fields",
+            str(tmp_path / "f.parquet"),
+            "--out",
+            str(tmp_path / "out"),
+            "--years",
+            "2025",
+            "--pca-model",
+            str(job_out / "_pca_model.json"),
+            "--master",
+            "local[1]",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # stderr: the progress lines alone
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("[aef-zonal] ")] == []
+    stages = re.findall(r"^\[aef-zonal\] (\S+(?: \S+)?): [\d.]+ s$", proc.stdout, re.M)
+    assert stages == [
+        "start spark",
+        "fields",
+        "assign",
+        "chunk_tasks",
+        "field_years",
+        "reduce",
+        "aggregate",
+        "pca",
+        "write",
+    ], proc.stdout
+    assert "5/5 field-years" in proc.stderr  # the progress reached its total

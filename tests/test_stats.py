@@ -10,7 +10,7 @@ import pytest
 
 from aef_zonal import options
 from tests import aligned, reference
-from tests.compare import read
+from tests.compare import read, without_pixels
 from tests.conftest import run_job
 
 pytestmark = pytest.mark.spark
@@ -27,6 +27,8 @@ def load(out):
 
 
 def run_rule(sample, job_out, tmp_path_factory, rule, stats, fields):
+    """A run of another pixel rule; its field-years without a valid pixel kept inline, so that
+    every field-year is a row (count 0, null statistics, valid_fraction 0 where it has some)."""
     out = tmp_path_factory.mktemp(rule) / "result"
     assert (
         run_job(
@@ -39,6 +41,8 @@ def run_rule(sample, job_out, tmp_path_factory, rule, stats, fields):
             stats,
             "--pca-model",
             str(job_out / "_pca_model.json"),
+            "--rows-without-pixels",
+            "inline",
         )
         == 0
     )
@@ -91,6 +95,13 @@ def center(job_out):
 
 
 @pytest.fixture(scope="module")
+def center_listed(job_out) -> set:
+    """The session run's field-years without a valid pixel, listed beside its data."""
+    t = without_pixels(job_out)
+    return set(zip(t.feature_id, t.time.str.slice(0, 4).astype(int)))
+
+
+@pytest.fixture(scope="module")
 def touched(sample, job_out, tmp_path_factory, with_aligned):
     return run_rule(
         sample,
@@ -114,19 +125,16 @@ def fraction(sample, job_out, tmp_path_factory, with_aligned):
     )
 
 
-def test_center_quantiles_extremes_and_more_are_exact(center, fields, store):
+def test_center_quantiles_extremes_and_more_are_exact(center, center_listed, fields, store):
     worst = 0.0
     for fid, geom in zip(fields.feature_id, fields.geometry):
         for year in (2024, 2025):
             ref = reference.field_stats(store, geom, year)
-            row = center.loc[(fid, year)]
-            if ref["inside"]:
-                assert row["valid_fraction"] == pytest.approx(
-                    ref["count"] / ref["inside"], abs=1e-15
-                )
-            if ref["count"] == 0:
-                assert all(row[c] is None for c in ("min", "max", "p05", "median", "p95", "sum"))
+            if ref["count"] == 0:  # listed beside the data (test_reference.py: with its reason)
+                assert (fid, year) in center_listed and (fid, year) not in center.index
                 continue
+            row = center.loc[(fid, year)]
+            assert row["valid_fraction"] == pytest.approx(ref["count"] / ref["inside"], abs=1e-15)
             v = ref["values"]
             # exact order statistics: numpy.quantile to float precision (the job's code -> value
             # table is a * u, the reference's (q / 127.5)^2: 1 ulp apart)
@@ -152,9 +160,13 @@ def test_change_is_one_minus_the_cosine_of_the_years_means(center, fields, store
     worst = 0.0
     for fid, geom in list(zip(fields.feature_id, fields.geometry))[::3]:
         a, b = (reference.field_stats(store, geom, year)["mean"] for year in (2024, 2025))
-        first, row = center.loc[(fid, 2024)], center.loc[(fid, 2025)]
-        assert np.isnan(first["change"]) and np.isnan(first["change_from"])
-        if a is None or b is None:
+        if a is not None:  # a field-year without a pixel is listed beside the data, no row
+            first = center.loc[(fid, 2024)]
+            assert np.isnan(first["change"]) and np.isnan(first["change_from"])
+        if b is None:
+            continue
+        row = center.loc[(fid, 2025)]
+        if a is None:
             assert np.isnan(row["change"]) and np.isnan(row["change_from"]), kinds[fid]
             continue
         want = 1 - a @ b / np.sqrt((a @ a) * (b @ b))
@@ -279,6 +291,9 @@ def extras(sample, job_out, fields, tmp_path_factory):
             "all",
             "--pca-model",
             str(job_out / "_pca_model.json"),
+            # every field-year a row: those min_coverage leaves without a pixel too
+            "--rows-without-pixels",
+            "inline",
         )
         == 0
     )
@@ -381,13 +396,15 @@ def by_kind(table, kinds, kind, year):
 
 
 def test_all_nodata_and_single_pixel_fields_in_every_mode(
-    center, touched, fraction, all_kinds, fields, store
+    center, center_listed, touched, fraction, all_kinds, fields, store
 ):
     kinds = all_kinds
-    for table in (center, touched, fraction):
-        empty = by_kind(table, kinds, "missing-chunk", 2024)  # its chunk was never written
+    missing = next(f for f in fields.feature_id if kinds[f] == "missing-chunk")
+    assert (missing, 2024) in center_listed  # its chunk was never written
+    for table in (touched, fraction):  # kept inline: its row says so
+        empty = by_kind(table, kinds, "missing-chunk", 2024)
         assert empty["count"] == 0 and empty["mean"] is None and empty["std"] is None
-        assert empty["valid_fraction"] == 0
+        assert empty["valid_fraction"] == 0 and empty["reason"] == "no valid pixel (all nodata)"
     geom = fields.geometry[[kinds[f] == "subpixel-centre" for f in fields.feature_id]].iloc[0]
     ref = reference.field_stats(store, geom, 2025)
     assert ref["count"] == 1

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from aef_zonal.udfs import pca_model
-from aef_zonal.udfs.rows import COLOURS, PARTITIONS, REASONS, Layout, unpack
+from aef_zonal.udfs.rows import COLOURS, PARTITIONS, Layout, unpack
 
 GEOPARQUET = "1.1.0"
 COVERING = {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}
@@ -35,15 +35,17 @@ _TYPES = {
     6: "MultiPolygon",
     7: "GeometryCollection",
 }
-# one row per file written: where (below the output), its partition, rows, rows per reason for a
-# count of 0, and for an upload left pending its id and parts
+# one row per partition a task holds: the file written (below the output; none when no row is
+# left to write), its partition and rows, the field-years without a valid pixel of the partition
+# (written inline or not) and for an upload left pending its id and parts
 MESSAGES = pa.schema(
     [
         ("path", pa.string()),
         ("time", pa.string()),
         ("label", pa.string()),
         ("rows", pa.int64()),
-        ("reasons", pa.list_(pa.int64())),  # per REASONS
+        ("without_ids", pa.list_(pa.int64())),
+        ("without_reasons", pa.list_(pa.string())),
         ("bytes", pa.int64()),
         ("upload_id", pa.string()),
         ("etags", pa.list_(pa.string())),  # part i + 1's
@@ -62,9 +64,12 @@ class Files:
     folder: Callable[[str, str], str]  # a (time, label) partition's folder (jobs/dataset.py)
     target: object = None  # where files go: LocalTarget or udfs/s3.py's UploadTarget
     timestamps_int96: bool = True  # Spark's default for timestamps (outputTimestampType)
+    inline: bool = True  # rows without a valid pixel written too (else only listed)
 
-    def to(self, target, timestamps_int96: bool) -> Files:
-        return dataclasses.replace(self, target=target, timestamps_int96=timestamps_int96)
+    def to(self, target, timestamps_int96: bool, inline: bool) -> Files:
+        return dataclasses.replace(
+            self, target=target, timestamps_int96=timestamps_int96, inline=inline
+        )
 
     @property
     def schema(self) -> pa.Schema:
@@ -121,25 +126,32 @@ def write_partition(batches: Iterable[pa.RecordBatch], files: Files, task: int) 
     for (time_, label), rows in sorted(groups.items()):
         table = sorted_rows(pa.Table.from_batches(rows, files.layout.packed))
         del rows[:]  # the unpacked batches refer to the input's buffers: let them go
-        table = coloured(table, files)
-        rel = f"{files.folder(time_, label)}/part-{task:05d}-{uuid.uuid4().hex}.c000.snappy.parquet"
-        sink = files.target.open(rel)
-        try:
-            encode(table, files, sink)
-        except BaseException:
-            sink.abort()
-            raise
-        reason = pc.value_counts(pc.drop_null(table.column("reason")))
-        counts = dict(zip(reason.field("values").to_pylist(), reason.field("counts").to_pylist()))
-        yield {
-            "path": rel,
+        without = table.column("reason").is_valid()
+        listed = table.filter(without)
+        message = {
+            "path": None,
             "time": time_,
             "label": label,
-            "rows": table.num_rows,
-            "reasons": [counts.get(r, 0) for r in REASONS],
-            "bytes": sink.bytes,
-            **sink.close(),
+            "rows": 0,
+            "without_ids": listed.column("feature_id").to_pylist(),
+            "without_reasons": listed.column("reason").to_pylist(),
+            "bytes": 0,
+            "upload_id": None,
+            "etags": None,
         }
+        if not files.inline:
+            table = table.filter(pc.invert(without))
+        if table.num_rows:
+            table = coloured(table, files)
+            rel = f"{files.folder(time_, label)}/part-{task:05d}-{uuid.uuid4().hex}.c000.snappy.parquet"
+            sink = files.target.open(rel)
+            try:
+                encode(table, files, sink)
+            except BaseException:
+                sink.abort()
+                raise
+            message |= {"path": rel, "rows": table.num_rows, "bytes": sink.bytes, **sink.close()}
+        yield message
 
 
 def sorted_rows(table: pa.Table) -> pa.Table:

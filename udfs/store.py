@@ -160,7 +160,23 @@ def open_group(a: Access) -> zarr.Group:
     except StoreError:
         raise
     except Exception as e:  # zarr and obstore raise several types for "nothing there"
-        raise StoreError(f"cannot open Zarr store {a.url}: {type(e).__name__}: {e}") from e
+        raise StoreError(
+            f"cannot open Zarr store {a.url}: {type(e).__name__}: {e}{_inner_store(a)}"
+        ) from e
+
+
+def _inner_store(a: Access) -> str:
+    """A hint when a local folder is not a store but holds one (`out/sample` for
+    `out/sample/store.zarr`)."""
+    if a.scheme not in ("", "file"):
+        return ""
+    path = urlsplit(a.url).path if a.scheme else a.url
+    inner = sorted(
+        os.path.join(a.url, e.name)
+        for e in os.scandir(path)
+        if e.is_dir() and os.path.isfile(os.path.join(e.path, "zarr.json"))
+    )
+    return f"; {inner[0]} holds one: pass --store {inner[0]}" if inner else ""
 
 
 def describe(a: Access | str) -> StoreInfo:

@@ -58,6 +58,21 @@ def load_year(out, year: int, settings: dict | None = None):
     return gdf, model
 
 
+def listed_without_pixels(out, year: int, settings: dict | None = None) -> set[int]:
+    """The feature_ids of the year's field-years the output lists in its WITHOUT_PIXELS table
+    (none for an output without one)."""
+    import pyarrow.compute as pc
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, root = filesystem.arrow_fs(str(out), settings)
+    path = filesystem.join(root, dataset.WITHOUT_PIXELS)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return set()
+    t = pq.read_table(path, filesystem=fs, columns=["feature_id", "time"])
+    return set(t.filter(pc.equal(t["time"], dataset.time_value(year)))["feature_id"].to_pylist())
+
+
 def rgba(gdf) -> np.ndarray:
     """Each field's pca_components as an RGBA colour; grey where the field has no valid pixel."""
     colors = np.tile(NO_PIXEL, (len(gdf), 1))
@@ -67,7 +82,7 @@ def rgba(gdf) -> np.ndarray:
     return colors
 
 
-def save_png(fig, path: str) -> None:
+def save_png(fig, path: str, settings: dict | None = None) -> None:
     """Save as a 256-colour PNG: a few times smaller than matplotlib's RGBA and alike to the eye."""
     import io
 
@@ -82,10 +97,15 @@ def save_png(fig, path: str) -> None:
     Image.open(buf).convert("RGB").quantize(
         256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     ).save(png, "PNG", optimize=True)
-    fs, where = filesystem.arrow_fs(path)  # --to may be beside an s3:// output
+    write_file(path, png.getvalue(), settings)
+
+
+def write_file(path: str, data: bytes, settings: dict | None = None) -> None:
+    """`data` at `path`: a local file, or beside an s3:// output (its --conf's endpoint and keys)."""
+    fs, where = filesystem.arrow_fs(path, settings)
     fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(where) as f:
-        f.write(png.getvalue())
+        f.write(data)
 
 
 def _degrees(axis, hemi: tuple[str, str]):
@@ -106,7 +126,9 @@ def _nice_km(km: float) -> float:
     return max(m * exp for m in (1, 2, 5) if m * exp <= km)
 
 
-def plot_map(gdf, year: int, path: str) -> None:
+def plot_map(gdf, year: int, path: str, settings: dict | None = None, not_drawn: int = 0) -> None:
+    """map.png; `not_drawn`: the year's fields without a valid pixel that the output lists
+    beside its data (their outlines are not in it), said in the legend."""
     import matplotlib.pyplot as plt
     import shapely
     from matplotlib.patches import Patch
@@ -155,24 +177,31 @@ def plot_map(gdf, year: int, path: str) -> None:
         )
     )
     empty = int((gdf["count"] == 0).sum())
-    if empty:
-        fig.legend(
-            handles=[
-                Patch(facecolor=NO_PIXEL, edgecolor="0.2", label=f"no valid pixel ({empty} fields)")
-            ],
-            loc="outside lower left",
-            fontsize=9,
-            frameon=False,
+    handles = [
+        Patch(facecolor=NO_PIXEL, edgecolor="0.2", label=f"no valid pixel ({empty} fields)")
+    ][: 1 if empty else 0]
+    if not_drawn:
+        handles.append(
+            Patch(
+                facecolor="none",
+                edgecolor="none",
+                label=f"{not_drawn} fields without a valid pixel, not drawn "
+                f"(listed in {dataset.WITHOUT_PIXELS}/)",
+            )
         )
+    if handles:
+        fig.legend(handles=handles, loc="outside lower left", fontsize=9, frameon=False)
     ax.set_title(
         f"{len(gdf):,} fields, {year}: colour = PCA(3) of the mean embedding "
         "(R, G, B = PC1, PC2, PC3)",
         fontsize=11,
     )
-    save_png(fig, path)
+    save_png(fig, path, settings)
 
 
-def plot_pca(gdf, model: dict, year: int, path: str, sample: int, seed: int) -> None:
+def plot_pca(
+    gdf, model: dict, year: int, path: str, sample: int, seed: int, settings: dict | None = None
+) -> None:
     import matplotlib.pyplot as plt
     from matplotlib import patheffects
     from matplotlib.colors import LinearSegmentedColormap
@@ -235,7 +264,7 @@ def plot_pca(gdf, model: dict, year: int, path: str, sample: int, seed: int) -> 
         "colour = (PC1, PC2, PC3) as RGB, shading = density, labels at their median",
         fontsize=11,
     )
-    save_png(fig, path)
+    save_png(fig, path, settings)
 
 
 def parse_args(argv):
@@ -277,13 +306,28 @@ def main(argv=None) -> int:
                 f"no field of {year} in {args.out} has a valid pixel: nothing to plot"
             )
         to = args.to or filesystem.join(args.out, "_plots", str(year))
-        plot_map(gdf, year, filesystem.join(to, "map.png"))
-        plot_pca(gdf, model, year, filesystem.join(to, "pca.png"), args.sample, args.seed)
+        not_drawn = len(listed_without_pixels(args.out, year, args.settings) - set(gdf.feature_id))
+        plot_map(gdf, year, filesystem.join(to, "map.png"), args.settings, not_drawn)
+        plot_pca(
+            gdf,
+            model,
+            year,
+            filesystem.join(to, "pca.png"),
+            args.sample,
+            args.seed,
+            args.settings,
+        )
     except OutputError as e:
         print(f"aef-zonal plot: error: {e}", file=sys.stderr)
         return 2
     print(
         f"[aef-zonal] wrote {filesystem.join(to, 'map.png')} and {filesystem.join(to, 'pca.png')} "
-        f"({len(gdf):,} fields, {year})"
+        f"({len(gdf):,} fields, {year}"
+        + (
+            f"; {not_drawn:,} without a valid pixel, listed in {dataset.WITHOUT_PIXELS}/"
+            if not_drawn
+            else ""
+        )
+        + ")"
     )
     return 0

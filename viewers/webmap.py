@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aef_zonal import dataset
+from aef_zonal import config, dataset, filesystem
 from aef_zonal.dataset import OutputError
 from aef_zonal.query import output_years
 from aef_zonal.viewers.plot import NO_PIXEL as NO_PIXEL_RGBA
+from aef_zonal.viewers.plot import listed_without_pixels, write_file
 
 DECK_VERSION = "9.4.0"
 # the npm packages whose standalone bundle the page inlines (their tarballs, as `npm pack` names
@@ -38,16 +39,18 @@ COLOURS = ("pca", "cluster")
 TAB10 = ("1f77b4", "ff7f0e", "2ca02c", "d62728", "9467bd", "8c564b", "e377c2", "bcbd22", "17becf")
 
 
-def read_fields(out, year: int, bbox=None, colour: str = "pca"):
+def read_fields(out, year: int, bbox=None, colour: str = "pca", settings: dict | None = None):
     """pyarrow Table of one year's fields (COLUMNS, and `cluster` when colouring by it),
-    optionally only those whose bbox meets `bbox`."""
+    optionally only those whose bbox meets `bbox`; `settings`: a --conf's
+    spark.hadoop.fs.s3a.* keys for an s3:// output."""
     import pyarrow.dataset as ds
 
-    years = output_years(out)
+    years = output_years(out, settings)
     if year not in years:
         raise OutputError(f"year {year} is not in {out}; it has {', '.join(map(str, years))}")
-    folder = Path(out) / dataset.year_folder(year)
-    data = ds.dataset(folder, format="parquet", partitioning="hive")
+    fs, root = filesystem.arrow_fs(str(out), settings)
+    folder = filesystem.join(root, dataset.year_folder(year))
+    data = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
     columns = COLUMNS + (["cluster"] if colour == "cluster" else [])
     if colour == "cluster" and "cluster" not in data.schema.names:
         raise OutputError(
@@ -171,9 +174,13 @@ def _b64(a: np.ndarray) -> str:
     ).decode()
 
 
-def page(table, year: int, note: str | None = None, tiles: str | None = None) -> str:
+def page(
+    table, year: int, note: str | None = None, tiles: str | None = None, not_drawn: int = 0
+) -> str:
     """The HTML text of the map of `table` (read_fields' columns): fields in their
-    pca_components colour, or their cluster's when the table has a `cluster` column."""
+    pca_components colour, or their cluster's when the table has a `cluster` column;
+    `not_drawn`: the year's fields without a valid pixel listed beside the data, said in the
+    legend."""
     import pyarrow.compute as pc
     import shapely
 
@@ -199,6 +206,8 @@ def page(table, year: int, note: str | None = None, tiles: str | None = None) ->
         "year": year,
         "n": table.num_rows,
         "empty": empty,
+        "not_drawn": not_drawn,
+        "listed_in": dataset.WITHOUT_PIXELS + "/",
         "note": note,
         "tiles": tiles,
         "origin": origin.tolist(),
@@ -326,6 +335,8 @@ document.getElementById("legend").innerHTML =
          : `colour = PCA(3) of the field's mean embedding:<br>` +
            `${swatch("#f00")}PC1 ${swatch("#0f0")}PC2 ${swatch("#00f")}PC3, each scaled to [0, 1]<br>`) +
   `${swatch(grey)}no valid pixel (${M.empty.toLocaleString("en")} fields)<br>` +
+  (M.not_drawn ? `${M.not_drawn.toLocaleString("en")} fields without a valid pixel, not drawn ` +
+                 `(listed in ${html(M.listed_in)})<br>` : "") +
   (M.note ? html(M.note) + "<br>" : "") +
   `hover a field for its feature_id, label, count${clusters ? " and cluster" : ""}`;
 """
@@ -384,7 +395,7 @@ def parse_args(argv):
         help="basemap tile URL template with {z}/{x}/{y} "
         "(e.g. an OpenStreetMap tile server); the page then loads tiles from it",
     )
-    return p.parse_args(argv)
+    return config.parse_with_settings(p, argv)
 
 
 def main(argv=None) -> int:
@@ -395,20 +406,19 @@ def main(argv=None) -> int:
         if args.max_fields < 1:
             raise OutputError(f"--max-fields {args.max_fields}: give a positive number")
         bbox = parse_bbox(args.bbox) if args.bbox else None
-        year = args.year or output_years(args.out)[-1]
-        table, note = thin(
-            read_fields(args.out, year, bbox, args.color), args.max_fields, args.seed
-        )
-        text = page(table, year, note, args.tiles)
-        to = Path(args.to or Path(args.out) / "_plots" / str(year) / "map.html")
-        to.parent.mkdir(parents=True, exist_ok=True)
-        to.write_text(text, encoding="utf-8")
+        year = args.year or output_years(args.out, args.settings)[-1]
+        given = read_fields(args.out, year, bbox, args.color, args.settings)
+        # with --bbox, the listed fields' extent is unknown: not counted
+        listed = set() if bbox else listed_without_pixels(args.out, year, args.settings)
+        not_drawn = len(listed - set(given["feature_id"].to_pylist()))
+        table, note = thin(given, args.max_fields, args.seed)
+        data = page(table, year, note, args.tiles, not_drawn).encode()
+        to = args.to or filesystem.join(args.out, "_plots", str(year), "map.html")
+        write_file(to, data, args.settings)
     except OutputError as e:
         print(f"aef-zonal map: error: {e}", file=sys.stderr)
         return 2
     if note:
         print(f"[aef-zonal] {note}")
-    print(
-        f"[aef-zonal] wrote {to} ({table.num_rows:,} fields, {year}, {to.stat().st_size / 1e6:.1f} MB)"
-    )
+    print(f"[aef-zonal] wrote {to} ({table.num_rows:,} fields, {year}, {len(data) / 1e6:.1f} MB)")
     return 0

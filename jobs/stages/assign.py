@@ -43,6 +43,7 @@ class ChunkTasks:
     df: object
     tasks: int
     reads: int  # chunk reads planned: a task reads its chunk once per year its fields need
+    field_years: int  # the field-years with a chunk to read (the others have no pixel at all)
     cached: tuple
 
 
@@ -53,9 +54,12 @@ def chunk_tasks(spark, assigned: Assigned, years: list[int]):
     totals = tasks.selectExpr(
         "COUNT(*) AS tasks",
         "SUM(SIZE(ARRAY_DISTINCT(FLATTEN(TRANSFORM(fields, f -> f.years))))) AS reads",
+        # each task holds a field-year's share of its chunks, as the workers count them
+        "SUM(AGGREGATE(fields, 0D, (n, f) -> n + SIZE(f.years) / f.chunks)) AS field_years",
     ).first()
     reads = totals.reads or 0
-    return ChunkTasks(tasks, totals.tasks, reads, (tasks,)), {
+    covered = round(totals.field_years or 0)
+    return ChunkTasks(tasks, totals.tasks, reads, covered, (tasks,)), {
         "chunk_tasks": totals.tasks,
         "chunk_reads_planned": reads,
     }

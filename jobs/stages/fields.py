@@ -1,4 +1,5 @@
-"""The fields stage: read the user's GeoParquet, check it, bring it to the store's CRS.
+"""The fields stage: read the user's fields (jobs/formats.py: GeoParquet, GeoPackage, Shapefile,
+GeoJSON, FlatGeobuf) or DataFrame, check them, bring them to the store's CRS.
 
 Everything here runs on the driver as Spark SQL over the input; bad input stops the run with a
 message that names the file, the column or example ids, and the fix.
@@ -6,14 +7,13 @@ message that names the file, the column or example ids, and the fix.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sedona.spark.sql.types import GeometryType
 
-from aef_zonal import dataset, filesystem
+from aef_zonal import dataset, filesystem, formats
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.session import sql
@@ -36,15 +36,13 @@ class Fields:
 
 
 def fields(spark, o: Options, store: StoreInfo, years: list[int]):
-    """sql/10_fields.sql over the user's fields (a GeoParquet path or URL, or a DataFrame),
-    checked, restricted to `years`."""
+    """sql/10_fields.sql over the user's fields (a path or URL of a format jobs/formats.py reads,
+    or a DataFrame), checked, restricted to `years`."""
     try:
         if isinstance(o.fields, str):
             name = o.fields
-            meta = geo_metadata(spark, name)
-            column = geometry_column(meta, name)
-            given = read(spark, name)
-            crs, report = source_crs(meta, name, store.grid.crs, column)
+            source = formats.identify(name, o.layer, formats.files_of(name, spark))
+            given, column, crs, report = formats.read(spark, source, store.grid.crs)
         else:
             name = FRAME
             given, column = o.fields, frame_geometry(o.fields)
@@ -57,7 +55,7 @@ def fields(spark, o: Options, store: StoreInfo, years: list[int]):
         selected, part = select_years(
             typed, name, year_column, years, store.years, o.skip_missing_years, report["fields"]
         )
-    except (FieldsError, filesystem.StorageError) as e:
+    except (FieldsError, formats.FormatError, filesystem.StorageError) as e:
         raise JobError(str(e)) from e
     report |= part
     return Fields(selected, report["field_years"], (typed,)), report
@@ -94,42 +92,15 @@ def year_of(df, column: str, path: str):
     )
 
 
-def geo_metadata(spark, path: str) -> list:
-    """Each file's GeoParquet metadata (path, primary_column, columns), read once; empty for a
-    file that is not GeoParquet (load() then names the problem)."""
-    if not filesystem.Hadoop(spark).exists(path):
-        raise FieldsError(f"fields file {path} does not exist")
-    try:
-        return (
-            spark.read.format("geoparquet.metadata")
-            .load(path)
-            .select("path", "primary_column", "columns")
-            .collect()
-        )
-    except Exception:
-        return []
-
-
-def geometry_column(meta: list, path: str) -> str:
-    """The primary geometry column the file's `geo` metadata names (DuckDB and GDAL write `geom`
-    or `wkb_geometry`); `geometry` for a file without one (load() then says what is wrong)."""
-    found = {r.primary_column for r in meta}
-    found.discard(None)
-    if len(found) > 1:
-        raise FieldsError(
-            f"{path}: its files name different primary geometry columns {sorted(found)}; "
-            "write the fields with one geometry column name"
-        )
-    return found.pop() if found else "geometry"
-
-
 def feature_ids(df, path: str):
-    """feature_id as int64: integer columns as they are, strings holding integers converted;
-    anything else refused with examples."""
+    """feature_id as int64: integer columns as they are, strings holding integers and decimals
+    without a fraction (a Shapefile's numbers) converted; anything else refused with examples."""
     typ = df.schema["feature_id"].dataType
     if isinstance(typ, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
         return df
     col = F.col("feature_id")
+    if isinstance(typ, T.DecimalType) and typ.scale == 0 and typ.precision <= 18:
+        return df.withColumn("feature_id", col.cast("bigint"))
     if isinstance(typ, T.StringType):
         bad = [
             r[0]
@@ -191,82 +162,9 @@ def frame_crs(df, column: str, store_crs: str) -> tuple[str, dict]:
         return store_crs, {"fields_crs": f"{store_crs} (assumed: the geometries have no SRID)"}
     from pyproj import CRS
 
-    return transform_from(
+    return formats.transform_from(
         CRS.from_epsg(srids[0]), f"EPSG:{srids[0]} (the geometries' SRID)", store_crs
     )
-
-
-def source_crs(meta: list, path: str, store_crs: str, column: str = "geometry") -> tuple[str, dict]:
-    """The fields' CRS as Sedona's ST_Transform takes it, from the GeoParquet `geo` metadata,
-    and its description for the report; `store_crs` when they are the same.
-
-    A file without a `crs` is OGC:CRS84 (longitude, latitude) by the GeoParquet specification.
-    """
-    from pyproj import CRS
-
-    crs_of = [(r.path, (r.columns or {}).get(column) and r.columns[column].crs) for r in meta]
-    found = {crs for _, crs in crs_of}
-    if len(found) > 1:
-        names = sorted({_name(path, crs) + " (" + filesystem.name(f) + ")" for f, crs in crs_of})
-        raise FieldsError(
-            f"{path}: its files have different CRSs: {', '.join(names)}; write the "
-            "fields in one CRS, e.g. with geopandas' to_crs"
-        )
-    crs_json = found.pop() if found else None
-    if crs_json in (None, "", "null"):
-        crs, described = CRS("OGC:CRS84"), "OGC:CRS84 (assumed: the file names no CRS)"
-    else:
-        crs = _crs(path, json.loads(crs_json))
-        described = crs.to_string()
-    return transform_from(crs, described, store_crs)
-
-
-def transform_from(crs, described: str, store_crs: str) -> tuple[str, dict]:
-    """The CRS as ST_Transform takes it (`store_crs` when they are the same) and the report's
-    description."""
-    from pyproj import CRS
-
-    # GeoParquet coordinates are x, y whatever axis order the CRS declares
-    if crs.equals(CRS(store_crs), ignore_axis_order=True):
-        return store_crs, {"fields_crs": described}
-    epsg = crs.to_epsg()
-    return (f"EPSG:{epsg}" if epsg else crs.to_wkt("WKT1_GDAL")), {"fields_crs": described}
-
-
-def _name(path: str, crs_json) -> str:
-    return (
-        "OGC:CRS84 (no CRS)"
-        if crs_json in (None, "", "null")
-        else _crs(path, json.loads(crs_json)).to_string()
-    )
-
-
-def _crs(path: str, projjson: dict):
-    from pyproj import CRS
-
-    ident = projjson.get("id") or {}
-    try:
-        # Sedona hands back PROJJSON with camelCase keys that PROJ refuses: use its id when it has one
-        return (
-            CRS.from_authority(ident["authority"], ident["code"])
-            if ident
-            else CRS.from_json_dict(projjson)
-        )
-    except Exception as e:
-        raise FieldsError(
-            f"{path}: cannot interpret its CRS ({e}); write the fields in a CRS with "
-            "an EPSG code, e.g. geopandas' to_crs(4326)"
-        ) from e
-
-
-def read(spark, path: str):
-    try:
-        return spark.read.format("geoparquet").load(path)
-    except Exception as e:
-        raise FieldsError(
-            f"cannot read {path} as GeoParquet ({type(e).__name__}: {str(e)[:300]}); "
-            "write it with geopandas.GeoDataFrame.to_parquet or Sedona"
-        ) from e
 
 
 def load(

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyproj import CRS
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 
 from aef_zonal import dataset, filesystem, redaction, writer
+from aef_zonal.commit import LEFTOVERS
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.report import versions
@@ -27,6 +30,19 @@ from aef_zonal.udfs.store import StoreInfo
 from aef_zonal.udfs.tasks import ROWS
 
 
+def check_local(o: Options) -> None:
+    """An existing local --out refused (--mode error) before Spark starts, which takes seconds;
+    an output on another filesystem is checked once the session is up (`check`)."""
+    path = filesystem.local_path(o.out)
+    if o.mode != "error" or path is None or not os.path.exists(path):
+        return
+    if os.path.isdir(path) and all(n.startswith(LEFTOVERS) for n in os.listdir(path)):
+        return
+    raise JobError(
+        str(dataset.exists(redaction.redact(o.out, redaction.secret_values(o.settings))))
+    )
+
+
 def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict | None]:
     """Refuse an output that would lose or mix data, before anything is written; for mode add,
     the PCA model the existing partitions were coloured with."""
@@ -35,6 +51,13 @@ def check(spark, o: Options, out: str, mode: str) -> tuple[writer.Output, dict |
     try:
         target = writer.Output(spark, out, mode, redaction.secret_values(o.settings), o.settings)
         previous = target.check(o.stats, o.pixels)
+        if previous is not None and mode == "add":
+            kept = previous.get("rows_without_pixels", dataset.ROWS_WITHOUT_PIXELS_BEFORE)
+            if kept != o.rows_without_pixels:
+                raise dataset.OutputError(
+                    f"--mode add: {target.shown} keeps its field-years without a valid pixel "
+                    f"{kept} (--rows-without-pixels {kept}); add partitions the same way"
+                )
         # a dataset written without a model (too few fields) has none to keep
         if previous is None or not target.fs.exists(filesystem.join(out, dataset.MODEL)):
             return target, None
@@ -113,34 +136,68 @@ def files(spark, store: StoreInfo, lay: rows.Layout, model: dict | None) -> parq
     return parquet.Files(lay, crs, model, spark_schema, dataset.folder)
 
 
-def write(target: writer.Output, packed, files, rows_frame):
+def split(o: Options, rows):
+    """The data rows (those with a valid pixel; every row with --rows-without-pixels inline) and
+    the field-years without a valid pixel (dataset.WITHOUT_PIXELS' columns)."""
+    without = rows.where("reason IS NOT NULL").select(*dataset.WITHOUT_PIXELS_COLUMNS)
+    return (rows if o.rows_without_pixels == "inline" else rows.where("reason IS NULL")), without
+
+
+def write(o: Options, target: writer.Output, packed, files, rows_frame):
     """The rows written (`rows_frame`: the DataFrame Sedona's writer takes where the Python
-    workers cannot write), the PCA model saved; the rows per partition and reason reported."""
-    written = target.write(packed, files, rows_frame)
+    workers cannot write), the PCA model saved, the field-years without a valid pixel listed;
+    returns the (time, label) partitions of the run's field-years and the report's counts."""
+    written, listed = target.write(packed, files, rows_frame, o.rows_without_pixels == "inline")
     if files.model is not None:
         target.save_text(dataset.MODEL, pca_model.dumps(files.model))
-    summary, reasons = {}, {}
-    for (time_, label, reason), n in sorted(written.items(), key=lambda kv: kv[0][:2]):
-        part = dataset.partition(time_, label)
-        summary[part] = summary.get(part, 0) + n
-        if reason is not None:
-            reasons[reason] = reasons.get(reason, 0) + n
-    return target, {
+    summary = {dataset.partition(t, lab): n for (t, lab), n in sorted(written.items()) if n}
+    listed = dataset.sort_without_pixels(listed)
+    reasons = {}
+    for reason in listed["reason"].to_pylist():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    # the partitions of the run's field-years: where it wrote rows, and where it listed some
+    covered = {k for k, n in written.items() if n} | set(
+        zip(listed["time"].to_pylist(), listed["label"].to_pylist())
+    )
+    if target.mode == "add":
+        old = target.read_bytes(dataset.WITHOUT_PIXELS_FILE)
+        if old is not None:
+            listed = dataset.merge_without_pixels(parquet_table(old), listed, covered)
+    target.save_bytes(dataset.WITHOUT_PIXELS_FILE, parquet_bytes(listed))
+    return covered, {
         "rows_per_partition": summary,
         "rows": sum(summary.values()),
         "rows_count_zero": reasons,
     }
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def parquet_table(data: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data))
+
+
 def commit(
-    o: Options, target: writer.Output, report: dict, seconds: dict, years: list[int], command: str
+    o: Options,
+    target: writer.Output,
+    covered: set[tuple[str, str]],
+    report: dict,
+    seconds: dict,
+    years: list[int],
+    command: str,
 ) -> dict:
-    """_run.json beside the data, then the run committed; returns the report. Settings and URLs
-    are recorded with their secrets masked."""
+    """_run.json beside the data, then the run committed (with --mode add, the `covered`
+    partitions replaced); returns the report. Settings and URLs are recorded with their secrets
+    masked."""
     secrets = target.fs.secrets
     report = report | {
         "complete": not report["skipped_chunks"],
         "mode": target.mode,
+        "rows_without_pixels": o.rows_without_pixels,
         "seconds": seconds,
         "command": redaction.redact(command, secrets),
         "store": redaction.redact(o.store, secrets),
@@ -153,5 +210,5 @@ def commit(
         "min_coverage": o.min_coverage,
         "versions": versions(),
     }
-    target.commit(report)
+    target.commit(report, covered)
     return report

@@ -30,10 +30,17 @@ TASKS_PER_BATCH = 16
 
 class Meter:
     """What the workers have done of the stage (Spark accumulators they add to, jobs/progress.py
-    shows them): chunk reads, requests, bytes and field-years (a field's share of its chunks)."""
+    shows them): chunk reads, requests, bytes and field-years (a field's share of its chunks).
+    Field-years without a chunk to read (no geometry, outside the store) are done from the
+    start, so that the count reaches the run's field-years."""
 
-    def __init__(self, sc, reads_total: int, field_years_total: int):
+    def __init__(
+        self, sc, reads_total: int, field_years_total: int, with_chunks: int | None = None
+    ):
         self.reads_total, self.fy_total = reads_total, field_years_total
+        self.fy_done = field_years_total - (
+            field_years_total if with_chunks is None else with_chunks
+        )
         self.counters = {
             "chunk_reads": sc.accumulator(0),
             "requests": sc.accumulator(0),
@@ -52,7 +59,8 @@ class Meter:
         mb = self.value("bytes") / 1e6
         return (
             f"{self.value('chunk_reads')}/{self.reads_total} chunk reads, "
-            f"{min(self.value('field_years'), self.fy_total):,.0f}/{self.fy_total:,} field-years, "
+            f"{min(self.fy_done + self.value('field_years'), self.fy_total):,.0f}/"
+            f"{self.fy_total:,} field-years, "
             f"{mb:,.0f} MB ({mb / max(elapsed, 1e-9):.1f} MB/s)"
         )
 
