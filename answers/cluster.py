@@ -113,7 +113,7 @@ def cluster(
             "centres": [c.tolist() for c in model.clusterCenters()],
         }
         with staged(target):
-            target.write(rows, vectors.geo_crs(v))
+            target.write_frame(rows, vectors.geo_crs(v))
             if source.exists(filesystem.join(v.out, dataset.MODEL)):
                 target.save_text(
                     dataset.MODEL, source.read_text(filesystem.join(v.out, dataset.MODEL))

@@ -309,8 +309,8 @@ def table(
     marginal = job["wall_s"] - one["wall_s"]
     added = four["field_years"] - job["field_years"]
 
-    def per_added_row(key: str) -> float:
-        return round((floor[1][key] - floor[0][key]) * workers / added * 1e6, 1)
+    def per_added_row(key: str, cores: int) -> float:
+        return round((floor[1][key] - floor[0][key]) * cores / added * 1e6, 1)
 
     return {
         "reduce_over_decode": round(job["stages_s"]["reduce"] / decode_s, 2),
@@ -320,8 +320,8 @@ def table(
         "core_us_per_added_field_year": round(
             (four["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1
         ),
-        "writer_core_us_per_added_row": per_added_row("job_writer_s"),
-        "sedona_alone_core_us_per_added_row": per_added_row("sedona_alone_s"),
+        "writer_core_us_per_added_row": per_added_row("job_writer_core_s", 1),
+        "sedona_alone_core_us_per_added_row": per_added_row("sedona_alone_s", workers),
         "one_field_wall_s": one["wall_s"],
     }
 
@@ -335,7 +335,7 @@ def at_scale(job: dict, iowa: dict, floor: list[dict], workers: int) -> dict:
             (iowa["after_start_s"] - job["after_start_s"]) * workers / added * 1e6, 1
         ),
         "iowa_writer_core_us_per_added_row": round(
-            (floor[1]["job_writer_s"] - floor[0]["job_writer_s"]) * workers / added * 1e6, 1
+            (floor[1]["job_writer_core_s"] - floor[0]["job_writer_core_s"]) / added * 1e6, 1
         ),
     }
 

@@ -96,10 +96,10 @@ class Output:
         written per (time, label) and the field-years without a valid pixel (an Arrow table of
         dataset.WITHOUT_PIXELS_COLUMNS)."""
         self.strategy = commit.commit_for(self.fs, self.out)
-        target = self.strategy.begin()
+        self._target = self.strategy.begin()
         place = self.strategy.python_target() if self.writer == "auto" else None
         if place is None:
-            return self._sedona(frame(), files, target, inline)
+            return self._sedona(frame(), files, inline)
         files = files.to(place, timestamps_int96=self._int96(), inline=inline)
         messages = self._python(rebalance(packed, "time", "label"), files)
         self.strategy.written([m for m in messages if m["path"] is not None])
@@ -135,30 +135,39 @@ class Output:
             )
         return [m.asDict() for m in messages]
 
-    def _sedona(self, df, files: parquet.Files, target: str, inline: bool):
+    def _sedona(self, df, files: parquet.Files, inline: bool):
         without = df.where("reason IS NOT NULL").select(*dataset.WITHOUT_PIXELS_COLUMNS)
         listed = pa.Table.from_pandas(
             without.toPandas(), schema=dataset.without_pixels_schema(), preserve_index=False
         )
+        self.write_frame(df if inline else df.where("reason IS NULL"), json.dumps(files.crs))
+        written = self.written()
+        written = [] if written is None else written.groupBy("time", "label").count().collect()
+        return {(r.time, r.label): r["count"] for r in written}, listed
+
+    def write_frame(self, df, crs_projjson: str):
+        """Rows of a DataFrame with the output's partition columns, written by Sedona's writer
+        (the answers' datasets; the job's rows where the Python workers cannot write)."""
+        if self.strategy is None:
+            self.strategy = commit.commit_for(self.fs, self.out)
+            self._target = self.strategy.begin()
         with (
             self.strategy.writing(self.spark) as options,
             filesystem.failing(self.out, self.fs.secrets),
         ):
             geoparquet(
-                rebalance(df if inline else df.where("reason IS NULL"), "time", "label")
+                rebalance(df, "time", "label")
                 .sortWithinPartitions("time", "label", "hilbert_key")
                 .write.options(**options),
-                json.dumps(files.crs),
-            ).mode("append").save(target)
-        base, data = self.strategy.data()
-        written = (
-            self.spark.read.option("basePath", base).parquet(*data).groupBy("time", "label").count()
-            if data
-            else None
-        )
-        return {
-            (r.time, r.label): r["count"] for r in (written.collect() if written else [])
-        }, listed
+                crs_projjson,
+            ).mode("append").save(self._target)
+        self._data = self.strategy.data()
+
+    def written(self):
+        """What this run wrote, as a DataFrame with its partition columns; None when it wrote no
+        row."""
+        base, files = self._data
+        return self.spark.read.option("basePath", base).parquet(*files) if files else None
 
     def save_text(self, rel: str, text: str):
         self.save_bytes(rel, text.encode())

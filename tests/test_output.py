@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aef_zonal.udfs import pca_model
+from tests.conftest import run_job
 
 pytestmark = pytest.mark.spark
 
@@ -278,3 +279,39 @@ def test_path_and_offsets_name_the_shard_the_store_layer_reads(tmp_path, job_out
             slot // per * info.grid.chunk + gy % info.grid.chunk,
             slot % per * info.grid.chunk + gx % info.grid.chunk,
         )
+
+
+def test_pca_sample_is_drawn_by_seed(sample, tmp_path):
+    """--pca-sample below the run's field-years: the model is fitted on the field-years that
+    pca_model.drawn picks by (feature_id, year, seed) with p = 1.2 * sample / field-years, cut
+    to the sample by a generator seeded alike, in (feature_id, year) order. Refitted here from
+    the written means it is the same model, whichever tasks drew them; another seed draws
+    another sample; each stays close to the fit on every mean."""
+    from tests.compare import read
+
+    SAMPLE = 300  # noqa: N806  a third of the test sample's field-years
+    models = {}
+    for seed in (7, 8):
+        out = tmp_path / f"seed-{seed}"
+        extra = ("--pca-sample", str(SAMPLE), "--seed", str(seed))
+        assert run_job(sample / "store.zarr", sample / "fields.parquet", out, *extra) == 0
+        model = json.loads((out / "_pca_model.json").read_text())
+        field_years = json.loads((out / "_run.json").read_text())["field_years"]
+        rows = read(out)
+        rows = rows[rows["mean"].notna()].copy()
+        rows["year"] = rows.time.astype(str).str.slice(0, 4).astype(int)
+        rows = rows.sort_values(["feature_id", "year"])
+        p = min(1.0, 1.2 * SAMPLE / field_years)
+        picked = pca_model.drawn(rows.feature_id.to_numpy(), rows.year.to_numpy(), seed, p)
+        x = np.stack(rows["mean"].to_numpy()[picked])
+        assert SAMPLE < len(x) < 1.4 * SAMPLE, len(x)
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), SAMPLE, replace=False))]
+        again = pca_model.fit(x, seed)
+        for key in ("center", "components", "lo", "hi"):
+            np.testing.assert_array_equal(model[key], again[key], err_msg=key)
+        full = pca_model.fit(np.stack(rows["mean"].to_numpy()), seed)
+        cosines = np.abs(np.sum(np.multiply(model["components"], full["components"]), axis=1))
+        print(f"seed {seed}: |cos| to the full fit per component {np.round(cosines, 4)}")
+        assert cosines[0] > 0.99 and cosines[1] > 0.95
+        models[seed] = model
+    assert models[7]["components"] != models[8]["components"]
