@@ -312,6 +312,6 @@ def test_pca_sample_is_drawn_by_seed(sample, tmp_path):
         full = pca_model.fit(np.stack(rows["mean"].to_numpy()), seed)
         cosines = np.abs(np.sum(np.multiply(model["components"], full["components"]), axis=1))
         print(f"seed {seed}: |cos| to the full fit per component {np.round(cosines, 4)}")
-        assert cosines[0] > 0.99 and cosines[1] > 0.95
+        assert (cosines > 0.95).all()
         models[seed] = model
     assert models[7]["components"] != models[8]["components"]
