@@ -14,7 +14,8 @@ cache holds it, then measures in the same run:
      field-years); and from them the `table` (the performance goals: reduce stage and marginal
      job against decode-only, field-years per core-second, core time per added field-year);
      then the writer's floor (bench/writer.py): the rows of the full and the cut-in-four runs
-     written again by the job's writer and by Sedona's alone, per added row;
+     written again by the job's writer and by Sedona's alone, per added row; and one-field
+     runs through the API in a running session (bench/api.py);
   3. the exactextract peer on the last year (bench/peer.py), against the job on that year with
      the same pixel rule (fraction) and with the default (center);
   4. the western half of the fields (a run over ~58 % of the chunks);
@@ -282,6 +283,17 @@ def half_area(fields: Path, store: str, out: Path) -> Path:
     return out
 
 
+def api_calls(data: Path) -> dict:
+    """bench/api.py: one-field runs through the API in one session, in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "api.py"), str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
 def writer_floor(outputs: list[Path], workers: int) -> list[dict]:
     """bench/writer.py over the outputs, in a fresh process."""
     proc = subprocess.run(
@@ -404,8 +416,10 @@ def main() -> int:
         "table": table(runs["job"], runs["one_field"], runs["four"], decode_s, a.workers, floor),
         **runs,
         "writer_floor": floor,
+        "api_one_field": api_calls(data),
     }
     print(f"table: {json.dumps(result['table'])}", flush=True)
+    print(f"one-field calls through the API: {json.dumps(result['api_one_field'])}", flush=True)
 
     if "peer" not in a.skip:
         import geopandas as gpd
