@@ -39,6 +39,13 @@ class Chain:
         self._t0 = time.perf_counter()
         return result
 
+    def hold(self, kept):
+        """`kept` (a table, or what else has `unpersist`; None: nothing) released with the run's
+        tables."""
+        if kept is not None:
+            self._cached.append(kept)
+        return kept
+
     def release(self):
         """Unpersist this run's tables: a long-lived session (notebooks, tests) keeps running."""
         for df in self._cached:

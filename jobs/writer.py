@@ -86,13 +86,14 @@ class Output:
         url = filesystem.join(self.out, rel)
         return self.fs.read_bytes(url) if self.fs.exists(url) else None
 
-    def write(self, packed, files: parquet.Files, frame, inline: bool):
+    def write(self, packed, pieced: bool, files: parquet.Files, frame, inline: bool):
         """The partitions, sorted by Hilbert key within each file: `packed`, the rows packed per
         (time, label) (udfs/rows.py), written by the Python workers into `files` (its target
         set here), or `frame()`, the rows as a DataFrame, by Sedona's writer; the field-years
-        without a valid pixel among them too if `inline`. Rebalanced rather than
-        repartitioned: one task per (time, label) would cap the write at as many tasks as
-        partitions; adaptive execution splits a large one into ~64 MB pieces. Returns the rows
+        without a valid pixel among them too if `inline`. `pieced`: `packed` holds a file's
+        rows in each partition already; else it is rebalanced rather than repartitioned: one
+        task per (time, label) would cap the write at as many tasks as partitions; adaptive
+        execution splits a large one into ~64 MB pieces. Returns the rows
         written per (time, label) and the field-years without a valid pixel (an Arrow table of
         dataset.WITHOUT_PIXELS_COLUMNS)."""
         self.strategy = commit.commit_for(self.fs, self.out)
@@ -101,7 +102,7 @@ class Output:
         if place is None:
             return self._sedona(frame(), files, inline)
         files = files.to(place, timestamps_int96=self._int96(), inline=inline)
-        messages = self._python(rebalance(packed, "time", "label"), files)
+        messages = self._python(packed if pieced else rebalance(packed, "time", "label"), files)
         self.strategy.written([m for m in messages if m["path"] is not None])
         written = {}
         for m in messages:

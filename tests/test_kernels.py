@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import shapely
@@ -209,7 +211,7 @@ def test_partials_of_pieces_merge_to_the_whole(chunk_case):
     assert (np.maximum(top.umax, bottom.umax) == whole.umax).all()
 
 
-def reduction(grid, q, stats, rule="center", sample=0.0):
+def reduction(grid, q, stats, rule="center", sample=0.0, scratch=None):
     """A run's Reduction over `grid` without kept columns, as jobs/stages/reduce.py makes it."""
     import dataclasses
 
@@ -223,14 +225,18 @@ def reduction(grid, q, stats, rule="center", sample=0.0):
     weighted = rule == "fraction"
     fin = Finish(q, 64, tuple(stats), weighted=weighted)
     layout = rows.Layout(dataset.schema(list(stats), [], weighted), "s", grid, tuple(stats))
-    return tasks.Reduction(grid, q, 64, fin, layout, rule=rule, sample=sample, seed=1)
+    return tasks.Reduction(
+        grid, q, 64, fin, layout, rule=rule, sample=sample, seed=1, scratch=scratch
+    )
 
 
-def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case):
+@pytest.mark.parametrize("spilled", [False, True], ids=["packed", "scratch"])
+def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case, spilled, tmp_path):
     """A task's fields that touch no other chunk come out as published rows, their statistics
     finished on the worker (udfs/finish.py) exactly as the aggregate stage finishes a
     field-year from the list of its partials (here one, from numpy); the others leave their
-    sums and no statistics; a sample of the finished means for the PCA fit beside them."""
+    sums and no statistics; a sample of the finished means for the PCA fit beside them. With
+    a scratch folder, the rows wait in its files and the task's output names them."""
     from concurrent.futures import Future
 
     import pyarrow as pa
@@ -242,7 +248,7 @@ def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case):
     q = Quantisation.from_attrs(SIGNED_SQUARE, "s")
     grid = Grid(GRID.res, GRID.xmin, GRID.ymax, 512, 512, 256, 512, years=(2024,), crs="EPSG:4326")
     stats = ("std", "min", "max", "sum", "mean_normalized", "p05", "median")
-    red = reduction(grid, q, stats, sample=0.5)
+    red = reduction(grid, q, stats, sample=0.5, scratch=str(tmp_path) if spilled else None)
     chunk = Future()
     chunk.set_result(data)
     spans = [1 + i % 2 for i in range(len(geoms))]
@@ -263,10 +269,12 @@ def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case):
     partials = kinds[tasks.PARTIAL].to_pylist()
     packed = kinds[tasks.ROWS]
     published = {
-        r["feature_id"]: r
-        for b in rows.unpack(packed.column("blob"), red.layout.packed)
-        for r in b.to_pylist()
+        r["feature_id"]: r for _, b in rows.unpack(packed, red.layout.packed) for r in b.to_pylist()
     }
+    assert packed.column("blob").is_null().to_pylist() == [spilled]
+    assert [p and os.path.dirname(p) for p in packed.column("path").to_pylist()] == [
+        str(tmp_path) if spilled else None
+    ]
     members = membership(geoms)
     # every field inside the chunk has its row, with pixels or not; the others a partial if any
     assert sorted(published) == [f for f, c in enumerate(spans) if c == 1]
@@ -324,7 +332,8 @@ def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case):
     sample = kinds[tasks.SAMPLE].to_pylist()
     assert 0 < len(sample) < len([r for r in published.values() if r["mean"]])
     assert all(s["mean"] == published[s["feature_id"]]["mean"] for s in sample)
-    # output batches close once they hold rows_per_batch rows: one task's rows each here
+    # output batches close once they hold rows_per_batch rows: one task's rows each here; a
+    # scratch folder takes them all, and the task's end names its file
     sizes = [
         b.column("rows").to_pylist()
         for b in tasks.reduce_batches(
@@ -332,7 +341,7 @@ def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case):
         )
         if b.column("kind")[0].as_py() == tasks.ROWS
     ]
-    assert sizes == [[len(published)]] * 3
+    assert sizes == ([[3 * len(published)]] if spilled else [[len(published)]] * 3)
 
 
 def test_linear_store_sums_codes():

@@ -128,6 +128,7 @@ def test_a_command_line_run_prints_its_own_lines_only(sample, job_out, tmp_path)
         "reduce",
         "aggregate",
         "pca",
+        "rows",
         "write",
     ], proc.stdout
     assert "5/5 field-years" in proc.stderr  # the progress reached its total

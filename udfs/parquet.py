@@ -120,8 +120,8 @@ def write_partition(batches: Iterable[pa.RecordBatch], files: Files, task: int) 
     each."""
     groups: dict[tuple[str, str], list] = {}
     for b in batches:
-        times, labels, blobs = b.column("time"), b.column("label"), b.column("blob")
-        for i, rows in enumerate(unpack(blobs, files.layout.packed)):
+        times, labels = b.column("time"), b.column("label")
+        for i, rows in unpack(b, files.layout.packed):
             groups.setdefault((times[i].as_py(), labels[i].as_py()), []).append(rows)
     for (time_, label), rows in sorted(groups.items()):
         table = sorted_rows(pa.Table.from_batches(rows, files.layout.packed))

@@ -7,10 +7,15 @@ of their field-years with their statistics. Both with `build`, so a column has o
 rows travel packed: each (time, label) group of a batch as one Arrow IPC message (`pack`), one
 value of a Spark row, so that the JVM moves and caches a few large values instead of every
 field-year's 64-number lists; the writer (udfs/parquet.py) and `ZonalStats.df` unpack them.
+Where the driver and the workers share a disk (local mode) the messages do not go through the
+JVM at all: a task appends them to files of a scratch folder (`Spill`), and its packed rows are
+references to those files.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +37,7 @@ REASONS = (
     "no pixel inside (smaller than the pixel rule)",
 )
 # a packed group of rows: its partition, its rows, how many have a valid pixel, the IPC message
+# (blob) or the scratch file of IPC messages holding them (path)
 PACKED = pa.schema(
     [
         ("time", pa.string()),
@@ -39,6 +45,7 @@ PACKED = pa.schema(
         ("rows", pa.int64()),
         ("with_pixels", pa.int64()),
         ("blob", pa.binary()),
+        ("path", pa.string()),
     ]
 )
 
@@ -250,17 +257,62 @@ def pack(batch: pa.RecordBatch, year: pa.Array, label: pa.Array, grouped=False) 
             pa.BinaryArray.from_buffers(
                 pa.binary(), len(messages), [None, pa.py_buffer(offsets), data]
             ),
+            pa.nulls(len(messages), pa.string()),
         ],
         schema=PACKED,
     )
 
 
-def unpack(blobs: pa.BinaryArray, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """The rows of packed groups (`pack`), read in place."""
+def unpack(packed: pa.RecordBatch, schema: pa.Schema) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The rows of packed groups (`pack`, `Spill`), read in place: (the group's index, rows of
+    it)."""
+    blobs, paths = packed.column("blob"), packed.column("path")
     _, offsets, data = blobs.buffers()
     offsets = np.frombuffer(offsets, np.int32)[blobs.offset : blobs.offset + len(blobs) + 1]
-    for i in range(len(blobs)):
-        if blobs[i].is_valid:
-            yield pa.ipc.read_record_batch(
-                data.slice(offsets[i], offsets[i + 1] - offsets[i]), schema
-            )
+    for i, path in enumerate(paths.to_pylist()):
+        if path is not None:
+            for message in pa.ipc.MessageReader.open_stream(pa.memory_map(path)):
+                yield i, pa.ipc.read_record_batch(message, schema)
+        elif blobs[i].is_valid:
+            message = data.slice(offsets[i], offsets[i + 1] - offsets[i])
+            yield i, pa.ipc.read_record_batch(message, schema)
+
+
+class Spill:
+    """A task's packed groups kept in a scratch folder on the machine's disk (the driver and the
+    workers' one in local mode): each (time, label) group's IPC messages appended to a file of
+    the task's, a reference to which (`refs`) then travels in their place."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.groups: dict[tuple[str, str], list] = {}  # -> [file, rows, with_pixels]
+
+    def add(self, packed: pa.RecordBatch) -> None:
+        counts = zip(packed.column("rows").to_pylist(), packed.column("with_pixels").to_pylist())
+        keys = zip(packed.column("time").to_pylist(), packed.column("label").to_pylist())
+        for blob, key, (n, valid) in zip(packed.column("blob"), keys, counts):
+            group = self.groups.get(key)
+            if group is None:
+                path = os.path.join(self.folder, f"{uuid.uuid4().hex}.arrows")
+                group = self.groups[key] = [open(path, "wb"), 0, 0]  # noqa: SIM115  refs closes
+            group[0].write(blob.as_buffer())
+            group[1] += n
+            group[2] += valid
+
+    def refs(self) -> pa.RecordBatch:
+        """The groups added, as packed rows that name their files; then empty again."""
+        for f, _, _ in self.groups.values():
+            f.close()
+        keys, counts = list(self.groups), list(self.groups.values())
+        self.groups = {}
+        return pa.RecordBatch.from_arrays(
+            [
+                pa.array([t for t, _ in keys], pa.string()),
+                pa.array([lab for _, lab in keys], pa.string()),
+                pa.array([n for _, n, _ in counts], pa.int64()),
+                pa.array([v for _, _, v in counts], pa.int64()),
+                pa.nulls(len(keys), pa.binary()),
+                pa.array([f.name for f, _, _ in counts], pa.string()),
+            ],
+            schema=PACKED,
+        )

@@ -153,13 +153,15 @@ def finish_partitions(fin):
     return finish_partition
 
 
-def rest_partitions(layout):
+def rest_partitions(layout, scratch: str | None):
     """The published rows of the field-years the reduce stage did not finish, from
-    sql/50_output.sql's rows (udfs/rows.py), packed per (time, label)."""
+    sql/50_output.sql's rows (udfs/rows.py), packed per (time, label); kept in `scratch` (when
+    given) as the reduce stage keeps its rows."""
     from aef_zonal.udfs import rows
 
     @per_task
     def rest_partition(batches):
+        spill = rows.Spill(scratch) if scratch else None
         carry = None
         for batch in batches:
             if not batch.num_rows:
@@ -174,7 +176,13 @@ def rest_partitions(layout):
                     carry,
                 )
             built = rows.build(columns, columns, layout)
-            yield rows.pack(built, columns["year"], columns["label"])
+            packed = rows.pack(built, columns["year"], columns["label"])
+            if spill is None:
+                yield packed
+            else:
+                spill.add(packed)
+        if spill is not None and spill.groups:
+            yield spill.refs()
 
     return rest_partition
 
@@ -228,7 +236,7 @@ def unpack_partitions(files):
     def unpack_partition(batches):
         for b in batches:
             times, labels = b.column("time"), b.column("label")
-            for i, packed in enumerate(rows.unpack(b.column("blob"), files.layout.packed)):
+            for i, packed in rows.unpack(b, files.layout.packed):
                 table = parquet.coloured(pa.Table.from_batches([packed]), files)
                 n = table.num_rows
                 columns = {

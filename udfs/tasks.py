@@ -56,6 +56,7 @@ class Reduction:
     min_coverage: float = 0.0  # all-touched, fraction: least covered share of a pixel that counts
     sample: float = 0.0
     seed: int = 0
+    scratch: str | None = None  # the folder the rows wait in for the writer (rows.Spill)
 
     @property
     def weighted(self) -> bool:
@@ -176,8 +177,8 @@ class Gathered:
     whole field-years (their field's row in the task, year, and their sums where they have a
     pixel inside), finished and built into rows a batch at a time; skipped chunks."""
 
-    def __init__(self, red: Reduction):
-        self.red = red
+    def __init__(self, red: Reduction, spill: rows.Spill | None = None):
+        self.red, self.spill = red, spill
         self.extremes, self.histograms = red.extremes, red.histograms
         self.clear()
 
@@ -279,7 +280,11 @@ class Gathered:
         red, schema = self.red, self.red.schema()
         if self.at:
             built, years, labels, sample = self._rows()
-            yield _union(schema, ROWS, rows.pack(built, years, labels, grouped=True))
+            packed = rows.pack(built, years, labels, grouped=True)
+            if self.spill is None:
+                yield _union(schema, ROWS, packed)
+            else:
+                self.spill.add(packed)
             if sample is not None and sample.num_rows:
                 yield _union(schema, SAMPLE, sample)
         if self.partials:
@@ -446,12 +451,15 @@ def reduce_batches(
             batch.column("cy").to_pylist(), batch.column("cx").to_pylist(), _tasks_fields(batch)
         )
     )
-    gathered = Gathered(red)
+    spill = rows.Spill(red.scratch) if red.scratch else None
+    gathered = Gathered(red, spill)
     for task in _prefetched(tasks, red, submit, lookahead):
         task.reduce(red, gathered)
         if gathered.size >= rows_per_batch:
             yield from gathered.batches()
     yield from gathered.batches()
+    if spill is not None and spill.groups:
+        yield _union(red.schema(), ROWS, spill.refs())
 
 
 def _tasks_fields(batch: pa.RecordBatch) -> Iterator[pa.StructArray]:

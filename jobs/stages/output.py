@@ -7,8 +7,12 @@ committed. Every file operation on the output goes through jobs/writer.py, whose
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import shutil
+import uuid
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,9 +101,55 @@ def kept_fields(fields_df) -> list:
     ]
 
 
-def rows_packed(spark, o: Options, lay: rows.Layout, reduced: Reduced, field_years, stats):
-    """The published rows, packed per (time, label) (udfs/rows.py: PACKED): those the reduce
-    stage finished, and the others built from sql/50_output.sql's rows."""
+SCRATCH = ("auto", "spark")
+# a file's rows at most (where the driver cuts them into pieces), as adaptive execution's
+# advisory partition size cuts a rebalanced (time, label) partition
+PIECE_BYTES = 64 << 20
+
+
+class Scratch:
+    """The folder the run's finished rows wait in for the writer (udfs/rows.py: Spill), inside
+    Spark's local dir, which Spark deletes when it stops; released (deleted) with the run's
+    cached tables."""
+
+    def __init__(self, spark):
+        from pyspark import SparkFiles
+
+        root = os.path.dirname(SparkFiles.getRootDirectory())
+        self.path = os.path.join(root, f"aef-zonal-rows-{uuid.uuid4().hex}")
+        os.makedirs(self.path)
+
+    def unpersist(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def scratch(spark, o: Options) -> Scratch | None:
+    """The run's scratch folder: where the driver and the workers share this machine's disk
+    (local mode), unless [job] scratch says "spark"."""
+    how = o.settings["job"]["scratch"]
+    if how not in SCRATCH:
+        raise JobError(
+            f"[job] scratch = {how!r}: choose among {list(SCRATCH)} (conf/defaults.toml)"
+        )
+    local = spark.sparkContext.master.startswith("local")
+    return Scratch(spark) if how == "auto" and local else None
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The published rows, packed per (time, label) (udfs/rows.py: PACKED); `pieced`: one
+    Spark partition per file to write (references to scratch files, cut by the driver), else
+    rebalanced by the writer."""
+
+    df: object
+    pieced: bool
+
+
+def rows_packed(
+    spark, o: Options, lay: rows.Layout, reduced: Reduced, field_years, stats, kept: Scratch | None
+) -> tuple[Packed, dict]:
+    """The published rows, packed per (time, label): those the reduce stage finished, and the
+    others built from sql/50_output.sql's rows; in `kept` (the scratch folder), those too."""
     finished = [s.name for s in statistics.finished(o.statistics)]
     rest = sql(
         spark,
@@ -112,15 +162,42 @@ def rows_packed(spark, o: Options, lay: rows.Layout, reduced: Reduced, field_yea
             else "",
         },
     )
-    packed = from_arrow_schema(rows.PACKED)
-    built = rest.mapInArrow(executor.rest_partitions(lay), packed)
-    return reduced.of(ROWS, rows.PACKED.names).unionByName(built)
+    schema = from_arrow_schema(rows.PACKED)
+    folder = kept.path if kept else None
+    built = rest.mapInArrow(executor.rest_partitions(lay, folder), schema)
+    union = reduced.of(ROWS, rows.PACKED.names).unionByName(built)
+    if kept is None:
+        return Packed(union, False), {}
+    ref = [tuple(r) for r in union.collect()]
+    cut = pieces(ref, os.path.getsize)
+    df = spark.createDataFrame(
+        spark.sparkContext.parallelize(cut, max(len(cut), 1)).flatMap(lambda p: p), schema
+    )
+    return Packed(df, True), {"files_cut": len(cut)}
 
 
-def frame(spark, packed, files) -> object:
+def pieces(refs: list[tuple], size, most: int = PIECE_BYTES) -> list[list[tuple]]:
+    """Packed rows naming scratch files (time, label, ..., path) cut into the writer's pieces:
+    each of one (time, label), its files' `size` together at most `most` (or one file)."""
+    out = []
+    refs = sorted(refs, key=lambda r: (r[0], r[1] is None, r[1] or "", r[-1]))
+    for _, group in itertools.groupby(refs, key=lambda r: (r[0], r[1])):
+        piece, held = [], 0
+        for r in group:
+            n = size(r[-1])
+            if piece and held + n > most:
+                out.append(piece)
+                piece, held = [], 0
+            piece.append(r)
+            held += n
+        out.append(piece)
+    return out
+
+
+def frame(spark, packed: Packed, files) -> object:
     """The published rows as a DataFrame (`ZonalStats.df`): unpacked, coloured, the geometry a
     Sedona geometry."""
-    unpacked = packed.mapInArrow(
+    unpacked = packed.df.mapInArrow(
         executor.unpack_partitions(files), from_arrow_schema(files.layout.schema)
     )
     return unpacked.withColumn("geometry", F.expr("ST_GeomFromWKB(geometry)"))
@@ -143,11 +220,13 @@ def split(o: Options, rows):
     return (rows if o.rows_without_pixels == "inline" else rows.where("reason IS NULL")), without
 
 
-def write(o: Options, target: writer.Output, packed, files, rows_frame):
+def write(o: Options, target: writer.Output, packed: Packed, files, rows_frame):
     """The rows written (`rows_frame`: the DataFrame Sedona's writer takes where the Python
     workers cannot write), the PCA model saved, the field-years without a valid pixel listed;
     returns the (time, label) partitions of the run's field-years and the report's counts."""
-    written, listed = target.write(packed, files, rows_frame, o.rows_without_pixels == "inline")
+    written, listed = target.write(
+        packed.df, packed.pieced, files, rows_frame, o.rows_without_pixels == "inline"
+    )
     if files.model is not None:
         target.save_text(dataset.MODEL, pca_model.dumps(files.model))
     summary = {dataset.partition(t, lab): n for (t, lab), n in sorted(written.items()) if n}

@@ -70,7 +70,9 @@ def finish(o: Options, store: StoreInfo) -> Finish:
     return Finish(store.quant, store.bands, tuple(o.stats), weighted=o.weighted)
 
 
-def reduction(o: Options, store: StoreInfo, layout: Layout, sample: float = 0.0) -> Reduction:
+def reduction(
+    o: Options, store: StoreInfo, layout: Layout, sample: float = 0.0, scratch: str | None = None
+) -> Reduction:
     return Reduction(
         store.grid,
         store.quant,
@@ -81,6 +83,7 @@ def reduction(o: Options, store: StoreInfo, layout: Layout, sample: float = 0.0)
         min_coverage=o.min_coverage,
         sample=sample,
         seed=o.seed,
+        scratch=scratch,
     )
 
 
@@ -122,10 +125,12 @@ def reduce(
     meter: Meter,
     layout: Layout,
     sample: float,
+    kept,
 ):
     """`sample`: the probability with which a finished field-year's mean is drawn for the PCA
-    fit (0: no fit)."""
-    red = reduction(o, store, layout, sample)
+    fit (0: no fit); `kept`: the scratch folder the finished rows wait in (jobs/stages/output.py:
+    Scratch; None: in the cache)."""
+    red = reduction(o, store, layout, sample, kept.path if kept else None)
     sc = spark.sparkContext
     counters = meter.counters
     n_tasks = max(chunk_tasks.tasks, 1)
