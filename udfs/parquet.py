@@ -124,10 +124,13 @@ def write_partition(batches: Iterable[pa.RecordBatch], files: Files, task: int) 
         for i, rows in unpack(b, files.layout.packed):
             groups.setdefault((times[i].as_py(), labels[i].as_py()), []).append(rows)
     for (time_, label), rows in sorted(groups.items()):
-        table = sorted_rows(pa.Table.from_batches(rows, files.layout.packed))
+        table = pa.Table.from_batches(rows, files.layout.packed)
+        order = hilbert_order(table)
+        without = table.column("reason").is_valid().to_numpy(zero_copy_only=False)[order]
+        listed = table.select(["feature_id", "reason"]).take(pa.array(order[without]))
+        # one take sorts, and leaves out the rows only listed: a table's every copy counts here
+        table = table.take(pa.array(order if files.inline else order[~without]))
         del rows[:]  # the unpacked batches refer to the input's buffers: let them go
-        without = table.column("reason").is_valid()
-        listed = table.filter(without)
         message = {
             "path": None,
             "time": time_,
@@ -139,8 +142,6 @@ def write_partition(batches: Iterable[pa.RecordBatch], files: Files, task: int) 
             "upload_id": None,
             "etags": None,
         }
-        if not files.inline:
-            table = table.filter(pc.invert(without))
         if table.num_rows:
             table = coloured(table, files)
             rel = f"{files.folder(time_, label)}/part-{task:05d}-{uuid.uuid4().hex}.c000.snappy.parquet"
@@ -154,12 +155,13 @@ def write_partition(batches: Iterable[pa.RecordBatch], files: Files, task: int) 
         yield message
 
 
-def sorted_rows(table: pa.Table) -> pa.Table:
-    """By Hilbert key, rows without one (no geometry extent) first, as Spark sorts nulls."""
+def hilbert_order(table: pa.Table) -> np.ndarray:
+    """The rows' order by Hilbert key, rows without one (no geometry extent) first, as Spark
+    sorts nulls."""
     key = table.column("hilbert_key").combine_chunks()
     first = np.iinfo(np.int64).min  # keys are >= 0
     values = pc.fill_null(key, first).to_numpy(zero_copy_only=False)
-    return table.take(pa.array(np.argsort(values, kind="stable")))
+    return np.argsort(values, kind="stable")
 
 
 def coloured(table: pa.Table, files: Files) -> pa.Table:
@@ -172,9 +174,8 @@ def coloured(table: pa.Table, files: Files) -> pa.Table:
         colours = pa.nulls(n, pa.list_(pa.float32()))
     else:
         rgb = np.zeros((n, 3), np.float32)
-        values = (
-            mean.filter(pa.array(has)).flatten().to_numpy().reshape(-1, len(files.model["center"]))
-        )
+        some = mean if has.all() else mean.filter(pa.array(has))  # no copy when all have one
+        values = some.flatten().to_numpy().reshape(-1, len(files.model["center"]))
         rgb[has] = pca_model.apply(files.model, values).astype(np.float32)
         colours = pa.ListArray.from_arrays(
             pa.array(np.arange(n + 1, dtype=np.int32) * 3),

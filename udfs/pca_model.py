@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numba
 import numpy as np
 
 
@@ -46,15 +47,30 @@ def drawn(feature_id: np.ndarray, year: np.ndarray, seed: int, p: float) -> np.n
 
 def apply(model: dict, means) -> np.ndarray:
     """float[n, 3] in [0, 1]: each mean's scores, scaled by the fit sample's range (RGB)."""
-    x = np.asarray(means, np.float64)
-    center, components = np.asarray(model["center"]), np.asarray(model["components"])
-    # band by band rather than a matrix product, whose rounding depends on which rows share the
-    # batch: a row's colours are then the same whichever task writes it
-    s = np.zeros((len(x), len(components)))
-    for band in range(x.shape[1]):
-        s += (x[:, band] - center[band])[:, None] * components[:, band]
+    s = _scores(
+        np.ascontiguousarray(means, np.float64),
+        np.asarray(model["center"], np.float64),
+        np.asarray(model["components"], np.float64),
+    )
     lo, hi = np.asarray(model["lo"]), np.asarray(model["hi"])
     return np.clip((s - lo) / (hi - lo), 0.0, 1.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _scores(x, center, components):
+    """Each row's scores, summed band by band in order rather than by a matrix product, whose
+    rounding depends on which rows share the batch: a row's colours are then the same whichever
+    task writes it. A loop over rows: numpy's band-by-band passes over a batch cost 1.4 us a row
+    in the writer, a quarter of it."""
+    n, bands = x.shape
+    k = components.shape[0]
+    s = np.zeros((n, k))
+    for i in range(n):
+        for band in range(bands):
+            d = x[i, band] - center[band]
+            for j in range(k):
+                s[i, j] += d * components[j, band]
+    return s
 
 
 def dumps(model: dict) -> str:
