@@ -55,6 +55,7 @@ STAGES = [
     "reduce",
     "aggregate",
     "pca",
+    "rows",
     "write",
 ]
 

@@ -188,8 +188,9 @@ class ZonalStats:
             )
 
     def close(self):
-        """Release the run's cached tables (`df` is then recomputed if used again). A session the
-        run started keeps running too, for other runs in this process."""
+        """Release the run's cached tables and its rows' scratch folder (`df` cannot be read
+        after it). A session the run started keeps running too, for other runs in this
+        process."""
         self._chain.release()
 
     def __enter__(self):

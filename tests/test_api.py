@@ -3,6 +3,9 @@ rows and files, the caller's session left as it was, the command line's messages
 
 from __future__ import annotations
 
+import glob
+import os
+
 import geopandas as gpd
 import pandas as pd
 import pytest
@@ -12,6 +15,14 @@ from tests.compare import assert_frames_same, read, without_pixels
 from tests.conftest import ALL_STATS, run_job
 
 pytestmark = pytest.mark.spark
+
+
+def scratch_folders(spark) -> list:
+    from pyspark import SparkFiles
+
+    return glob.glob(
+        os.path.join(os.path.dirname(SparkFiles.getRootDirectory()), "aef-zonal-rows-*")
+    )
 
 
 def fields_frame(spark, sample):
@@ -53,6 +64,9 @@ def test_api_on_a_filtered_dataframe_gives_the_cli_rows(spark, sample, job_out, 
         ).exists()
         with pytest.raises(aef_zonal.JobError, match="already exists"):
             run.write(tmp_path / "out")
+        # local mode: the rows wait in a scratch folder of Spark's local dir until close()
+        assert run.report["files_cut"] >= 1 and scratch_folders(spark)
+    assert not scratch_folders(spark)
     # the caller's session: running, its settings and views its own
     assert spark.conf.get("spark.sql.shuffle.partitions") == partitions
     assert spark.table("fields").count() == 2 and spark.range(5).count() == 5

@@ -344,6 +344,30 @@ def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case, spilled, t
     assert sizes == ([[3 * len(published)]] if spilled else [[len(published)]] * 3)
 
 
+def test_scratch_files_are_cut_into_pieces_of_one_partition():
+    """The writer's pieces (jobs/stages/output.pieces): the files of one (time, label) each, in
+    order, at most `most` bytes together unless one file alone is larger; a null label is a
+    partition of its own."""
+    from aef_zonal.stages.output import pieces
+
+    size = {"a": 40, "b": 30, "c": 50, "d": 200, "e": 10, "f": 5, "g": 5}
+    refs = [
+        ("2024", "corn", 1, 1, None, "a"),
+        ("2024", "corn", 1, 1, None, "c"),
+        ("2024", "corn", 1, 1, None, "b"),
+        ("2024", "corn", 1, 1, None, "d"),
+        ("2025", "corn", 1, 1, None, "e"),
+        ("2024", None, 1, 1, None, "f"),
+        ("2024", "soy", 1, 1, None, "g"),
+    ]
+    got = [[r[-1] for r in p] for p in pieces(refs, size.get, most=100)]
+    assert got == [["a", "b"], ["c"], ["d"], ["g"], ["f"], ["e"]]
+    assert {(p[0][0], p[0][1]) for p in pieces(refs, size.get, 100)} == {
+        (t, lab) for t, lab, *_ in refs
+    }
+    assert pieces([], size.get) == []
+
+
 def test_linear_store_sums_codes():
     data = np.arange(-3, 5, dtype=np.int8).reshape(1, 2, 4)
     runs = np.array([[0, 0, 4, 0], [1, 0, 4, 0]])
