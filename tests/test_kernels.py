@@ -344,6 +344,21 @@ def test_fields_inside_one_chunk_leave_the_reduce_as_rows(chunk_case, spilled, t
     assert sizes == ([[3 * len(published)]] if spilled else [[len(published)]] * 3)
 
 
+def test_a_scratch_folder_that_cannot_take_the_rows_says_what_to_do(tmp_path):
+    """Rows the scratch folder cannot take (here: it is gone) fail the task with a SpillError
+    naming the folder and the ways out, which the reduce stage hands to the driver as it hands
+    a chunk's error (udfs/spark.py)."""
+    import pyarrow as pa
+
+    from aef_zonal.udfs import rows
+
+    gone = tmp_path / "gone"
+    batch = pa.RecordBatch.from_pydict({"feature_id": [1, 2], "mean": [1.0, None]})
+    packed = rows.pack(batch, pa.array([2024, 2024]), pa.array(["a", "b"]))
+    with pytest.raises(rows.SpillError, match=rf"{gone} cannot take them .*\[job\] scratch"):
+        rows.Spill(str(gone)).add(packed)
+
+
 def test_scratch_files_are_cut_into_pieces_of_one_partition():
     """The writer's pieces (jobs/stages/output.pieces): the files of one (time, label) each, in
     order, at most `most` bytes together unless one file alone is larger; a null label is a

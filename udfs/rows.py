@@ -278,6 +278,10 @@ def unpack(packed: pa.RecordBatch, schema: pa.Schema) -> Iterator[tuple[int, pa.
             yield i, pa.ipc.read_record_batch(message, schema)
 
 
+class SpillError(RuntimeError):
+    """The scratch folder cannot take a task's rows (a full or failing disk); says what to do."""
+
+
 class Spill:
     """A task's packed groups kept in a scratch folder on the machine's disk (the driver and the
     workers' one in local mode): each (time, label) group's IPC messages appended to a file of
@@ -288,6 +292,19 @@ class Spill:
         self.groups: dict[tuple[str, str], list] = {}  # -> [file, rows, with_pixels]
 
     def add(self, packed: pa.RecordBatch) -> None:
+        try:
+            self._add(packed)
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def _failed(self, e: OSError) -> SpillError:
+        return SpillError(
+            f"the rows' scratch folder {self.folder} cannot take them ({e.strerror or e}): "
+            "free space there, point spark.local.dir at a larger disk, or set [job] scratch "
+            '= "spark" (--conf) to keep them in Spark\'s cache and shuffle'
+        )
+
+    def _add(self, packed: pa.RecordBatch) -> None:
         counts = zip(packed.column("rows").to_pylist(), packed.column("with_pixels").to_pylist())
         keys = zip(packed.column("time").to_pylist(), packed.column("label").to_pylist())
         for blob, key, (n, valid) in zip(packed.column("blob"), keys, counts):
@@ -301,8 +318,11 @@ class Spill:
 
     def refs(self) -> pa.RecordBatch:
         """The groups added, as packed rows that name their files; then empty again."""
-        for f, _, _ in self.groups.values():
-            f.close()
+        try:
+            for f, _, _ in self.groups.values():
+                f.close()
+        except OSError as e:
+            raise self._failed(e) from None
         keys, counts = list(self.groups), list(self.groups.values())
         self.groups = {}
         return pa.RecordBatch.from_arrays(

@@ -88,10 +88,11 @@ class Messages(AccumulatorParam):
 def reduce_partitions(access, red, skip_bad: bool, counters: dict):
     """The reduce stage: chunk tasks -> partials (udfs/tasks.py), reads counted in `counters`
     (Spark accumulators: chunk_reads, requests, bytes, field_years). A chunk that cannot be
-    read or decoded (store.ChunkError) ends its task early, successfully, with the error in
-    `counters["errors"]`: the driver fails the run with it (Spark would only pass on its text,
-    after retrying a task whose chunk will not decode the next time either)."""
-    from aef_zonal.udfs import store, tasks
+    read or decoded (store.ChunkError), or rows the scratch folder cannot take (rows.SpillError),
+    end the task early, successfully, with the error in `counters["errors"]`: the driver fails
+    the run with it (Spark would only pass on its text, after retrying a task whose chunk will
+    not decode the next time either)."""
+    from aef_zonal.udfs import rows, store, tasks
 
     kill_marker = os.environ.get("AEF_ZONAL_TEST_KILL_ONCE")  # test hook: a worker dies once
 
@@ -117,7 +118,7 @@ def reduce_partitions(access, red, skip_bad: bool, counters: dict):
             os._exit(1)
         try:
             yield from tasks.reduce_batches(counted(batches), red, reader.submit)
-        except store.ChunkError as e:
+        except (store.ChunkError, rows.SpillError) as e:
             counters["errors"].add([str(e)])
         counters["chunk_reads"].add(reader.reads - reads0)
         counters["requests"].add(reader.requests - requests0)
@@ -153,14 +154,21 @@ def finish_partitions(fin):
     return finish_partition
 
 
-def rest_partitions(layout, scratch: str | None):
+def rest_partitions(layout, scratch: str | None, errors):
     """The published rows of the field-years the reduce stage did not finish, from
     sql/50_output.sql's rows (udfs/rows.py), packed per (time, label); kept in `scratch` (when
-    given) as the reduce stage keeps its rows."""
+    given) as the reduce stage keeps its rows, a failure to (rows.SpillError) handed to the
+    driver in the accumulator `errors`."""
     from aef_zonal.udfs import rows
 
     @per_task
     def rest_partition(batches):
+        try:
+            yield from built(batches)
+        except rows.SpillError as e:
+            errors.add([str(e)])
+
+    def built(batches):
         spill = rows.Spill(scratch) if scratch else None
         carry = None
         for batch in batches:
@@ -175,8 +183,8 @@ def rest_partitions(layout, scratch: str | None):
                     rows.dense(columns["mean"]),
                     carry,
                 )
-            built = rows.build(columns, columns, layout)
-            packed = rows.pack(built, columns["year"], columns["label"])
+            made = rows.build(columns, columns, layout)
+            packed = rows.pack(made, columns["year"], columns["label"])
             if spill is None:
                 yield packed
             else:

@@ -25,9 +25,9 @@ from aef_zonal.commit import LEFTOVERS
 from aef_zonal.errors import JobError
 from aef_zonal.options import Options
 from aef_zonal.report import versions
-from aef_zonal.session import sql
+from aef_zonal.session import cancelled_on, sql
 from aef_zonal.stages import fields
-from aef_zonal.stages.reduce import Reduced
+from aef_zonal.stages.reduce import Reduced, failure
 from aef_zonal.udfs import parquet, pca_model, rows, statistics
 from aef_zonal.udfs import spark as executor
 from aef_zonal.udfs.store import StoreInfo
@@ -163,12 +163,21 @@ def rows_packed(
         },
     )
     schema = from_arrow_schema(rows.PACKED)
+    sc = spark.sparkContext
+    errors = sc.accumulator([], executor.Messages())
     folder = kept.path if kept else None
-    built = rest.mapInArrow(executor.rest_partitions(lay, folder), schema)
+    built = rest.mapInArrow(executor.rest_partitions(lay, folder, errors), schema)
     union = reduced.of(ROWS, rows.PACKED.names).unionByName(built)
     if kept is None:
         return Packed(union, False), {}
-    ref = [tuple(r) for r in union.collect()]
+    with cancelled_on(sc, lambda: errors.value):
+        try:
+            ref = [tuple(r) for r in union.collect()]
+        except Exception:
+            if not errors.value:
+                raise
+    if errors.value:
+        raise JobError(failure(errors.value))
     cut = pieces(ref, os.path.getsize)
     df = spark.createDataFrame(
         spark.sparkContext.parallelize(cut, max(len(cut), 1)).flatMap(lambda p: p), schema

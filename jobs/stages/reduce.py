@@ -185,7 +185,7 @@ def reduce(
 
 
 def failure(errors: list[str]) -> str:
-    """The run's error from its workers' (each chunk's once; tasks may meet the same chunk)."""
+    """The run's error from its workers' (each once; tasks may meet the same chunk)."""
     distinct = sorted(set(errors))
     more = len(distinct) - 1
-    return distinct[0] + (f" (and {more} other chunk error(s))" if more else "")
+    return distinct[0] + (f" (and {more} other error(s))" if more else "")
