@@ -1,8 +1,9 @@
 """The writer's task: a partition's packed rows (udfs/rows.py) as GeoParquet files, each sorted
 by Hilbert key, with their `geo` metadata, written with pyarrow's Parquet writer.
 
-A task's input is the rows of one or more (time, label) partitions (the writer rebalances them
-into pieces of ~64 MB). Each partition's rows become one file: unpacked, sorted, coloured with
+A task's input is the rows of one or more (time, label) partitions, in pieces of ~64 MB: cut by
+the driver from the scratch folder's files (local mode), or by adaptive execution from the
+rebalanced packed rows. Each partition's rows become one file: unpacked, sorted, coloured with
 the run's PCA model, encoded (pyarrow writes a list<double> column as one buffer) and put where
 the commit strategy says (`Target`): into the staging folder, or as an S3 multipart upload left
 pending until the driver commits. The task returns one commit message per file.
