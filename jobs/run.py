@@ -144,19 +144,19 @@ class ZonalStats:
             field_years = chain("field_years", assign.field_years, spark, assigned, self.years)
             self.layout = output.layout(o, store, output.kept_fields(fields_.df))
             drawn = pca.probability(o, fields_.field_years, kept_model is not None)
-            kept = chain.hold(output.scratch(spark, o))
+            scratch = chain.hold(output.scratch_folder(spark, o))
             meter = reduce.Meter(
                 spark.sparkContext, tasks.reads, fields_.field_years, tasks.field_years
             )
             reduced = chain(
                 "reduce", reduce.reduce, spark, o, store, tasks, meter, self.layout, drawn,
-                kept, meter=meter,
+                scratch, meter=meter,
             )  # fmt: skip
             stats = chain("aggregate", aggregate.aggregate, spark, o, store, reduced)
             self.model = chain("pca", pca.pca, o, reduced, stats, kept_model, drawn)
             self._packed = chain(
                 "rows", output.rows_packed, spark, o, self.layout, reduced, field_years,
-                stats.df, kept,
+                stats.df, scratch,
             )  # fmt: skip
             files = output.files(spark, store, self.layout, self.model)
             self.df, self.without_pixels = output.split(o, output.frame(spark, self._packed, files))

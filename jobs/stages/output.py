@@ -123,7 +123,7 @@ class Scratch:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def scratch(spark, o: Options) -> Scratch | None:
+def scratch_folder(spark, o: Options) -> Scratch | None:
     """The run's scratch folder: where the driver and the workers share this machine's disk
     (local mode), unless [job] scratch says "spark"."""
     how = o.settings["job"]["scratch"]
@@ -146,10 +146,16 @@ class Packed:
 
 
 def rows_packed(
-    spark, o: Options, lay: rows.Layout, reduced: Reduced, field_years, stats, kept: Scratch | None
+    spark,
+    o: Options,
+    lay: rows.Layout,
+    reduced: Reduced,
+    field_years,
+    stats,
+    scratch: Scratch | None,
 ) -> tuple[Packed, dict]:
     """The published rows, packed per (time, label): those the reduce stage finished, and the
-    others built from sql/50_output.sql's rows; in `kept` (the scratch folder), those too."""
+    others built from sql/50_output.sql's rows; in the `scratch` folder, those too."""
     finished = [s.name for s in statistics.finished(o.statistics)]
     rest = sql(
         spark,
@@ -165,10 +171,10 @@ def rows_packed(
     schema = from_arrow_schema(rows.PACKED)
     sc = spark.sparkContext
     errors = sc.accumulator([], executor.Messages())
-    folder = kept.path if kept else None
+    folder = scratch.path if scratch else None
     built = rest.mapInArrow(executor.rest_partitions(lay, folder, errors), schema)
     union = reduced.of(ROWS, rows.PACKED.names).unionByName(built)
-    if kept is None:
+    if scratch is None:
         return Packed(union, False), {}
     with cancelled_on(sc, lambda: errors.value):
         try:
@@ -179,9 +185,7 @@ def rows_packed(
     if errors.value:
         raise JobError(failure(errors.value))
     cut = pieces(ref, os.path.getsize)
-    df = spark.createDataFrame(
-        spark.sparkContext.parallelize(cut, max(len(cut), 1)).flatMap(lambda p: p), schema
-    )
+    df = spark.createDataFrame(sc.parallelize(cut, max(len(cut), 1)).flatMap(lambda p: p), schema)
     return Packed(df, True), {"files_cut": len(cut)}
 
 

@@ -125,12 +125,12 @@ def reduce(
     meter: Meter,
     layout: Layout,
     sample: float,
-    kept,
+    scratch,
 ):
     """`sample`: the probability with which a finished field-year's mean is drawn for the PCA
-    fit (0: no fit); `kept`: the scratch folder the finished rows wait in (jobs/stages/output.py:
+    fit (0: no fit); `scratch`: the folder the finished rows wait in (jobs/stages/output.py:
     Scratch; None: in the cache)."""
-    red = reduction(o, store, layout, sample, kept.path if kept else None)
+    red = reduction(o, store, layout, sample, scratch.path if scratch else None)
     sc = spark.sparkContext
     counters = meter.counters
     n_tasks = max(chunk_tasks.tasks, 1)
